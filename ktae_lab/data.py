@@ -215,7 +215,9 @@ def to_batch(df_or_path, # a rollout DataFrame (as from `read_rollouts`) or a JS
     response_mask = torch.zeros((B, L), dtype=torch.long)
     response_mask[valid] = flat_mask
     rewards = torch.from_numpy(np.array(df["reward"], dtype=np.float64)).to(torch.float32)
-    if not bool(torch.isfinite(rewards).all()): raise ValueError("`reward` holds NaN or infinite values")
+    if not bool(torch.isfinite(rewards).all()):
+        row = int((~torch.isfinite(rewards)).nonzero()[0])
+        raise ValueError(f"row {row}: `reward` {df['reward'].iloc[row]} is NaN, infinite or beyond the float32 range")
     tokens = None
     if "tokens" in df.columns and B and all(t is not None for t in df["tokens"].tolist()): tokens = [list(t) for t in df["tokens"]]
     return RolloutBatch(responses, response_mask, rewards, df["group_id"].tolist(), tokens, df)
