@@ -10,4 +10,12 @@ d = { 'settings': { 'branch': 'main',
                                'ktae_lab.core.check_token_batch': ('core.html#check_token_batch', 'ktae_lab/core.py'),
                                'ktae_lab.core.group_ids': ('core.html#group_ids', 'ktae_lab/core.py'),
                                'ktae_lab.core.group_mean_std': ('core.html#group_mean_std', 'ktae_lab/core.py'),
-                               'ktae_lab.core.group_sum': ('core.html#group_sum', 'ktae_lab/core.py')}}}
+                               'ktae_lab.core.group_sum': ('core.html#group_sum', 'ktae_lab/core.py')},
+            'ktae_lab.verify': { 'ktae_lab.verify._clean_phrase': ('verify.html#_clean_phrase', 'ktae_lab/verify.py'),
+                                 'ktae_lab.verify._last_boxed': ('verify.html#_last_boxed', 'ktae_lab/verify.py'),
+                                 'ktae_lab.verify._latex_frac': ('verify.html#_latex_frac', 'ktae_lab/verify.py'),
+                                 'ktae_lab.verify._normalise_number_text': ('verify.html#_normalise_number_text', 'ktae_lab/verify.py'),
+                                 'ktae_lab.verify._normalise_text': ('verify.html#_normalise_text', 'ktae_lab/verify.py'),
+                                 'ktae_lab.verify.extract_answer': ('verify.html#extract_answer', 'ktae_lab/verify.py'),
+                                 'ktae_lab.verify.numeric_verifier': ('verify.html#numeric_verifier', 'ktae_lab/verify.py'),
+                                 'ktae_lab.verify.parse_number': ('verify.html#parse_number', 'ktae_lab/verify.py')}}}
