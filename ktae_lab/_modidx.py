@@ -46,4 +46,12 @@ d = { 'settings': { 'branch': 'main',
                                                                                  'ktae_lab/stats.py'),
                                 'ktae_lab.stats.fisher_weight': ('stats.html#fisher_weight', 'ktae_lab/stats.py'),
                                 'ktae_lab.stats.frequency_direction': ('stats.html#frequency_direction', 'ktae_lab/stats.py'),
-                                'ktae_lab.stats.information_gain': ('stats.html#information_gain', 'ktae_lab/stats.py')}}}
+                                'ktae_lab.stats.information_gain': ('stats.html#information_gain', 'ktae_lab/stats.py')},
+            'ktae_lab.verify': { 'ktae_lab.verify._clean_phrase': ('verify.html#_clean_phrase', 'ktae_lab/verify.py'),
+                                 'ktae_lab.verify._last_boxed': ('verify.html#_last_boxed', 'ktae_lab/verify.py'),
+                                 'ktae_lab.verify._latex_frac': ('verify.html#_latex_frac', 'ktae_lab/verify.py'),
+                                 'ktae_lab.verify._normalise_number_text': ('verify.html#_normalise_number_text', 'ktae_lab/verify.py'),
+                                 'ktae_lab.verify._normalise_text': ('verify.html#_normalise_text', 'ktae_lab/verify.py'),
+                                 'ktae_lab.verify.extract_answer': ('verify.html#extract_answer', 'ktae_lab/verify.py'),
+                                 'ktae_lab.verify.numeric_verifier': ('verify.html#numeric_verifier', 'ktae_lab/verify.py'),
+                                 'ktae_lab.verify.parse_number': ('verify.html#parse_number', 'ktae_lab/verify.py')}}}
