@@ -56,9 +56,11 @@ def main():
     ap.add_argument("--groups", type=int, default=1024); ap.add_argument("--G", type=int, default=16)
     ap.add_argument("--L", type=int, default=3072); ap.add_argument("--vocab", type=int, default=151_646)
     ap.add_argument("--min-len", type=int, default=1); ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--device", default="cpu"); ap.add_argument("--skip-reference", action="store_true")
+    ap.add_argument("--device", default="cpu"); ap.add_argument("--threads", type=int, default=0); ap.add_argument("--skip-reference", action="store_true")
     args = ap.parse_args()
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {args.device}")
+    if args.threads: torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {args.device}, "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     ids, mask, rewards = zipf_batch(args.groups, args.G, args.L, args.vocab, args.min_len, device=args.device)
     n_valid = int(mask.sum())
     print(f"batch: {args.groups} groups x {args.G} rollouts x {args.L} tokens, vocab {args.vocab:,}, "
@@ -67,12 +69,12 @@ def main():
     for rep in range(args.repeats):
         reset_peak(); sync(args.device)
         if args.device.startswith("cuda"): torch.cuda.reset_peak_memory_stats()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         A = ktae_advantages(ids, mask, rewards, group_size=args.G)
-        sync(args.device); times.append(time.perf_counter() - t0)
+        sync(args.device); times.append(time.perf_counter() - t0); cpu = time.process_time() - c0
         peak = peak_rss_gib()
         extra = f", GPU peak {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB" if args.device.startswith("cuda") else ""
-        print(f"  run {rep + 1}: {times[-1]:.2f} s, peak RSS {peak:.2f} GiB{extra}")
+        print(f"  run {rep + 1}: {times[-1]:.2f} s wall ({cpu:.2f} s CPU), peak RSS {peak:.2f} GiB{extra}")
         del A
     med = statistics.median(times)
     print(f"ktae_advantages, full batch: median {med:.2f} s over {args.repeats} runs "
