@@ -119,8 +119,9 @@ def tiny_random_lm(seed:int=0, # seed of the random weights
     return lm, tok, f"tiny-random-llama(seed={seed})"
 
 # %% ../nbs/12_sampling.ipynb #ea64e84a
-DEFAULT_SYSTEM_PROMPT = ("Solve the math problem. Think step by step in a few short sentences, "
-                         "then finish with 'The answer is N.' where N is a number.")
+DEFAULT_SYSTEM_PROMPT = ("Solve the math problem in one or two short sentences, then write 'The answer is N.' "
+                         "where N is a number.\nExample:\nQuestion: Ann has 4 pens and buys 2 more pens. How many pens "
+                         "does she have?\nAnswer: Ann has 4 + 2 = 6 pens. The answer is 6.")
 PLAIN_TEMPLATE = "{system}\n\nQuestion: {question}\nAnswer:"  # used only with chat_template=False
 
 def render_prompt(tokenizer, # a transformers tokenizer
@@ -351,11 +352,11 @@ def sample_main(argv:list[str]|None=None) -> int:
     ap.add_argument("--num-rollouts", "-G", type=int, default=16, help="rollouts per problem (default 16)")
     ap.add_argument("--temperature", type=float, default=0.7)
     ap.add_argument("--top-p", type=float, default=0.95)
-    ap.add_argument("--max-new-tokens", type=int, default=256)
+    ap.add_argument("--max-new-tokens", type=int, default=160)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--system-prompt", default=DEFAULT_SYSTEM_PROMPT)
     ap.add_argument("--no-chat-template", action="store_true", help="plain 'Question: ...\\nAnswer:' prompts")
-    ap.add_argument("--problems-per-batch", type=int, default=1, help="problems per generate call (default 1)")
+    ap.add_argument("--problems-per-batch", type=int, default=4, help="problems per generate call (default 4)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -379,3 +380,5 @@ def sample_main(argv:list[str]|None=None) -> int:
         return 2
     print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in stats.items()}))
     return 0
+
+if __name__ == "__main__": sys.exit(sample_main())   # python -m ktae_lab.sampling ... (same as ktae-lab sample)
