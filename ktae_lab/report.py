@@ -8,7 +8,7 @@ import argparse, html, sys
 from datetime import datetime, timezone
 from pathlib import Path
 import numpy as np
-from .viz import explain_group, as_batch, group_figures_html
+from .viz import explain_group, as_batch
 
 # %% auto #0
 __all__ = ['report_html', 'write_report', 'parse_override', 'report_main']
@@ -53,8 +53,7 @@ def report_html(rollouts, # RolloutBatch, rollout DataFrame or JSONL path
         one_class = "" if 0 < int(gv.correct.sum()) < len(gv.rows) else \
             "<p><i>All rollouts of this group are correct, or all wrong: KTAE gives K = 0 everywhere (and GRPO Â = 0).</i></p>"
         sections.append(f'<section id="group-{i}"><h2>Group {html.escape(str(g))}</h2>{prompt}{one_class}'
-                        f'{gv.to_html(top=top, plots=False)}'
-                        f'{group_figures_html(gv, top=top) if plots else ""}</section>')
+                        f'{gv.to_html(top=top, plots=plots)}</section>')
     n_correct = int((batch.rewards > cfg.correct_threshold).sum())
     nav = "".join(f'<a href="#group-{i}">{html.escape(str(g))}</a>' for i, g in enumerate(groups))
     cfg_rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>" for k, v in _config_items(cfg))

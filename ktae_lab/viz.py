@@ -226,7 +226,7 @@ class GroupView:
         "The group as HTML: summary, top key tokens, every rollout coloured by K (optionally the plots)."
         parts = [f'<div class="ktae-group"><h3 style="margin:4px 0">{html.escape(self.summary())}</h3>',
                  top_tokens_html(self.top_tokens(top))]
-        if plots: parts.append(group_figures_html(self))
+        if plots: parts.append(group_figures_html(self, top=top))
         parts.append(legend_html(self.vmax, "K"))
         parts += [v.to_html(legend=False) if v is not None else
                   f"<p><i>rollout {self.rollout_ids[j]}: empty (no valid tokens)</i></p>" for j, v in enumerate(self.views)]
