@@ -43,11 +43,12 @@ class KeyTokenExplorer:
         try: self.batch = as_batch(rollouts); groups = list(dict.fromkeys(np.asarray(self.batch.index, dtype=object).tolist()))
         except Exception as e: self.batch, groups, self.error = None, [], f"{type(e).__name__}: {e}"
         from ktae_lab.ktae import PRESETS
-        cfg = PRESETS[preset] if preset in PRESETS else PRESETS["official"]
+        if preset not in PRESETS: raise ValueError(f"unknown preset {preset!r}; choose one of {list(PRESETS)}")
+        cfg = PRESETS[preset]
         slider = dict(continuous_update=False, readout_format=".2f", style={"description_width": "70px"})
         self.group = W.Dropdown(options=[(str(g), g) for g in groups], value=group if group in groups else (groups[0] if groups else None), description="group")
         self.rollout = W.Dropdown(options=[], description="rollout")
-        self.preset = W.Dropdown(options=list(PRESETS), value=preset if preset in PRESETS else "official", description="preset")
+        self.preset = W.Dropdown(options=list(PRESETS), value=preset, description="preset")
         self.alpha = W.FloatSlider(value=cfg.alpha, min=0, max=4, step=0.1, description="alpha (F)", **slider)
         self.beta = W.FloatSlider(value=cfg.beta, min=0, max=4, step=0.1, description="beta (IG)", **slider)
         self.gamma = W.FloatSlider(value=cfg.gamma, min=0, max=4, step=0.1, description="gamma (TF)", **slider)
