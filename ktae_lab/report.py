@@ -11,7 +11,7 @@ import numpy as np
 from .viz import explain_group, as_batch
 
 # %% auto #0
-__all__ = ['report_html', 'write_report', 'parse_override', 'report_main']
+__all__ = ['report_html', 'write_report', 'report_main']
 
 # %% ../nbs/10a_report.ipynb #89413b54
 _PAGE_CSS = """
@@ -94,19 +94,6 @@ def write_report(rollouts, # RolloutBatch, rollout DataFrame or JSONL path
     out.write_text(page, encoding="utf-8")
     return out
 
-def parse_override(text:str, # 'name=value'
-                  ) -> tuple[str, object]: # (name, parsed value)
-    "Parse a `--set name=value` override: bools, ints, floats, comma-separated id lists for ignore_ids."
-    if "=" not in text: raise ValueError(f"--set expects name=value, got {text!r}")
-    k, v = (s.strip() for s in text.split("=", 1))
-    if k == "ignore_ids": return k, tuple(int(x) for x in v.replace(",", " ").split())
-    low = v.lower()
-    if low in ("true", "false", "on", "off", "yes", "no"): return k, low in ("true", "on", "yes")
-    for conv in (int, float):
-        try: return k, conv(v)
-        except ValueError: pass
-    return k, v
-
 def report_main(argv:list[str]|None=None, # command-line arguments (default: sys.argv[1:])
                ) -> int: # exit status
     "`ktae-lab report ROLLOUTS.jsonl -o report.html`: write the self-contained HTML report."
@@ -116,14 +103,15 @@ def report_main(argv:list[str]|None=None, # command-line arguments (default: sys
     p.add_argument("-o", "--out", default="report.html", help="output HTML file (default: report.html)")
     p.add_argument("--preset", default="official", help="KTAE preset: official or clean (default: official)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
-                   help="KTAE override, repeatable (e.g. --set beta=2 --set use_tf=false --set ignore_ids=151643,151645)")
+                   help="KTAE override, repeatable, as for `ktae-lab score` (e.g. --set beta=2 --set use_tf=false --set ignore_ids=151643;151645)")
     p.add_argument("--top", type=int, default=10, help="key tokens per side (default: 10)")
     p.add_argument("--max-groups", type=int, default=None, help="only the first N groups")
     p.add_argument("--no-plots", action="store_true", help="leave out the plots (faster, smaller page)")
     p.add_argument("--title", default="Key tokens of the rollouts", help="page title")
     a = p.parse_args(argv)
     try:
-        overrides = dict(parse_override(s) for s in a.overrides)
+        from ktae_lab.ktae import parse_overrides
+        overrides = parse_overrides(a.overrides)
         out = write_report(a.rollouts, a.out, preset=a.preset, top=a.top, max_groups=a.max_groups,
                            plots=not a.no_plots, title=a.title, **overrides)
     except (ValueError, TypeError, KeyError, OSError) as e:

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ktae_lab.report import report_html, write_report, report_main, parse_override
+from ktae_lab.report import report_html, write_report, report_main
 from ktae_lab.viz import KTAE_GREEN, KTAE_RED, explain_group
 from test_viz import ROWS, NAMES, write_worked_example, cells
 
@@ -61,11 +61,12 @@ def test_overrides_reach_the_page(worked):
 # ---------------------------------------------------------------- command line
 def test_report_main_writes_the_page(worked, tmp_path, capsys):
     out = tmp_path / "sub" / "r.html"
-    assert report_main([str(worked), "-o", str(out), "--no-plots", "--set", "beta=2", "--set", "ignore_ids=12"]) == 0
+    assert report_main([str(worked), "-o", str(out), "--no-plots", "--set", "beta=2", "--set", "ignore_ids=12;18"]) == 0
     page = out.read_text()
     assert "wrote" in capsys.readouterr().out
     t12 = [c for c in cells(page) if "id 12" in c["title"]]
-    assert t12 and all(float(c["data-score"]) == 0.0 for c in t12)            # ignored id
+    t18 = [c for c in cells(page) if "id 18" in c["title"]]
+    assert t12 and t18 and all(float(c["data-score"]) == 0.0 for c in t12 + t18)   # ignored ids
     assert "beta</td><td>2" in page
 
 
@@ -91,11 +92,6 @@ def test_report_main_bad_files(tmp_path, capsys):
     bad.write_text("\n".join(lines) + "\n")
     assert report_main([str(bad), "-o", str(tmp_path / "r.html")]) == 2
     assert "line 3" in capsys.readouterr().err
-
-
-def test_parse_override():
-    assert parse_override("use_h=off") == ("use_h", False) and parse_override("top=0.5") == ("top", 0.5)
-    assert parse_override("p_transform=linear") == ("p_transform", "linear")
 
 
 # ---------------------------------------------------------------- headless Chromium
