@@ -11,10 +11,11 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['KTAE_GREEN', 'KTAE_RED', 'score_colors', 'clean_token', 'display_token', 'token_tooltip', 'legend_html', 'token_html',
-           'TokenView', 'stats_per_position', 'GroupView', 'top_tokens_html', 'explain_group', 'as_batch',
-           'plot_top_tokens', 'plot_k_distribution', 'plot_rollout_advantage', 'plot_contingency', 'figure_html',
-           'agg_figure', 'group_figures_html']
+__all__ = ['KTAE_GREEN', 'KTAE_RED', 'STEP_COLORS', 'score_colors', 'clean_token', 'display_token', 'token_tooltip',
+           'legend_html', 'token_html', 'TokenView', 'stats_per_position', 'GroupView', 'top_tokens_html',
+           'explain_group', 'as_batch', 'plot_top_tokens', 'plot_k_distribution', 'plot_rollout_advantage',
+           'plot_contingency', 'figure_html', 'agg_figure', 'group_figures_html', 'annotation_steps', 'annotation_html',
+           'plot_search_path', 'AnnotationView']
 
 # %% ../nbs/10_viz.ipynb #d44205db
 KTAE_GREEN = (26, 152, 80)   # RGB of positive values (ColorBrewer RdYlGn's dark green, as in Captum's viz)
@@ -445,3 +446,121 @@ def group_figures_html(gv:GroupView, # from `explain_group`
         row = gv.table.loc[gv.table.K.abs().idxmax()]
         fig = agg_figure((3.6, 3)); plot_contingency(row, ax=fig.subplots()); out.append(figure_html(fig, "contingency table"))
     return '<div class="ktae-figs" style="display:flex;flex-wrap:wrap;gap:8px;align-items:flex-start">' + "".join(out) + "</div>"
+
+# %% ../nbs/10_viz.ipynb #3d79319c
+STEP_COLORS = {1: "#d9f0e3", 0: "#f8d7d5", "first": "#eb9893", None: "#eeeeee"}   # fine, wrong, first error, unlabelled
+
+def _get(obj, name, default=None):
+    "An attribute or dict entry of an annotation, record or probe (NaN, as from a DataFrame row, counts as missing)."
+    v = obj.get(name, default) if isinstance(obj, dict) else getattr(obj, name, default)
+    return default if isinstance(v, float) and math.isnan(v) else v
+
+def annotation_steps(annotation, # an Annotation or an annotation record
+                     steps:list[str]|None=None, # the solution's steps (records carry them)
+                    ) -> list[str]: # the step texts
+    "The step texts of an annotation: `steps` if given, else the record's `steps[i]['text']`."
+    if steps is None:
+        rec = _get(annotation, "steps")
+        if rec is None: raise ValueError("`steps` is required: this annotation does not carry the solution's steps")
+        steps = [s["text"] if isinstance(s, dict) else s for s in rec]
+    steps = list(steps)
+    if not steps: raise ValueError("`steps` is empty: a solution needs at least one step")
+    if not all(isinstance(s, str) for s in steps): raise TypeError("`steps` must be strings")
+    labels = _get(annotation, "labels")
+    if labels is not None and len(labels) != len(steps):
+        raise ValueError(f"the annotation has {len(labels)} labels but there are {len(steps)} steps")
+    return steps
+
+def annotation_html(annotation, # an Annotation or an annotation record (dict)
+                    steps:list[str]|None=None, # the solution's steps (default: the record's)
+                    title:str|None=None, # heading
+                   ) -> str: # HTML fragment
+    "A solution's steps coloured by EpicPRM label, each probe's estimate at its step, and the search path."
+    steps = annotation_steps(annotation, steps)
+    labels, fe = _get(annotation, "labels"), _get(annotation, "first_error")
+    fe = None if fe is None else int(fe)
+    probes, status = list(_get(annotation, "probes") or []), _get(annotation, "status", "ok")
+    soft, base = _get(annotation, "soft_labels"), _get(annotation, "baseline")
+    v0 = _get(base, "v0") if base is not None else None
+    head = [f"method <b>{html.escape(str(_get(annotation, 'method')))}</b>", f"status {html.escape(str(status))}",
+            f"first error: <b>{'none found' if fe is None else f'step {fe}'}</b>",
+            f"{int(_get(annotation, 'rollouts', 0))} rollouts, {int(_get(annotation, 'tokens', 0))} tokens"]
+    if v0 is not None: head.append(f"V0 = {float(v0):.3f} (k = {_get(base, 'k')})")
+    if _get(annotation, "error"): head.append(f"<span style='color:#b00020'>error: {html.escape(str(_get(annotation, 'error')))}</span>")
+    chips = []
+    for n, p in enumerate(probes, 1):
+        bad, s = _get(p, "is_error"), _get(p, "step")
+        col = STEP_COLORS["first"] if bad else "#a3d6b9"
+        iv = f" [{_get(p, 'lo')}–{_get(p, 'hi')}]" if _get(p, "lo") is not None else ""
+        chips.append(f"<span class='ktae-probe' style='background:{col};padding:1px 5px;border-radius:8px' "
+                     f"title='probe {n}: prefix up to step {s}, V = {float(_get(p, 'estimate')):.4f}, success rate "
+                     f"{float(_get(p, 'count_estimate', float('nan'))):.4f}, {_get(p, 'rollouts')} rollouts'>"
+                     f"#{n} step {s}{iv} V={float(_get(p, 'estimate')):.3f} {'error' if bad else 'fine'}</span>")
+    path = ("<div style='margin:4px 0'>search path: " + " → ".join(chips)
+            + (f" ⇒ first error at step {fe}" if fe is not None else "") + "</div>") if chips else ""
+    by_step = {}
+    for n, p in enumerate(probes, 1): by_step.setdefault(_get(p, "step"), []).append((n, p))
+    rows = []
+    for i, text in enumerate(steps):
+        lab = None if labels is None else int(labels[i])
+        col = STEP_COLORS["first"] if fe is not None and i == fe else STEP_COLORS[lab]
+        note = " ".join(f"<span style='font-size:0.8em;color:#333'>[probe #{n}: V={float(_get(p, 'estimate')):.3f}"
+                        f"{' → error' if _get(p, 'is_error') else ' → fine'}]</span>" for n, p in by_step.get(i, []))
+        tip = f"step {i}: label {lab if lab is not None else '—'}" + (f", soft label {float(soft[i]):.3f}" if soft else "")
+        mark = " <b>← first error</b>" if fe is not None and i == fe else ""
+        rows.append(f"<div class='ktae-step' data-label='{'' if lab is None else lab}' title='{html.escape(tip, quote=True)}' "
+                    f"style='background:{col};padding:3px 6px;margin:2px 0;border-radius:4px;white-space:pre-wrap"
+                    f"{';border:2px solid #d73027' if mark else ''}'><b>{i}</b> {html.escape(text)}{mark} {note}</div>")
+    if status == "skipped": rows.insert(0, "<p><i>Skipped: the pilot found too few successes (question too hard to annotate).</i></p>")
+    t = f'<div style="font-weight:bold;margin:6px 0 2px">{html.escape(title)}</div>' if title else ""
+    return f"<div class='ktae-annotation'>{t}<div style='font-size:0.9em'>{' · '.join(head)}</div>{path}{''.join(rows)}</div>"
+
+# %% ../nbs/10_viz.ipynb #2b5d4c03
+def plot_search_path(annotation, # an Annotation or an annotation record
+                     num_steps:int|None=None, # number of steps (default: len(labels))
+                     ax=None, # matplotlib axes
+                    ):
+    "Probe estimates in search order, their intervals, V0 and the first error of one EpicPRM annotation."
+    probes = list(_get(annotation, "probes") or [])
+    labels, fe, base = _get(annotation, "labels"), _get(annotation, "first_error"), _get(annotation, "baseline")
+    fe = None if fe is None else int(fe)
+    S = num_steps if num_steps is not None else (len(labels) if labels is not None else 1 + max([_get(p, "step") for p in probes] + [0]))
+    fig, ax = _axes(ax, (7, 3.2))
+    steps = np.array([_get(p, "step") for p in probes], dtype=float)
+    est = np.array([float(_get(p, "estimate")) for p in probes])
+    bad = np.array([bool(_get(p, "is_error")) for p in probes], dtype=bool)
+    if len(probes):
+        ax.plot(steps, est, "-", color="0.6", lw=1, zorder=1, label="search path")
+        ax.scatter(steps, est, c=[np.array(KTAE_RED if b else KTAE_GREEN) / 255 for b in bad], s=60, zorder=2)
+        for n, (s, e) in enumerate(zip(steps, est), 1): ax.annotate(str(n), (s, e), xytext=(4, 4), textcoords="offset points", fontsize=8)
+        for n, p in enumerate(probes, 1):
+            if _get(p, "lo") is not None:
+                y = -0.06 - 0.05 * n
+                ax.plot([_get(p, "lo") - 0.4, _get(p, "hi") + 0.4], [y, y], lw=4, color="tab:blue", alpha=0.35, solid_capstyle="butt")
+    if base is not None and _get(base, "v0") is not None: ax.axhline(float(_get(base, "v0")), ls="--", color="k", lw=1, label="V0 (question)")
+    if fe is not None: ax.axvspan(fe - 0.5, fe + 0.5, color=np.array(KTAE_RED) / 255, alpha=0.15, label=f"first error: step {fe}")
+    ax.set_xlim(-1.5, S - 0.5); ax.set_ylim(-0.1 - 0.05 * len(probes), 1.05)
+    ax.set_xlabel("step (last step of the probed prefix)"); ax.set_ylabel("estimated value V")
+    ax.set_title(f"{_get(annotation, 'method')}: {len(probes)} probes")
+    if ax.get_legend_handles_labels()[0]: ax.legend(fontsize=7, loc="upper right")
+    return fig, ax
+
+# %% ../nbs/10_viz.ipynb #5b2b4f3f
+@dataclass
+class AnnotationView:
+    "One EpicPRM annotation; displays as the solution's steps coloured by label with the probes and search path."
+    annotation: object            # Annotation or record dict
+    steps: list | None = None     # the solution's steps (records carry them)
+    title: str | None = None
+    def __post_init__(self): self.steps = annotation_steps(self.annotation, self.steps)
+    def to_html(self) -> str: return annotation_html(self.annotation, self.steps, self.title)
+    def _repr_html_(self) -> str: return self.to_html()
+    def plot(self, ax=None): return plot_search_path(self.annotation, len(self.steps), ax)
+    def probes(self) -> "pd.DataFrame":
+        "The probes as a table, in search order."
+        import pandas as pd
+        cols = ["step", "estimate", "count_estimate", "lo", "hi", "is_error", "rollouts", "tokens"]
+        rows = [{c: _get(p, c) for c in cols} for p in (_get(self.annotation, "probes") or [])]
+        return pd.DataFrame(rows, columns=cols, index=pd.RangeIndex(1, len(rows) + 1, name="probe"))
+    def __repr__(self):
+        return f"AnnotationView({len(self.steps)} steps, first error {_get(self.annotation, 'first_error')}, {len(_get(self.annotation, 'probes') or [])} probes)"

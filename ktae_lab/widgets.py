@@ -7,10 +7,10 @@ from __future__ import annotations
 import html
 import numpy as np
 from .viz import (explain_group, as_batch, token_html, figure_html, agg_figure, plot_top_tokens,
-                          plot_k_distribution, plot_rollout_advantage, plot_contingency, stats_per_position)
+                          plot_k_distribution, plot_rollout_advantage, plot_contingency, stats_per_position, AnnotationView)
 
 # %% auto #0
-__all__ = ['parse_ids', 'KeyTokenExplorer']
+__all__ = ['parse_ids', 'KeyTokenExplorer', 'load_annotation_records', 'AnnotationExplorer']
 
 # %% ../nbs/11_widgets.ipynb #16f7aa1d
 _KNOBS = ("alpha", "beta", "gamma", "top", "use_fisher", "use_ig", "use_h", "use_tf", "ignore_ids")
@@ -172,5 +172,78 @@ class KeyTokenExplorer:
         self.table = t.reset_index(drop=True)
         self.table_view.value = (f"<div style='max-height:320px;overflow:auto'>"
                                  f"{self.table.head(self.max_table_rows).to_html(index=False, float_format=lambda v: f'{v:.4g}')}</div>")
+
+    def _repr_mimebundle_(self, **kwargs): return self.ui._repr_mimebundle_(**kwargs)
+
+# %% ../nbs/11_widgets.ipynb #2691d372
+def load_annotation_records(path, # annotation JSONL (one record per line, as `annotate_dataset` writes)
+                           ) -> list[dict]: # the records
+    "Read an annotation JSONL strictly: a malformed line is an error naming its line number."
+    import json
+    from pathlib import Path
+    p = Path(path)
+    if not p.is_file(): raise FileNotFoundError(f"annotation file not found: {p}")
+    recs = []
+    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip(): continue
+        try: r = json.loads(line)
+        except json.JSONDecodeError as e: raise ValueError(f"{p}, line {n}: not valid JSON ({e.msg})") from None
+        if not isinstance(r, dict): raise ValueError(f"{p}, line {n}: expected a JSON object, got {type(r).__name__}")
+        recs.append(r)
+    if not recs: raise ValueError(f"{p}: no annotation records")
+    return recs
+
+class AnnotationExplorer:
+    "An ipywidgets app over EpicPRM annotations: steps coloured by label, probe estimates, search path, probe table."
+    def __init__(self, annotations, # JSONL path, DataFrame of records, or list of records / Annotation objects
+                 steps:list|None=None, # per-annotation step lists (needed for Annotation objects)
+                 show_plot:bool=True, # draw the search-path chart
+                ):
+        import ipywidgets as W
+        self.view, self.probes, self.error = None, None, None
+        try: self.items = self._items(annotations, steps)
+        except Exception as e: self.items, self.error = [], f"{type(e).__name__}: {e}"
+        def label(i, a):
+            g = (a.get if isinstance(a, dict) else lambda k, d=None: getattr(a, k, d))
+            return f"{g('id', i)} · {g('method')} · first error {g('first_error')} · {g('status', 'ok')}"
+        self.record = W.Dropdown(options=[(label(i, a), i) for i, (a, _) in enumerate(self.items)], description="solution",
+                                 layout=W.Layout(width="480px"))
+        self.show_plot = W.Checkbox(value=show_plot, description="chart", indent=False)
+        self.status, self.steps_view, self.plot, self.probes_view = W.HTML(), W.HTML(), W.HTML(), W.HTML()
+        for w in (self.record, self.show_plot): w.observe(lambda ch: self.refresh(), names="value")
+        self.ui = W.VBox([W.HBox([self.record, self.show_plot]), self.status, self.steps_view, self.plot, self.probes_view])
+        self.refresh()
+
+    @staticmethod
+    def _items(annotations, steps):
+        "(annotation, steps) pairs from a path, a DataFrame or a list."
+        from pathlib import Path
+        if isinstance(annotations, (str, Path)): annotations = load_annotation_records(annotations)
+        elif hasattr(annotations, "to_dict"): annotations = annotations.to_dict("records")
+        annotations = list(annotations)
+        if steps is not None and len(steps) != len(annotations):
+            raise ValueError(f"`steps` has {len(steps)} entries but there are {len(annotations)} annotations")
+        return list(zip(annotations, steps if steps is not None else [None] * len(annotations)))
+
+    def refresh(self):
+        "Redraw the chosen annotation (errors are shown in place)."
+        if self.error is not None and not self.items: return self._fail(self.error)
+        if self.record.value is None: return self._fail("no annotations to show")
+        ann, steps = self.items[self.record.value]
+        try: self.view = AnnotationView(ann, steps)
+        except Exception as e: return self._fail(f"{type(e).__name__}: {e}")
+        self.error = None
+        self.status.value = f"<b>{html.escape(repr(self.view))}</b>"
+        self.steps_view.value = self.view.to_html()
+        self.probes = self.view.probes()
+        self.probes_view.value = self.probes.to_html(float_format=lambda v: f"{v:.4g}") if len(self.probes) else "<i>no probes</i>"
+        if self.show_plot.value:
+            fig = agg_figure((7, 3.2)); self.view.plot(ax=fig.subplots()); self.plot.value = figure_html(fig, "search path", dpi=72)
+        else: self.plot.value = ""
+
+    def _fail(self, msg):
+        self.error, self.view, self.probes = msg, None, None
+        self.status.value = f'<div style="color:#b00020;font-weight:bold">⚠ {html.escape(msg)}</div>'
+        self.steps_view.value = self.plot.value = self.probes_view.value = ""
 
     def _repr_mimebundle_(self, **kwargs): return self.ui._repr_mimebundle_(**kwargs)

@@ -306,3 +306,72 @@ def test_figures_inline_png(worked):
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     fh = group_figures_html(explain_group(worked))
     assert fh.count("data:image/png;base64,") == 4 and "http" not in fh
+
+
+# ---------------------------------------------------------------- EpicPRM annotation view
+from types import SimpleNamespace
+from ktae_lab.viz import annotation_html, annotation_steps, plot_search_path, AnnotationView, STEP_COLORS
+
+STEPS = ["Tom has 12 apples.", "He buys 7: 12 + 7 = 19.", "He gives <5> away.", "So we subtract.", "19 + 5 = 24.", "The answer is 24."]
+PROBES = [dict(step=2, estimate=0.58, count_estimate=0.56, rollouts=32, tokens=4000, lo=0, hi=4, is_error=False),
+          dict(step=4, estimate=0.02, count_estimate=0.03, rollouts=32, tokens=4000, lo=3, hi=4, is_error=True),
+          dict(step=3, estimate=0.55, count_estimate=0.50, rollouts=32, tokens=4000, lo=3, hi=3, is_error=False)]
+REC = dict(id="r", method="epic_adaptive", status="ok", labels=[1, 1, 1, 1, 0, 0], first_error=4, rollouts=96, tokens=12000,
+           baseline=dict(k=16, v0=0.62), probes=PROBES, steps=[dict(text=t, rating=None) for t in STEPS])
+
+
+def step_divs(h):
+    return re.findall(r"<div class='ktae-step' data-label='(\d?)' title='([^']*)' style='background:(#\w+)", h)
+
+
+def test_annotation_steps_coloured_by_label():
+    d = step_divs(annotation_html(REC))
+    assert [x[0] for x in d] == ["1", "1", "1", "1", "0", "0"]
+    assert [x[2] for x in d] == [STEP_COLORS[1]] * 4 + [STEP_COLORS["first"], STEP_COLORS[0]]
+    h = annotation_html(REC)
+    assert "He gives &lt;5&gt; away." in h and "<5>" not in h
+    assert h.count("← first error") == 1 and "first error at step 4" in h and "V0 = 0.620 (k = 16)" in h
+
+
+def test_annotation_probes_and_path():
+    h = annotation_html(REC)
+    chips = re.findall(r"class='ktae-probe'[^>]*>([^<]*)</span>", h)
+    assert chips == ["#1 step 2 [0–4] V=0.580 fine", "#2 step 4 [3–4] V=0.020 error", "#3 step 3 [3–3] V=0.550 fine"]
+    assert "[probe #2: V=0.020 → error]" in h and "[probe #3: V=0.550 → fine]" in h
+
+
+def test_annotation_objects_render_like_records():
+    obj = SimpleNamespace(method="epic_adaptive", status="ok", labels=REC["labels"], first_error=4, rollouts=96, tokens=12000,
+                          soft_labels=None, baseline=SimpleNamespace(k=16, v0=0.62),
+                          probes=[SimpleNamespace(**p) for p in PROBES])
+    assert annotation_html(obj, STEPS) == annotation_html(REC)
+
+
+def test_annotation_special_cases_and_errors():
+    skipped = dict(REC, status="skipped", labels=None, first_error=None, probes=[])
+    h = annotation_html(skipped)
+    assert "Skipped" in h and [x[0] for x in step_divs(h)] == [""] * 6 and "none found" in h
+    soft = annotation_html(dict(REC, method="math_shepherd", soft_labels=[0.9, 0.8, 0.7, 0.6, 0.0, 0.0]))
+    assert "soft label 0.600" in soft
+    with pytest.raises(ValueError, match="6 labels but there are 2 steps"): annotation_html(REC, ["a", "b"])
+    with pytest.raises(ValueError, match="`steps` is required"): annotation_html(dict(labels=[1]))
+    with pytest.raises(ValueError, match="empty"): annotation_steps(dict(labels=None), [])
+    with pytest.raises(TypeError, match="strings"): annotation_steps(dict(labels=None), [1, 2])
+
+
+def test_plot_search_path():
+    fig, ax = plot_search_path(REC)
+    assert ax.collections[0].get_offsets().tolist() == [[2.0, 0.58], [4.0, 0.02], [3.0, 0.55]]
+    cols = [tuple(np.round(c[:3] * 255).astype(int)) for c in ax.collections[0].get_facecolors()]
+    assert cols == [KTAE_GREEN, KTAE_RED, KTAE_GREEN]
+    assert any(l.get_ydata()[0] == 0.62 for l in ax.lines if len(l.get_ydata()) == 2 and l.get_linestyle() == "--")
+    span = [p for p in ax.patches][0].get_xy()
+    assert np.allclose(sorted({x for x, _ in span}), [3.5, 4.5])                 # the first-error column
+    _, ax2 = plot_search_path(dict(REC, probes=[], first_error=None))
+    assert len(ax2.collections) == 0
+
+
+def test_annotation_view():
+    v = AnnotationView(REC)
+    assert v.steps == STEPS and v.probes().index.tolist() == [1, 2, 3] and v.probes().is_error.tolist() == [False, True, False]
+    assert len(step_divs(v._repr_html_())) == 6 and "3 probes" in repr(v)

@@ -1,5 +1,5 @@
 """Drive every control of `KeyTokenExplorer` by setting `.value` and check the views follow; errors show in place."""
-import html, math, re
+import html, json, math, re
 
 import numpy as np
 import pytest
@@ -210,3 +210,71 @@ def test_empty_rollout_in_group(tmp_path):
     ex.rollout.value = 4
     assert "empty rollout" in ex.token_view.value and ex.error is None
     assert re.findall(r'alt="(\w+)"', ex.plots.value) == ["top", "dist", "token"]
+
+
+# ---------------------------------------------------------------- EpicPRM annotation explorer
+from ktae_lab.widgets import AnnotationExplorer, load_annotation_records
+from test_viz import REC, STEPS, step_divs
+
+RIGHT = dict(id="right", method="epic_adaptive", status="ok", labels=[1, 1, 1], first_error=None, probes=[],
+             steps=[dict(text=t) for t in ["12 + 7 = 19.", "19 - 5 = 14.", "The answer is 14."]])
+
+
+def test_annotation_explorer_switches_solutions():
+    ax = AnnotationExplorer([REC, RIGHT], show_plot=True)
+    assert "first error 4" in ax.status.value and ax.probes.step.tolist() == [2, 4, 3]
+    assert [x[0] for x in step_divs(ax.steps_view.value)] == ["1"] * 4 + ["0"] * 2
+    assert ax.plot.value.startswith("<img") and "<table" in ax.probes_view.value
+    first_plot = ax.plot.value
+    ax.record.value = 1
+    assert "first error None" in ax.status.value and len(step_divs(ax.steps_view.value)) == 3
+    assert "no probes" in ax.probes_view.value and ax.plot.value != first_plot
+    ax.show_plot.value = False
+    assert ax.plot.value == ""
+    assert [lbl for lbl, _ in ax.record.options][0].startswith("r · epic_adaptive · first error 4")
+
+
+def test_annotation_explorer_from_jsonl_and_dataframe(tmp_path):
+    import pandas as pd
+    p = tmp_path / "ann.jsonl"
+    p.write_text("\n".join(json.dumps(r) for r in [REC, RIGHT]) + "\n")
+    assert len(load_annotation_records(p)) == 2
+    ax = AnnotationExplorer(p, show_plot=False)
+    assert ax.error is None and len(ax.record.options) == 2
+    ax2 = AnnotationExplorer(pd.DataFrame([REC, RIGHT]), show_plot=False)
+    assert ax2.steps_view.value == ax.steps_view.value
+
+
+def test_annotation_explorer_errors_in_place(tmp_path):
+    p = tmp_path / "bad.jsonl"
+    p.write_text(json.dumps(REC) + "\n" + '{"id": "torn", "labels": [1\n')
+    with pytest.raises(ValueError, match="line 2"): load_annotation_records(p)
+    ax = AnnotationExplorer(p)
+    assert "line 2" in status(ax) and ax.steps_view.value == "" and ax.view is None
+    ax = AnnotationExplorer([dict(REC, labels=[1, 0])], show_plot=False)
+    assert "2 labels but there are 6 steps" in status(ax)
+    ax = AnnotationExplorer([REC], steps=[STEPS, STEPS])
+    assert "`steps` has 2 entries" in status(ax)
+    ax = AnnotationExplorer([])
+    assert "no annotations" in status(ax)
+
+
+def test_annotation_explorer_on_real_epicprm_annotations(tmp_path):
+    epicprm = pytest.importorskip("ktae_lab.epicprm", reason="ktae_lab.epicprm (EpicPRM issue) not merged yet")
+    simulator = pytest.importorskip("ktae_lab.simulator", reason="ktae_lab.simulator not merged yet")
+    sp = simulator.simulate_problems(4, simulator.SimConfig(min_steps=6, max_steps=10), seed=3)
+    wrong = sp.solutions[~sp.solutions.correct].head(3)
+    comp = sp.completer()
+    anns = [epicprm.annotate(r.question, list(r.steps), r.reference_answer, comp, "epic_adaptive", is_correct=False)
+            for r in wrong.itertuples()]
+    ax = AnnotationExplorer(anns, steps=[list(s) for s in wrong.steps], show_plot=False)
+    for i, ann in enumerate(anns):
+        ax.record.value = i
+        if ann.labels is None: assert "Skipped" in ax.steps_view.value; continue
+        assert [int(x[0]) for x in step_divs(ax.steps_view.value)] == ann.labels
+        assert ax.probes.step.tolist() == [p.step for p in ann.probes]
+        np.testing.assert_allclose(ax.probes.estimate.to_numpy(dtype=float), [p.estimate for p in ann.probes])
+    out = tmp_path / "ann.jsonl"                                                      # annotate_dataset's JSONL, read back
+    epicprm.annotate_dataset(wrong.head(2), comp, out, "epic_adaptive", progress=False)
+    ax2 = AnnotationExplorer(out, show_plot=True)
+    assert ax2.error is None and len(ax2.record.options) == 2 and ax2.plot.value.startswith("<img")
