@@ -365,8 +365,8 @@ def test_plot_search_path():
     cols = [tuple(np.round(c[:3] * 255).astype(int)) for c in ax.collections[0].get_facecolors()]
     assert cols == [KTAE_GREEN, KTAE_RED, KTAE_GREEN]
     assert any(l.get_ydata()[0] == 0.62 for l in ax.lines if len(l.get_ydata()) == 2 and l.get_linestyle() == "--")
-    span = [p for p in ax.patches][0].get_xy()
-    assert np.allclose(sorted({x for x, _ in span}), [3.5, 4.5])                 # the first-error column
+    span = ax.patches[0]                                                          # the first-error column
+    assert (span.get_x(), span.get_x() + span.get_width()) == pytest.approx((3.5, 4.5))
     _, ax2 = plot_search_path(dict(REC, probes=[], first_error=None))
     assert len(ax2.collections) == 0
 
