@@ -19,6 +19,7 @@ body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:24p
 h1{margin-bottom:0} .sub{color:#666;margin-top:4px} section{border-top:2px solid #ddd;margin-top:28px;padding-top:8px}
 .prompt{background:#f6f6f6;padding:6px 10px;border-left:3px solid #999;white-space:pre-wrap;font-size:0.9em}
 table.cfg td{padding:0 8px 0 0;font-size:0.85em} nav a{margin-right:10px}
+table.overview{border-collapse:collapse;margin-top:10px;font-size:0.9em} table.overview td,table.overview th{border-bottom:1px solid #ddd;padding:2px 10px;text-align:left}
 """
 _CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
@@ -46,12 +47,13 @@ def report_html(rollouts, # RolloutBatch, rollout DataFrame or JSONL path
         groups = groups[:max_groups]
     source = str(rollouts) if isinstance(rollouts, (str, Path)) else type(rollouts).__name__
     prompts = _prompts(batch)
-    sections = []
+    sections, summary = [], []
     for i, g in enumerate(tqdm(groups, desc="groups", disable=(not sys.stderr.isatty()) if progress is None else not progress)):
         gv = explain_group(batch, g, preset, **overrides)
         prompt = f'<div class="prompt">{html.escape(prompts[g])}</div>' if prompts.get(g) else ""
         one_class = "" if 0 < int(gv.correct.sum()) < len(gv.rows) else \
             "<p><i>All rollouts of this group are correct, or all wrong: KTAE gives K = 0 everywhere (and GRPO Â = 0).</i></p>"
+        summary.append(_summary_row(i, g, gv))
         sections.append(f'<section id="group-{i}"><h2>Group {html.escape(str(g))}</h2>{prompt}{one_class}'
                         f'{gv.to_html(top=top, plots=plots)}</section>')
     n_correct = int((batch.rewards > cfg.correct_threshold).sum())
@@ -69,7 +71,22 @@ def report_html(rollouts, # RolloutBatch, rollout DataFrame or JSONL path
             f'often found in the group\'s correct rollouts and raise the advantage of every rollout that uses them, '
             f'red ones lower it. Hover a token for its exact value, its 2×2 presence table and its statistics.</p>'
             f'<details><summary>KTAE configuration</summary><table class="cfg">{cfg_rows}</table></details>'
-            f'<nav>{nav}</nav>{"".join(sections)}</body></html>\n')
+            f'<nav>{nav}</nav>{_summary_table(summary)}{"".join(sections)}</body></html>\n')
+
+def _summary_row(i, g, gv) -> str:
+    "One line of the overview table: group, counts, strongest positive and negative tokens."
+    from ktae_lab.viz import display_token
+    t = gv.top_tokens(3)
+    def toks(sub): return " ".join(f"<code>{display_token(x) if isinstance(x, str) else x}</code>" for x in
+                                   (sub["token"] if "token" in sub else sub["token_id"]).tolist()) or "—"
+    n, nc = len(gv.rows), int(gv.correct.sum())
+    return (f'<tr><td><a href="#group-{i}">{html.escape(str(g))}</a></td><td>{n}</td><td>{nc}</td>'
+            f'<td>{toks(t[t.K > 0])}</td><td>{toks(t[t.K < 0])}</td></tr>')
+
+def _summary_table(rows) -> str:
+    "The overview table of all groups."
+    return ('<table class="overview"><tr><th>group</th><th>rollouts</th><th>correct</th><th>top rewarded tokens</th>'
+            f'<th>top punished tokens</th></tr>{"".join(rows)}</table>')
 
 def _prompts(batch) -> dict:
     "The first prompt of each group, when the rollout frame has a `prompt` column."

@@ -12,10 +12,10 @@ import torch
 
 # %% auto #0
 __all__ = ['KTAE_GREEN', 'KTAE_RED', 'STEP_COLORS', 'score_colors', 'clean_token', 'display_token', 'token_tooltip',
-           'legend_html', 'token_html', 'TokenView', 'stats_per_position', 'GroupView', 'top_tokens_html',
-           'explain_group', 'as_batch', 'plot_top_tokens', 'plot_k_distribution', 'plot_rollout_advantage',
-           'plot_contingency', 'figure_html', 'agg_figure', 'group_figures_html', 'annotation_steps', 'annotation_html',
-           'plot_search_path', 'AnnotationView']
+           'legend_html', 'token_html', 'TokenView', 'stats_per_position', 'rank_key_tokens', 'GroupView',
+           'top_tokens_html', 'explain_group', 'as_batch', 'plot_top_tokens', 'plot_k_distribution',
+           'plot_rollout_advantage', 'plot_contingency', 'figure_html', 'agg_figure', 'group_figures_html',
+           'annotation_steps', 'annotation_html', 'plot_search_path', 'AnnotationView']
 
 # %% ../nbs/10_viz.ipynb #d44205db
 KTAE_GREEN = (26, 152, 80)   # RGB of positive values (ColorBrewer RdYlGn's dark green, as in Captum's viz)
@@ -193,6 +193,18 @@ def stats_per_position(token_ids, # [n] token ids of one rollout's valid positio
     return t.reindex(ids).to_dict("records")
 
 # %% ../nbs/10_viz.ipynb #89e693b6
+def rank_key_tokens(table, # `token_table` rows (columns K, and p / count_correct / count_wrong when present)
+                    n:int=10, # tokens per side
+                   ) -> tuple: # (positive rows, negative rows), strongest first
+    "The n most positive and n most negative key tokens, ties in K broken by Fisher p, then by occurrences."
+    t = table[table.K != 0]
+    t = t.assign(_occ=t.count_correct + t.count_wrong) if {"count_correct", "count_wrong"} <= set(t) else t.assign(_occ=0)
+    t = t.assign(_p=t.p if "p" in t else 0.0)
+    pos = t[t.K > 0].sort_values(["K", "_p", "_occ"], ascending=[False, True, False], kind="stable").head(n)
+    neg = t[t.K < 0].sort_values(["K", "_p", "_occ"], ascending=[True, True, False], kind="stable").head(n)
+    return pos.drop(columns=["_occ", "_p"]), neg.drop(columns=["_occ", "_p"])
+
+# %% ../nbs/10_viz.ipynb #ce54a3f8
 @dataclass
 class GroupView:
     "KTAE's view of one group: K per position, advantages, the per-token table and a TokenView per rollout."
@@ -213,10 +225,8 @@ class GroupView:
 
     def top_tokens(self, n:int=10) -> "pd.DataFrame":
         "The n most positive and n most negative key tokens of the group (K != 0), strongest first."
-        t = self.table[self.table.K != 0]
-        pos = t[t.K > 0].sort_values("K", ascending=False).head(n)
-        neg = t[t.K < 0].sort_values("K").head(n)
         import pandas as pd
+        pos, neg = rank_key_tokens(self.table, n)
         return pd.concat([pos, neg], ignore_index=True)
 
     def summary(self) -> str:
@@ -236,7 +246,7 @@ class GroupView:
     def _repr_html_(self) -> str: return self.to_html()
     def __repr__(self): return f"GroupView({self.summary()})"
 
-# %% ../nbs/10_viz.ipynb #afe38d1c
+# %% ../nbs/10_viz.ipynb #b7d7b644
 def top_tokens_html(table, # rows with `K`, `a..d`, and `token` or `token_id`
                    ) -> str: # an HTML table
     "An HTML table of key tokens: token (coloured by K), K, the presence table and p."
@@ -256,7 +266,7 @@ def _fmt(v):
     if isinstance(v, (int, np.integer)): return str(int(v))
     return f"{float(v):+.4f}" if abs(float(v)) < 1e4 else f"{float(v):.3g}"
 
-# %% ../nbs/10_viz.ipynb #b7d7b644
+# %% ../nbs/10_viz.ipynb #afe4765d
 def explain_group(rollouts, # RolloutBatch, rollout DataFrame, or path to a rollout JSONL file
                   group=None, # group id (default: the first group in the batch)
                   preset:str="official", # KTAE preset
@@ -311,7 +321,7 @@ def _rollout_ids(batch, rows):
         return [int(x) if x == x else int(r) for x, r in zip(f["rollout_id"].iloc[rows].tolist(), rows)]
     return [int(r) for r in rows]
 
-# %% ../nbs/10_viz.ipynb #c3356d93
+# %% ../nbs/10_viz.ipynb #3160aa1d
 def _axes(ax, figsize):
     "The given axes, or a new pyplot figure's."
     if ax is not None: return ax.figure, ax
@@ -322,7 +332,7 @@ def _label(tok) -> str:
     "A token as a short, quoted plot label with visible whitespace."
     return repr(clean_token(tok)) if isinstance(tok, str) else f"⟨{tok}⟩"
 
-# %% ../nbs/10_viz.ipynb #2f0f2d54
+# %% ../nbs/10_viz.ipynb #0a93ae92
 def plot_top_tokens(table, # `token_table` output (columns `K`, `token` or `token_id`, optional `group`)
                     n:int=10, # tokens per side
                     group=None, # keep only this group (when `table` has several)
@@ -331,8 +341,7 @@ def plot_top_tokens(table, # `token_table` output (columns `K`, `token` or `toke
     "Bar chart of a group's n most positive and n most negative key tokens."
     t = table if group is None else table[table["group"] == group]
     if "K" not in t: raise ValueError("`table` needs a `K` column (from `token_table`)")
-    t = t[t.K != 0]
-    pos = t[t.K > 0].nlargest(n, "K"); neg = t[t.K < 0].nsmallest(n, "K")
+    pos, neg = rank_key_tokens(t, n)
     import pandas as pd
     sel = pd.concat([neg.iloc[::-1], pos.iloc[::-1]])             # strongest positive at the top
     fig, ax = _axes(ax, (6, max(2.0, 0.28 * len(sel) + 1)))
@@ -345,7 +354,7 @@ def plot_top_tokens(table, # `token_table` output (columns `K`, `token` or `toke
     ax.set_title(f"top key tokens{'' if group is None else f' of group {group!r}'}" if len(k) else "no key tokens (all K = 0)")
     return fig, ax
 
-# %% ../nbs/10_viz.ipynb #0a93ae92
+# %% ../nbs/10_viz.ipynb #31197800
 def plot_k_distribution(K, # [B, L] key-token values
                         response_mask, # [B, L] 0/1
                         rewards, # [B]
@@ -369,7 +378,7 @@ def plot_k_distribution(K, # [B, L] key-token values
     ax.set_title("distribution of K")
     return fig, ax
 
-# %% ../nbs/10_viz.ipynb #31197800
+# %% ../nbs/10_viz.ipynb #6b958a7d
 def plot_rollout_advantage(advantages, # [n] token-level advantages Â + K at valid positions
                            rollout_advantage:float, # the rollout's GRPO Â
                            tokens:list|None=None, # [n] token strings, used as tick labels when n <= 60
@@ -390,7 +399,7 @@ def plot_rollout_advantage(advantages, # [n] token-level advantages Â + K at va
     ax.set_ylabel("advantage"); ax.legend(fontsize=8); ax.set_title("per-position advantage")
     return fig, ax
 
-# %% ../nbs/10_viz.ipynb #6b958a7d
+# %% ../nbs/10_viz.ipynb #0e05da50
 def plot_contingency(row, # one `token_table` row (Series or dict with a, b, c, d; optional token, K, p, F, IG, h)
                      ax=None, # matplotlib axes
                     ):
@@ -407,7 +416,7 @@ def plot_contingency(row, # one `token_table` row (Series or dict with a, b, c, 
     ax.set_title(f"{name}" + (f"  K={float(row['K']):+.3f}" if "K" in row else "") + (f"\n{stats}" if stats else ""), fontsize=9)
     return fig, ax
 
-# %% ../nbs/10_viz.ipynb #0e05da50
+# %% ../nbs/10_viz.ipynb #3d79319c
 def figure_html(fig, # a matplotlib Figure
                 alt:str="figure", # alt text
                 dpi:int=90, # resolution
@@ -447,7 +456,7 @@ def group_figures_html(gv:GroupView, # from `explain_group`
         fig = agg_figure((3.6, 3)); plot_contingency(row, ax=fig.subplots()); out.append(figure_html(fig, "contingency table"))
     return '<div class="ktae-figs" style="display:flex;flex-wrap:wrap;gap:8px;align-items:flex-start">' + "".join(out) + "</div>"
 
-# %% ../nbs/10_viz.ipynb #3d79319c
+# %% ../nbs/10_viz.ipynb #e5691c6c
 STEP_COLORS = {1: "#d9f0e3", 0: "#f8d7d5", "first": "#eb9893", None: "#eeeeee"}   # fine, wrong, first error, unlabelled
 
 def _get(obj, name, default=None):
@@ -515,7 +524,7 @@ def annotation_html(annotation, # an Annotation or an annotation record (dict)
     t = f'<div style="font-weight:bold;margin:6px 0 2px">{html.escape(title)}</div>' if title else ""
     return f"<div class='ktae-annotation'>{t}<div style='font-size:0.9em'>{' · '.join(head)}</div>{path}{''.join(rows)}</div>"
 
-# %% ../nbs/10_viz.ipynb #2b5d4c03
+# %% ../nbs/10_viz.ipynb #5b2b4f3f
 def plot_search_path(annotation, # an Annotation or an annotation record
                      num_steps:int|None=None, # number of steps (default: len(labels))
                      ax=None, # matplotlib axes
@@ -545,7 +554,7 @@ def plot_search_path(annotation, # an Annotation or an annotation record
     if ax.get_legend_handles_labels()[0]: ax.legend(fontsize=7, loc="upper right")
     return fig, ax
 
-# %% ../nbs/10_viz.ipynb #5b2b4f3f
+# %% ../nbs/10_viz.ipynb #0a995d86
 @dataclass
 class AnnotationView:
     "One EpicPRM annotation; displays as the solution's steps coloured by label with the probes and search path."
