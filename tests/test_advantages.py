@@ -157,3 +157,9 @@ def test_bad_input():
     with pytest.raises(ValueError, match="`advantages` must have shape"): token_advantages(torch.ones(3), torch.ones(2, 4))
     with pytest.raises(TypeError, match="`advantages` must be floating"): token_advantages(torch.ones(2, dtype=torch.long), torch.ones(2, 4))
     with pytest.raises(ValueError, match="`response_mask` must be 2-D"): token_advantages(torch.ones(2), torch.ones(2))
+
+
+def test_negative_eps_rejected():
+    r = torch.tensor([1., 0.])
+    for est in ("grpo", "batch_std"):
+        with pytest.raises(ValueError, match="`eps` must be >= 0"): outcome_advantages(r, group_size=2, estimator=est, eps=-1e-6)
