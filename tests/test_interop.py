@@ -230,3 +230,36 @@ def test_bad_input():
     with pytest.raises(ValueError, match="valid: group, batch, none"): trl_ktae_advantages(ids, m, r, 4, scale_rewards="global")
     with pytest.raises(ValueError, match="`advantages` shape"): trl_ktae_advantages(ids, m, r, 4, advantages=torch.zeros(3))
     with pytest.raises(ValueError, match="does not divide"): trl_ktae_advantages(ids, m, r, 5)
+
+
+def test_trl_one_training_step_with_ktae(tmp_path):
+    """One real GRPOTrainer step on a tiny random model: the subclass feeds [B, T] KTAE advantages to TRL's loss."""
+    pytest.importorskip("trl", reason="trl not installed")
+    pytest.importorskip("datasets", reason="datasets not installed")
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast, LlamaConfig, LlamaForCausalLM
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+    vocab = {"<pad>": 0, "<eos>": 1, **{c: i + 2 for i, c in enumerate("abcdefghij0123456789 +=")}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<pad>")); tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>")
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=2, pad_token_id=0, eos_token_id=1, bos_token_id=1))
+    ds = Dataset.from_dict({"prompt": ["1+1=", "2+2=", "a b", "c d"] * 2})
+    seen = {}
+    class Spy(make_ktae_grpo_trainer(GRPOTrainer)):
+        def _generate_and_score_completions(self, inputs):
+            out = super()._generate_and_score_completions(inputs)
+            seen.update(out=out, rewards=self._ktae_rewards_per_func.sum(1))
+            return out
+    args = GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=8, num_generations=4, max_completion_length=8,
+                      max_steps=1, report_to=[], use_cpu=True, logging_steps=1, save_strategy="no", disable_tqdm=True)
+    tr = Spy(model=model, reward_funcs=lambda completions, **kw: [float("1" in c) for c in completions], args=args,
+             train_dataset=ds, processing_class=hf_tok)
+    result = tr.train()
+    out = seen["out"]
+    ids, mask = out["completion_ids"], out["completion_mask"]
+    assert out["advantages"].shape == ids.shape
+    torch.testing.assert_close(out["advantages"], trl_ktae_advantages(ids, mask, seen["rewards"], 4), atol=1e-5, rtol=0)
+    assert np.isfinite(result.training_loss)
