@@ -14,8 +14,8 @@ from .stats import (fisher_exact_pvalue, fisher_exact_pvalue_released, fisher_we
 from .advantages import grpo_advantages, GRPO_EPS
 
 # %% auto #0
-__all__ = ['PRESETS', 'CHUNK_TOKENS', 'TABLE_COLUMNS', 'KTAEConfig', 'resolve_config', 'table_statistics', 'combine_terms',
-           'key_token_values', 'ktae_advantages', 'token_table']
+__all__ = ['PRESETS', 'CHUNK_TOKENS', 'TABLE_COLUMNS', 'KTAEConfig', 'resolve_config', 'parse_overrides', 'table_statistics',
+           'combine_terms', 'key_token_values', 'ktae_advantages', 'token_table']
 
 # %% ../nbs/03_ktae.ipynb #672208a8
 @dataclass(frozen=True)
@@ -67,6 +67,30 @@ def resolve_config(preset:str|KTAEConfig="official", # preset name, or a KTAECon
     return cfg
 
 # %% ../nbs/03_ktae.ipynb #e6dfa0ba
+def parse_overrides(spec:str|list|tuple|None, # "k=v,k=v" or a list of "k=v"; ignore_ids as "0;2" or "0 2"
+                   ) -> dict: # typed overrides for `resolve_config`
+    "Parse 'name=value' KTAE overrides (from a command line or a widget) into typed values."
+    if not spec: return {}
+    items = [x for part in ([spec] if isinstance(spec, str) else list(spec)) for x in str(part).split(",") if x.strip()]
+    types = {f.name: f.default for f in fields(KTAEConfig)}
+    out = {}
+    for item in items:
+        if "=" not in item: raise ValueError(f"KTAE override {item!r} must look like name=value")
+        k, v = (t.strip() for t in item.split("=", 1))
+        if k not in types: raise ValueError(f"unknown KTAE override {k!r}; valid names: {sorted(types)}")
+        d = types[k]
+        try:
+            if isinstance(d, bool):
+                if v.lower() not in ("true", "false", "1", "0", "yes", "no", "on", "off"): raise ValueError(v)
+                out[k] = v.lower() in ("true", "1", "yes", "on")
+            elif isinstance(d, tuple): out[k] = tuple(int(t) for t in v.replace(";", " ").split())
+            elif isinstance(d, float): out[k] = float(v)
+            else: out[k] = v
+        except ValueError: raise ValueError(f"KTAE override {k}={v!r}: expected a {type(d).__name__}") from None
+    resolve_config("official", **out)                        # validate values now
+    return out
+
+# %% ../nbs/03_ktae.ipynb #72ac5996
 def table_statistics(a, b, c, d, # [U] float64 cells of the presence tables
                      cfg:KTAEConfig, # estimator configuration
                      width:torch.Tensor|None=None, # [U] release grid width per table (released_numerics only)
@@ -96,7 +120,7 @@ def table_statistics(a, b, c, d, # [U] float64 cells of the presence tables
         h = cohens_h(ua, ub, uc, ud, half=cfg.half_h, eps=cfg.h_eps)
     return {k: v[inv] for k, v in dict(p=p, F=F, IG=ig, h=h).items()}
 
-# %% ../nbs/03_ktae.ipynb #72ac5996
+# %% ../nbs/03_ktae.ipynb #f382c889
 def combine_terms(stats:dict, # p, F, IG, h per (group, id)
                   tf_c:torch.Tensor, tf_w:torch.Tensor, # [U] BM25 tf in correct / incorrect rollouts
                   cfg:KTAEConfig, # estimator configuration
@@ -113,44 +137,56 @@ def combine_terms(stats:dict, # p, F, IG, h per (group, id)
     K = (torch.sigmoid(raw) - 0.5) * 2 * cfg.top if cfg.released_numerics else cfg.top * torch.tanh(raw / 2)
     return dict(stats, tf_term=tf_term, x=x, raw=raw, K=K)
 
-# %% ../nbs/03_ktae.ipynb #f382c889
-def _presence_counts(ids:torch.Tensor, # [N] token ids of the valid positions (row-major)
-                     rows:torch.Tensor, # [N] local row of each position
-                     gid:torch.Tensor, # [Bc] group id of each local row
+# %% ../nbs/03_ktae.ipynb #61bcc57f
+def _presence_counts(ids:torch.Tensor, # [N] token ids of the valid positions, row-major
+                     rows:torch.Tensor, # [N] local row of each position (non-decreasing)
+                     gid:torch.Tensor, # [Bc] local group id (0..Gc-1) of each local row
                      correct:torch.Tensor, # [Bc] bool, row is correct
                     ) -> dict: # per (group, id): group, token_id, a, b, count_c, count_w; pos2u [N]
-    "Sort (group, id, row) keys once; derive presence tables and occurrence counts per (group, id)."
-    Bc = gid.shape[0]
-    V = int(ids.max().item()) + 1 if ids.numel() else 1
-    key = (gid[rows] * V + ids) * Bc + rows
-    skey, order = torch.sort(key)
-    pair_key, pair_inv, pair_cnt = torch.unique_consecutive(skey, return_inverse=True, return_counts=True)
-    gv, prow = pair_key // Bc, pair_key % Bc
-    u_key, pair_u = torch.unique_consecutive(gv, return_inverse=True)
-    U = u_key.shape[0]
-    isc = correct[prow].to(torch.float64)
-    cnt = pair_cnt.to(torch.float64)
-    a = torch.bincount(pair_u, weights=isc, minlength=U)
-    b = torch.bincount(pair_u, weights=1 - isc, minlength=U)
-    count_c = torch.bincount(pair_u, weights=cnt * isc, minlength=U)
-    count_w = torch.bincount(pair_u, weights=cnt * (1 - isc), minlength=U)
-    pos2u = torch.empty_like(order); pos2u[order] = pair_u[pair_inv]
+    "One stable sort of (group, id) keys gives presence tables and occurrence counts per (group, id)."
+    N = ids.shape[0]
+    V = int(ids.max().item()) + 1 if N else 1
+    Gc = int(gid.max().item()) + 1 if gid.numel() else 1
+    key = gid[rows] * V + ids
+    if Gc * V < 2**31: key = key.to(torch.int32)
+    skey, order = torch.sort(key, stable=True)
+    srow = rows[order]
+    new_u = torch.ones(N, dtype=torch.bool, device=ids.device)
+    new_u[1:] = skey[1:] != skey[:-1]
+    new_pair = new_u.clone()
+    new_pair[1:] |= srow[1:] != srow[:-1]
+    u_idx = torch.cumsum(new_u, 0) - 1
+    U = int(u_idx[-1].item()) + 1 if N else 0
+    isc = correct[srow]
+    a = torch.bincount(u_idx[new_pair], weights=isc[new_pair].to(torch.float64), minlength=U)
+    b = torch.bincount(u_idx[new_pair], minlength=U).to(torch.float64) - a
+    count_c = torch.bincount(u_idx, weights=isc.to(torch.float64), minlength=U)
+    count_w = torch.bincount(u_idx, minlength=U).to(torch.float64) - count_c
+    u_key = skey[new_u].long()
+    pos2u = torch.empty_like(u_idx); pos2u[order] = u_idx
     return dict(group=u_key // V, token_id=u_key % V, a=a, b=b, count_c=count_c, count_w=count_w, pos2u=pos2u)
 
-# %% ../nbs/03_ktae.ipynb #61bcc57f
+# %% ../nbs/03_ktae.ipynb #1ab7768c
+def _rows_view(x, rows):
+    "x[rows] as a view when `rows` is a contiguous range, else a copy."
+    n = rows.shape[0]
+    if n and int(rows[-1] - rows[0]) + 1 == n and bool((rows[1:] > rows[:-1]).all()): return x[int(rows[0]):int(rows[0]) + n]
+    return x[rows]
+
 def _score_chunk(responses, mask, rows, gid, correct, n_T, n_F, T_c, T_w, cfg, details=False):
     "Key-token values for the valid positions of `rows` (whole groups); optionally the per-(group, id) table."
-    sub_mask = mask[rows]
-    ids = responses[rows][sub_mask].long()
+    sub_mask = _rows_view(mask, rows)
+    ids = _rows_view(responses, rows)[sub_mask].long()
     local = torch.repeat_interleave(torch.arange(len(rows), device=ids.device), sub_mask.sum(1))
-    pc = _presence_counts(ids, local, gid[rows], correct[rows])
-    g = pc["group"]
+    g_rows, g_local = torch.unique(gid[rows], return_inverse=True)
+    pc = _presence_counts(ids, local, g_local, correct[rows])
+    g = g_rows[pc["group"]]
     a, b = pc["a"], pc["b"]
     c, d = n_T[g] - a, n_F[g] - b
     width = None
     if cfg.released_numerics:   # release grid width: 1 + max over the group's tables of min(R1, C1)
         w = torch.minimum(a + b, a + c).long() + 1
-        width = torch.zeros(int(g.max().item()) + 1 if g.numel() else 1, dtype=torch.long, device=g.device).scatter_reduce_(0, g, w, reduce="amax")[g]
+        width = torch.zeros(len(g_rows), dtype=torch.long, device=g.device).scatter_reduce_(0, pc["group"], w, reduce="amax")[pc["group"]]
     stats = table_statistics(a, b, c, d, cfg, width)
     dt = torch.float32 if cfg.released_numerics else torch.float64
     avg = (T_c[g] + T_w[g]) / 2
@@ -170,7 +206,7 @@ def _score_chunk(responses, mask, rows, gid, correct, n_T, n_F, T_c, T_w, cfg, d
             0, pc["pos2u"], torch.arange(len(ids), device=K.device), reduce="amin")
     return res
 
-# %% ../nbs/03_ktae.ipynb #c74ec19e
+# %% ../nbs/03_ktae.ipynb #7d06230a
 CHUNK_TOKENS = 1 << 22  # valid tokens per chunk: bounds working memory (~ a few hundred MB)
 
 def _ktae_batch(responses, response_mask, rewards, index, group_size, cfg, details=False, chunk_tokens=CHUNK_TOKENS):
@@ -197,9 +233,9 @@ def _ktae_batch(responses, response_mask, rewards, index, group_size, cfg, detai
     for ch in torch.unique(row_chunk[active]).tolist():            # a few large chunks of whole groups
         rows = torch.nonzero(row_chunk == ch).flatten()
         res = _score_chunk(responses, mask, rows, gid, correct, n_T, n_F, T_c, T_w, cfg, details)
-        sub = torch.zeros(len(rows), L, dtype=out_dtype, device=K.device)
-        sub[res["sub_mask"]] = res["K_pos"].to(out_dtype)
-        K[rows] = sub
+        Kv = _rows_view(K, rows)                                   # a view of K when rows are contiguous
+        Kv[res["sub_mask"]] = res["K_pos"].to(out_dtype)
+        if Kv._base is not K: K[rows] = Kv
         if details:
             tables.append(res["table"])
             pos = torch.nonzero(res["sub_mask"])                   # row-major valid positions of the chunk
@@ -207,7 +243,7 @@ def _ktae_batch(responses, response_mask, rewards, index, group_size, cfg, detai
             firsts.append(torch.stack([rows[fp[:, 0]], fp[:, 1]], 1))
     return K, (tables, firsts, gid, G, mask)
 
-# %% ../nbs/03_ktae.ipynb #4f0a24d1
+# %% ../nbs/03_ktae.ipynb #1b72255e
 def key_token_values(responses:torch.Tensor, # [B, L] token ids
                      response_mask:torch.Tensor, # [B, L] 1 for response tokens (EOS included), 0 for padding
                      rewards, # [B] scalar reward per rollout; correct when > correct_threshold
@@ -220,7 +256,7 @@ def key_token_values(responses:torch.Tensor, # [B, L] token ids
     cfg = resolve_config(preset, **overrides)
     return _ktae_batch(responses, response_mask, rewards, index, group_size, cfg)[0]
 
-# %% ../nbs/03_ktae.ipynb #08831126
+# %% ../nbs/03_ktae.ipynb #b4ae8603
 def ktae_advantages(responses:torch.Tensor, # [B, L] token ids
                     response_mask:torch.Tensor, # [B, L] 0/1 response mask
                     rewards, # [B] scalar rewards
@@ -235,7 +271,7 @@ def ktae_advantages(responses:torch.Tensor, # [B, L] token ids
     adv = grpo_advantages(torch.as_tensor(rewards).to(K.device), index, group_size, eps=eps).to(K.dtype)
     return (adv[:, None] + K) * (response_mask != 0)
 
-# %% ../nbs/03_ktae.ipynb #17103fc7
+# %% ../nbs/03_ktae.ipynb #777f7e62
 TABLE_COLUMNS = ["group", "token_id", "token", "a", "b", "c", "d", "count_correct", "count_wrong", "p", "F", "IG", "h",
                  "tf_c", "tf_w", "tf_term", "x", "raw", "K"]
 
