@@ -50,7 +50,7 @@ def test_estimator_settings_from_config_and_kwargs():
 
 
 def test_estimator_without_K_equals_verl_grpo():
-    ca = pytest.importorskip("verl.trainer.ppo.core_algos", reason="verl not installed")
+    ca = pytest.importorskip("verl.trainer.ppo.core_algos", reason="verl not installed", exc_type=ImportError)
     resp, mask, score, tlr, uid = _batch(3)
     for norm in (True, False):
         ours, _ = compute_ktae_outcome_advantage(tlr, mask.float(), uid, resp, norm_adv_by_std_in_grpo=norm,
@@ -60,7 +60,7 @@ def test_estimator_without_K_equals_verl_grpo():
 
 
 def test_verl_algo_config():
-    pytest.importorskip("verl.trainer.ppo.core_algos", reason="verl not installed")
+    pytest.importorskip("verl.trainer.ppo.core_algos", reason="verl not installed", exc_type=ImportError)
     from verl.trainer.config import AlgoConfig
     resp, mask, score, tlr, uid = _batch(4)
     adv, _ = compute_ktae_outcome_advantage(tlr, mask, uid, resp, config=AlgoConfig(norm_adv_by_std_in_grpo=False))
@@ -68,7 +68,7 @@ def test_verl_algo_config():
 
 
 def test_registry():
-    ca = pytest.importorskip("verl.trainer.ppo.core_algos", reason="verl not installed")
+    ca = pytest.importorskip("verl.trainer.ppo.core_algos", reason="verl not installed", exc_type=ImportError)
     importlib.reload(interop)                                        # verl is loaded now: import registers "ktae"
     fn = ca.get_adv_estimator_fn("ktae")
     resp, mask, score, tlr, uid = _batch(5)
@@ -90,7 +90,7 @@ def test_dataproto_adapter():
     d = SimpleNamespace(batch={"responses": resp, "response_mask": mask, "token_level_rewards": tlr}, non_tensor_batch={"uid": uid})
     assert compute_ktae_advantage_for_batch(d) is d
     torch.testing.assert_close(d.batch["advantages"], expect)
-    verl = pytest.importorskip("verl", reason="verl not installed")
+    verl = pytest.importorskip("verl", reason="verl not installed", exc_type=ImportError)
     prompt = torch.ones(24, 5, dtype=torch.long)
     dp = verl.DataProto.from_dict(tensors={"responses": resp, "attention_mask": torch.cat([prompt, mask], 1),
                                            "token_level_rewards": tlr}, non_tensors={"uid": uid})
@@ -204,7 +204,7 @@ def test_trl_subclass_second_of_two_processes():
 
 
 def test_trl_subclass_of_real_trainer():
-    trl = pytest.importorskip("trl", reason="trl not installed")
+    trl = pytest.importorskip("trl", reason="trl not installed", exc_type=ImportError)
     from trl import GRPOTrainer
     cls = make_ktae_grpo_trainer()
     assert issubclass(cls, GRPOTrainer)
@@ -234,8 +234,8 @@ def test_bad_input():
 
 def test_trl_one_training_step_with_ktae(tmp_path):
     """One real GRPOTrainer step on a tiny random model: the subclass feeds [B, T] KTAE advantages to TRL's loss."""
-    pytest.importorskip("trl", reason="trl not installed")
-    pytest.importorskip("datasets", reason="datasets not installed")
+    pytest.importorskip("trl", reason="trl not installed", exc_type=ImportError)
+    pytest.importorskip("datasets", reason="datasets not installed", exc_type=ImportError)
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast, LlamaConfig, LlamaForCausalLM
     from datasets import Dataset
