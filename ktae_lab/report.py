@@ -8,7 +8,7 @@ import argparse, html, sys
 from datetime import datetime, timezone
 from pathlib import Path
 import numpy as np
-from .viz import explain_group, as_batch
+from .viz import explain_groups, as_batch
 
 # %% auto #0
 __all__ = ['report_html', 'write_report', 'report_main']
@@ -48,8 +48,8 @@ def report_html(rollouts, # RolloutBatch, rollout DataFrame or JSONL path
     source = str(rollouts) if isinstance(rollouts, (str, Path)) else type(rollouts).__name__
     prompts = _prompts(batch)
     sections, summary = [], []
-    for i, g in enumerate(tqdm(groups, desc="groups", disable=(not sys.stderr.isatty()) if progress is None else not progress)):
-        gv = explain_group(batch, g, preset, **overrides)
+    views = explain_groups(batch, groups, preset, **overrides)              # one vectorised KTAE call for all groups
+    for i, (g, gv) in enumerate(zip(groups, tqdm(views, desc="groups", disable=(not sys.stderr.isatty()) if progress is None else not progress))):
         prompt = f'<div class="prompt">{html.escape(prompts[g])}</div>' if prompts.get(g) else ""
         one_class = "" if 0 < int(gv.correct.sum()) < len(gv.rows) else \
             "<p><i>All rollouts of this group are correct, or all wrong: KTAE gives K = 0 everywhere (and GRPO Â = 0).</i></p>"

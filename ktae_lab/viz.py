@@ -13,7 +13,7 @@ import torch
 # %% auto #0
 __all__ = ['KTAE_GREEN', 'KTAE_RED', 'STEP_COLORS', 'score_colors', 'clean_token', 'display_token', 'token_tooltip',
            'legend_html', 'token_html', 'TokenView', 'stats_per_position', 'rank_key_tokens', 'GroupView',
-           'top_tokens_html', 'explain_group', 'as_batch', 'plot_top_tokens', 'plot_k_distribution',
+           'top_tokens_html', 'explain_groups', 'explain_group', 'as_batch', 'plot_top_tokens', 'plot_k_distribution',
            'plot_rollout_advantage', 'plot_contingency', 'figure_html', 'agg_figure', 'group_figures_html',
            'annotation_steps', 'annotation_html', 'plot_search_path', 'AnnotationView']
 
@@ -267,44 +267,71 @@ def _fmt(v):
     return f"{float(v):+.4f}" if abs(float(v)) < 1e4 else f"{float(v):.3g}"
 
 # %% ../nbs/10_viz.ipynb #afe4765d
-def explain_group(rollouts, # RolloutBatch, rollout DataFrame, or path to a rollout JSONL file
-                  group=None, # group id (default: the first group in the batch)
-                  preset:str="official", # KTAE preset
-                  **overrides, # KTAE config overrides (alpha, beta, gamma, top, use_*, ignore_ids, ...)
-                 ) -> GroupView:
-    "Score one group with KTAE and return its GroupView (tokens coloured by K, table, advantages)."
+def explain_groups(rollouts, # RolloutBatch, rollout DataFrame, or path to a rollout JSONL file
+                   groups:list|None=None, # group ids (default: every group, in order of appearance)
+                   preset:str="official", # KTAE preset
+                   **overrides, # KTAE config overrides (alpha, beta, gamma, top, use_*, ignore_ids, ...)
+                  ) -> list[GroupView]:
+    "Score the chosen groups with one KTAE call and return a GroupView per group."
+    import pandas as pd
     from ktae_lab.ktae import key_token_values, token_table, resolve_config
     from ktae_lab.advantages import grpo_advantages
     batch = as_batch(rollouts)
-    index = np.asarray(batch.index, dtype=object)
-    groups = list(dict.fromkeys(index.tolist()))
-    if group is None: group = groups[0]
-    rows = np.flatnonzero(index == group)
-    if rows.size == 0: raise ValueError(f"group {group!r} is not in the rollouts; groups: {groups[:20]}")
+    index = pd.Series(np.asarray(batch.index, dtype=object))
+    present = list(dict.fromkeys(index.tolist()))
+    groups = present if groups is None else list(groups)
+    missing = [g for g in groups if g not in set(present)]
+    if missing: raise ValueError(f"groups {missing[:10]} are not in the rollouts; groups: {present[:20]}")
     cfg = resolve_config(preset, **overrides)
+    rows = np.flatnonzero(index.isin(groups).to_numpy())                  # batch rows of the chosen groups
     sel = torch.as_tensor(rows)
     resp, mask, rew = batch.responses[sel], batch.response_mask[sel], batch.rewards[sel]
-    keep = mask.bool().any(0)                                     # drop columns padded in every row of the group
-    if keep.any(): last = int(torch.nonzero(keep).max()) + 1; resp, mask = resp[:, :last], mask[:, :last]
-    gidx = [group] * len(rows)
-    K = key_token_values(resp, mask, rew, index=gidx, preset=preset, **overrides)
-    adv_hat = grpo_advantages(rew, index=gidx)
-    A = (adv_hat[:, None] + K) * mask.to(K.dtype)
-    toks = [batch.tokens[r][:resp.shape[1]] for r in rows] if batch.tokens is not None else None
-    table = token_table(resp, mask, rew, index=gidx, preset=preset, tokens=toks, **overrides)
-    mb = mask.bool()
+    idx = index.iloc[rows].tolist()
+    K = key_token_values(resp, mask, rew, index=idx, preset=preset, **overrides)       # [n, L], all groups at once
+    adv_hat = grpo_advantages(rew, index=idx)                                           # [n]
+    toks = [batch.tokens[r] for r in rows] if batch.tokens is not None else None
+    table = token_table(resp, mask, rew, index=idx, preset=preset, tokens=toks, **overrides)
     rids = _rollout_ids(batch, rows)
+    local = index.iloc[rows].reset_index(drop=True)
+    tables = dict(tuple(table.groupby("group", sort=False)))
+    out = []
+    for g in groups:                 # cutting and rendering are per group by nature; the scoring above is batched
+        j = np.flatnonzero((local == g).to_numpy())
+        out.append(_group_view(g, rows[j].tolist(), [rids[i] for i in j], resp[j], mask[j], rew[j], K[j], adv_hat[j],
+                               tables.get(g, table.iloc[:0]).reset_index(drop=True), [toks[i] for i in j] if toks else None, cfg))
+    return out
+
+def _group_view(group, rows, rids, resp, mask, rew, K, adv_hat, table, toks, cfg) -> GroupView:
+    "Assemble one group's GroupView from its slice of the batched results."
+    keep = mask.bool().any(0)                                     # drop columns padded in every row of the group
+    last = int(torch.nonzero(keep).max()) + 1 if keep.any() else 0
+    resp, mask, K = resp[:, :last], mask[:, :last], K[:, :last]
+    mb = mask.bool()
+    A = (adv_hat[:, None] + K) * mask.to(K.dtype)
     correct = rew > cfg.correct_threshold
     vmax = float(cfg.top) if cfg.top > 0 else 1.0
     views = []
     for j in range(len(rows)):        # one view per rollout: rendering is per rollout by nature
+        pos = torch.nonzero(mb[j]).flatten().tolist()
+        if not pos: views.append(None); continue
         ids = resp[j][mb[j]].tolist()
-        t = [toks[j][p] for p in torch.nonzero(mb[j]).flatten().tolist()] if toks else [f"⟨{i}⟩" for i in ids]
+        t = [toks[j][p] for p in pos] if toks else [f"⟨{i}⟩" for i in ids]
         title = (f"rollout {rids[j]} · reward {float(rew[j]):g} · {'correct' if correct[j] else 'wrong'}"
                  f" · Â = {float(adv_hat[j]):+.3f}")
-        if not ids: views.append(None); continue
         views.append(TokenView(t, K[j][mb[j]], stats_per_position(ids, table), title=title, vmax=vmax))
-    return GroupView(group, rows.tolist(), rids, rew, correct, mb, resp, K, A, adv_hat, table, views, cfg, vmax)
+    return GroupView(group, rows, rids, rew, correct, mb, resp, K, A, adv_hat, table, views, cfg, vmax)
+
+def explain_group(rollouts, # RolloutBatch, rollout DataFrame, or path to a rollout JSONL file
+                  group=None, # group id (default: the first group in the batch)
+                  preset:str="official", # KTAE preset
+                  **overrides, # KTAE config overrides
+                 ) -> GroupView:
+    "Score one group with KTAE and return its GroupView (tokens coloured by K, table, advantages)."
+    batch = as_batch(rollouts)
+    if group is None:
+        if len(batch.index) == 0: raise ValueError("the rollouts are empty: no group to explain")
+        group = batch.index[0]
+    return explain_groups(batch, [group], preset, **overrides)[0]
 
 def as_batch(rollouts):
     "A RolloutBatch from a RolloutBatch, a rollout DataFrame or a JSONL path."

@@ -375,3 +375,19 @@ def test_annotation_view():
     v = AnnotationView(REC)
     assert v.steps == STEPS and v.probes().index.tolist() == [1, 2, 3] and v.probes().is_error.tolist() == [False, True, False]
     assert len(step_divs(v._repr_html_())) == 6 and "3 probes" in repr(v)
+
+
+def test_explain_groups_batched_equals_one_by_one(tmp_path):
+    from ktae_lab.viz import explain_groups
+    from ktae_lab.data import sample_rollouts_path
+    views = explain_groups(sample_rollouts_path(), preset="official", beta=2.0)
+    assert [v.group for v in views] == [f"sample-{i}" for i in range(5)]
+    for v in views:
+        one = explain_group(sample_rollouts_path(), v.group, beta=2.0)
+        assert torch.equal(v.K, one.K) and torch.equal(v.advantages, one.advantages) and v.rows == one.rows
+        assert v.table.equals(one.table)
+        assert [w.to_html() for w in v.views] == [w.to_html() for w in one.views]
+    assert (views[4].K == 0).all() and (views[4].advantages == 0).all()           # the all-correct group
+    two = explain_groups(sample_rollouts_path(), ["sample-3", "sample-1"])
+    assert [v.group for v in two] == ["sample-3", "sample-1"]
+    with pytest.raises(ValueError, match="not in the rollouts"): explain_groups(sample_rollouts_path(), ["x"])
