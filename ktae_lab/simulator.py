@@ -164,7 +164,7 @@ def simulate_problems(n_questions:int, # number of questions
             qlens.append(S)
         lens[qtext] = float(np.mean(qlens))
     df = pd.DataFrame(rows)
-    df["first_error"] = df["first_error"].astype(object).where(df["first_error"].notna(), None)
+    df["first_error"] = pd.Series([r["first_error"] for r in rows], dtype=object)   # ints, None for clean solutions
     return SimProblems(df, p0s, lens, lookup, answers, qids, cfg, seed)
 
 # %% ../nbs/08_simulator.ipynb #a4dfcb2b
