@@ -26,17 +26,20 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--min-steps", type=int, default=4)
     ap.add_argument("--max-steps", type=int, default=20)
+    ap.add_argument("--lucky-delta", type=float, default=None,
+                    help="log-weight penalty of lucky successes after an error (default SimConfig's 0.3; 0 = weighting cannot help)")
     ap.add_argument("--no-ablations", action="store_true", help="skip the ablation rows (no shift, count weights, ...)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     import pandas as pd
     from ktae_lab.simulator import SimConfig, simulate_problems, compare_methods
 
-    cfg = SimConfig(min_steps=args.min_steps, max_steps=args.max_steps)
+    cfg = SimConfig(min_steps=args.min_steps, max_steps=args.max_steps,
+                    **({} if args.lucky_delta is None else dict(lucky_delta=args.lucky_delta)))
     probs = simulate_problems(args.questions, cfg, seed=args.seed)
     wrong = probs.solutions[~probs.solutions.correct]
     print(f"simulated {args.questions} questions, {len(wrong)} wrong solutions, S in [{wrong.S.min()}, {wrong.S.max()}] "
-          f"(mean {wrong.S.mean():.2f}), seed {args.seed}")
+          f"(mean {wrong.S.mean():.2f}), seed {args.seed}, lucky_delta {cfg.lucky_delta}")
     methods = {m: (m, {}) for m in ("math_shepherd", "omega_binary", "epic_sequential", "epic_binary", "epic_adaptive")}
     if not args.no_ablations:
         methods.update({

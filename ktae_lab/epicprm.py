@@ -439,6 +439,8 @@ def annotate_dataset(df, # pandas DataFrame, one solution per row
     done, bases = {}, {}
     if path is not None:
         for r in read_annotations(path):
+            if r.get("method") not in (None, method):
+                raise ValueError(f"`path` {path} holds records of method {r.get('method')!r}, not {method!r}: use another file")
             done[str(r["id"])] = r
             if r.get("baseline") and r.get("method") == method: bases.setdefault(r["question"], Baseline(**r["baseline"]))
         if os.path.exists(path) and os.path.getsize(path):  # a torn last line stays, but must not swallow the next record

@@ -148,6 +148,13 @@ def test_verifier_called_when_correct_is_none():
     assert a.first_error == 2 and set(seen) == {"42"}
 
 
+def test_default_verifier_is_numeric_verifier():
+    pytest.importorskip("ktae_lab.verify")
+    def comp(q, p, n): return [Completion("so \\boxed{12}" if len(p) <= 1 else "The answer is 13", None, -0.1, 3) for _ in range(n)]
+    a = annotate("q", ["a", "b", "c", "The answer is 13"], "12", comp, "epic_sequential", k=2)
+    assert a.is_correct is False and a.first_error == 1
+
+
 def test_solution_correctness_from_verifier():
     a = annotate("q", ["x", "The answer is 4"], "4", prefix_completer(0), "epic_binary", verifier=lambda t, r: r in t)
     assert a.is_correct and a.labels == [1, 1]
@@ -304,6 +311,13 @@ def test_protocol_error_stops_run_without_losing_records(tmp_path):
     assert len(read_annotations(path)) == 3
     with pytest.raises(CompleterProtocolError): annotate_dataset(frame(), comp, path, "epic_binary", progress=False)
     assert path.read_text() == before
+
+
+def test_resume_with_another_method_is_refused(tmp_path):
+    path = tmp_path / "ann.jsonl"
+    annotate_dataset(frame(2), prefix_completer(2), path, "epic_binary", progress=False)
+    with pytest.raises(ValueError, match="`path`.*epic_binary"):
+        annotate_dataset(frame(2), prefix_completer(2), path, "math_shepherd", progress=False)
 
 
 def test_dataset_bad_input(tmp_path):
