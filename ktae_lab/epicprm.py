@@ -10,10 +10,10 @@ import numpy as np
 
 # %% auto #0
 __all__ = ['WEIGHTINGS', 'SHIFT_MIN_HI', 'EPIC_STATIC_K', 'EPIC_PILOT_K', 'EPIC_PILOT_MIN_CORRECT', 'EPIC_K_FLOOR', 'EPIC_K_STEP',
-           'METHODS', 'EPIC_ALPHA', 'EPIC_HARD_BELOW', 'EPIC_EASY_FROM', 'MS_N', 'Completion', 'CompleterProtocolError',
-           'CompleterError', 'check_completions', 'AveragedCompleter', 'num_sources', 'split_steps', 'mc_estimate',
-           'sequential_first_error', 'binary_first_error', 'Probe', 'Baseline', 'pilot_k', 'epic_baseline',
-           'Annotation', 'annotate', 'read_annotations', 'annotate_dataset', 'to_epic50k']
+           'METHODS', 'EPIC_ALPHA', 'EPIC_HARD_BELOW', 'EPIC_EASY_FROM', 'MS_N', 'METHOD_PARAMS', 'Completion',
+           'CompleterProtocolError', 'CompleterError', 'check_completions', 'AveragedCompleter', 'num_sources',
+           'split_steps', 'mc_estimate', 'sequential_first_error', 'binary_first_error', 'Probe', 'Baseline', 'pilot_k',
+           'epic_baseline', 'Annotation', 'annotate', 'read_annotations', 'annotate_dataset', 'to_epic50k']
 
 # %% ../nbs/07_epicprm.ipynb #868141d8
 @dataclass(slots=True)
@@ -39,6 +39,7 @@ def check_completions(out, # what the completer returned
                       name:str="completer", # argument name for error messages
                      ) -> list[Completion]:
     "Validate a completer's answer and return it as a list of `Completion`."
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0: raise ValueError(f"`n` must be a positive int, got {n!r}")
     if not isinstance(out, (list, tuple)):
         raise CompleterProtocolError(f"`{name}` must return a list of {n} completions, got {type(out).__name__}")
     if len(out) != n:
@@ -72,6 +73,7 @@ class AveragedCompleter:
         self.num_sources = len(self.completers)
 
     def __call__(self, question, prefix_steps, n):
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0: raise ValueError(f"`n` must be a positive int, got {n!r}")
         K = self.num_sources
         out = []
         for j, comp in enumerate(self.completers):
@@ -269,7 +271,7 @@ EPIC_ALPHA = 0.5  # EpicPRM: prefix is erroneous iff V(prefix) < 0.5 * V(questio
 EPIC_HARD_BELOW, EPIC_EASY_FROM = 0.15, 0.45
 MS_N = 8  # Math-Shepherd: completions per step (arXiv 2312.08935); also used for OmegaPRM's search
 
-_PARAMS = {
+METHOD_PARAMS = {
     "epic_adaptive": dict(alpha=EPIC_ALPHA, weighting="ppl", pilot=EPIC_PILOT_K, min_pilot_correct=EPIC_PILOT_MIN_CORRECT,
                           skip=True, shift=True, hard_below=EPIC_HARD_BELOW, easy_from=EPIC_EASY_FROM, baseline=None),
     "epic_binary": dict(alpha=EPIC_ALPHA, weighting="ppl", k=EPIC_STATIC_K, baseline=None),
@@ -296,9 +298,9 @@ class Annotation:
 
 def _check_params(method, params):
     if method not in METHODS: raise ValueError(f"`method` must be one of {METHODS}, got {method!r}")
-    bad = set(params) - set(_PARAMS[method])
-    if bad: raise ValueError(f"unknown parameter(s) {sorted(bad)} for method {method!r}; valid: {sorted(_PARAMS[method])}")
-    p = {**_PARAMS[method], **params}
+    bad = set(params) - set(METHOD_PARAMS[method])
+    if bad: raise ValueError(f"unknown parameter(s) {sorted(bad)} for method {method!r}; valid: {sorted(METHOD_PARAMS[method])}")
+    p = {**METHOD_PARAMS[method], **params}
     if "alpha" in p and not (isinstance(p["alpha"], (int, float)) and 0 < p["alpha"] < 1):
         raise ValueError(f"`alpha` must be in (0, 1), got {p['alpha']!r}")
     for nm in ("n", "k", "pilot", "min_pilot_correct"):
@@ -329,7 +331,7 @@ def annotate(question:str, # the problem text
              *, verifier=None, # (completion_text, reference_answer) -> bool; default ktae_lab.verify.numeric_verifier
              is_correct:bool|None=None, # the solution's final answer is right (None: ask the verifier)
              max_retries:int=2, # retries of a completer call that raises
-             **params, # method parameters (see `_PARAMS`): alpha, weighting, k, n, tau, pilot, skip, shift, baseline...
+             **params, # method parameters (see `METHOD_PARAMS`): alpha, weighting, k, n, tau, pilot, skip, shift, baseline...
             ) -> Annotation:
     "Find the first wrong step of a solution with one of EpicPRM, its baselines, Math-Shepherd or OmegaPRM."
     steps = _check_solution(question, steps, reference_answer)
