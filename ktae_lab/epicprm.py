@@ -179,6 +179,7 @@ class Baseline:
     rollouts: int = 0 # cost of computing it
     tokens: int = 0
 
+# %% ../nbs/07_epicprm.ipynb #d57b8a2e
 def _default_verifier():
     try: from ktae_lab.verify import numeric_verifier
     except ImportError as e: raise ImportError("no `verifier` given and ktae_lab.verify is unavailable; pass verifier=") from e
@@ -212,7 +213,7 @@ class _Prober:
         ok = [c.correct for c in cs]; lp = [c.mean_logprob for c in cs]; src = [c.source for c in cs]
         return Probe(m, mc_estimate(ok, lp, src, self.weighting), float(np.mean(ok)), n, sum(c.num_tokens for c in cs))
 
-# %% ../nbs/07_epicprm.ipynb #b6a366b1
+# %% ../nbs/07_epicprm.ipynb #0a13e220
 EPIC_STATIC_K = 48        # rollouts per completer per probe, sequential and plain binary (EpicPRM code)
 EPIC_PILOT_K = 72         # adaptive pilot, rollouts per completer from the bare question
 EPIC_PILOT_MIN_CORRECT = 10  # skip the question when the pilot has <= 10 successes; target successes for i*
@@ -233,7 +234,7 @@ def pilot_k(correct, # [n] 0/1 pilot outcomes
     i_star = int(np.argmax(np.cumsum(per_index) >= min_correct))
     return int(min(max(k_floor, k_step * math.ceil(i_star / k_step)), pos.max() + 1))
 
-# %% ../nbs/07_epicprm.ipynb #0a13e220
+# %% ../nbs/07_epicprm.ipynb #2da084e2
 def epic_baseline(question:str, # the problem
                   completer, # completer protocol callable
                   reference_answer:str, # for the verifier
@@ -263,7 +264,7 @@ def epic_baseline(question:str, # the problem
     v0 = pr.probe(-1, k * K).estimate
     return Baseline(int(k), v0, False, n_ok, pr.rollouts, pr.tokens)
 
-# %% ../nbs/07_epicprm.ipynb #030e34c7
+# %% ../nbs/07_epicprm.ipynb #ec6416f1
 METHODS = ("epic_adaptive", "epic_binary", "epic_sequential", "math_shepherd", "omega_binary")
 EPIC_ALPHA = 0.5  # EpicPRM: prefix is erroneous iff V(prefix) < 0.5 * V(question)
 # EpicPRM's difficulty D = round(5 * sum_j MC_j(question)) with K = 2: D < 2 <=> mean V0 < 0.15 (probe early),
@@ -296,6 +297,7 @@ class Annotation:
 
     def to_dict(self): return asdict(self)
 
+# %% ../nbs/07_epicprm.ipynb #55f593a4
 def _check_params(method, params):
     if method not in METHODS: raise ValueError(f"`method` must be one of {METHODS}, got {method!r}")
     bad = set(params) - set(METHOD_PARAMS[method])
@@ -322,7 +324,7 @@ def _check_solution(question, steps, reference_answer):
     if not isinstance(reference_answer, str): raise TypeError(f"`reference_answer` must be a str, got {type(reference_answer).__name__}")
     return steps
 
-# %% ../nbs/07_epicprm.ipynb #80a52ab2
+# %% ../nbs/07_epicprm.ipynb #e9074507
 def annotate(question:str, # the problem text
              steps:list[str], # the solution's steps
              reference_answer:str, # the correct final answer
@@ -385,7 +387,7 @@ def annotate(question:str, # the problem text
     return Annotation(method, hard(fe), fe, probes, pr.rollouts, pr.tokens, None, "ok",
                       None if method == "omega_binary" else base, False)
 
-# %% ../nbs/07_epicprm.ipynb #e9074507
+# %% ../nbs/07_epicprm.ipynb #774d3892
 def read_annotations(path, # JSONL file written by `annotate_dataset`
                     ) -> list[dict]:
     "Records of an annotation JSONL; torn or unparseable lines are skipped with a warning."
@@ -416,7 +418,7 @@ def _jsonable(o):
     if isinstance(o, np.bool_): return bool(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
-# %% ../nbs/07_epicprm.ipynb #0b869344
+# %% ../nbs/07_epicprm.ipynb #2f30a695
 def annotate_dataset(df, # pandas DataFrame, one solution per row
                      completer, # completer protocol callable
                      path=None, # JSONL to append finished records to (and resume from); None: keep in memory
@@ -475,7 +477,7 @@ def annotate_dataset(df, # pandas DataFrame, one solution per row
         if fh is not None: fh.close()
     return pd.DataFrame(out)
 
-# %% ../nbs/07_epicprm.ipynb #2f30a695
+# %% ../nbs/07_epicprm.ipynb #d78cc93a
 def to_epic50k(record:dict) -> dict:
     "One annotation record in Epic50k's flat `state{i}` / `step{i}` layout."
     out = {"question": record["question"]}
