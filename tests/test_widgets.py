@@ -260,8 +260,7 @@ def test_annotation_explorer_errors_in_place(tmp_path):
 
 
 def test_annotation_explorer_on_real_epicprm_annotations(tmp_path):
-    epicprm = pytest.importorskip("ktae_lab.epicprm", reason="ktae_lab.epicprm (EpicPRM issue) not merged yet")
-    simulator = pytest.importorskip("ktae_lab.simulator", reason="ktae_lab.simulator not merged yet")
+    from ktae_lab import epicprm, simulator
     sp = simulator.simulate_problems(4, simulator.SimConfig(min_steps=6, max_steps=10), seed=3)
     wrong = sp.solutions[~sp.solutions.correct].head(3)
     comp = sp.completer()
