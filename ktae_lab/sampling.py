@@ -13,7 +13,8 @@ from .data import read_rollouts, write_rollouts
 # %% auto #0
 __all__ = ['SMOLLM2_GGUF', 'TINY_CHAT_TEMPLATE', 'DEFAULT_SYSTEM_PROMPT', 'PLAIN_TEMPLATE', 'load_problems', 'check_problems',
            'smollm2_gguf_path', 'load_model', 'tiny_random_lm', 'render_prompt', 'split_generations', 'grade_rollout',
-           'generate_group_batch', 'sampling_settings', 'resume_state', 'sample_rollouts', 'sample_main']
+           'generate_group_batch', 'sampling_settings', 'resume_state', 'sample_rollouts', 'group_summary',
+           'rollout_stats', 'sample_main']
 
 # %% ../nbs/12_sampling.ipynb #de21a216
 def load_problems(path, # JSONL or CSV file with `question`, `answer` and optionally `problem_id`
@@ -341,6 +342,44 @@ def sample_rollouts(problems, # list of problem dicts, or a path for `load_probl
     return stats
 
 # %% ../nbs/12_sampling.ipynb #f631e5d2
+def group_summary(rollouts, # rollout JSONL path or a DataFrame from `read_rollouts`
+                  correct_threshold:float=0.0, # reward > threshold counts as correct (KTAE's rule)
+                 ): # pandas.DataFrame: one row per group
+    "One row per group: difficulty, rollouts, correct, accuracy, mixed, truncated and response lengths."
+    import pandas as pd
+    df = read_rollouts(rollouts) if isinstance(rollouts, (str, Path)) else rollouts
+    d = pd.DataFrame({"group_id": df.group_id, "correct": df.reward > correct_threshold, "truncated": df.truncated,
+                      "length": df.token_ids.map(len),
+                      "difficulty": df.meta.map(lambda m: (m or {}).get("difficulty") if isinstance(m, dict) else None)})
+    out = d.groupby("group_id", sort=False).agg(
+        difficulty=("difficulty", "first"), rollouts=("correct", "size"), correct=("correct", "sum"),
+        truncated=("truncated", "sum"), mean_length=("length", "mean"), max_length=("length", "max"))
+    out["accuracy"] = out.correct / out.rollouts
+    out["mixed"] = (out.correct > 0) & (out.correct < out.rollouts)
+    return out.reset_index()
+
+def rollout_stats(rollouts, # rollout JSONL path or a DataFrame from `read_rollouts`
+                 ) -> dict: # overall figures and a per-difficulty table
+    "Datasheet figures: accuracy, mixed/all-wrong/all-correct groups, truncation and length statistics."
+    df = read_rollouts(rollouts) if isinstance(rollouts, (str, Path)) else rollouts
+    gs = group_summary(df)
+    length = df.token_ids.map(len)
+    graded = ~df.truncated
+    by = gs.groupby("difficulty", dropna=False).agg(groups=("group_id", "size"), accuracy=("accuracy", "mean"),
+                                                    mixed=("mixed", "sum"), all_wrong=("correct", lambda c: int((c == 0).sum())),
+                                                    truncated=("truncated", "sum"), mean_length=("mean_length", "mean"))
+    return {"rollouts": len(df), "groups": len(gs), "accuracy": float((df.reward > 0).mean()),
+            "accuracy_graded": float((df.reward[graded] > 0).mean()) if graded.any() else float("nan"),
+            "truncated": int(df.truncated.sum()), "truncated_share": float(df.truncated.mean()),
+            "mixed_groups": int(gs.mixed.sum()), "mixed_share": float(gs.mixed.mean()),
+            "all_wrong_groups": int((gs.correct == 0).sum()), "all_correct_groups": int((gs.correct == gs.rollouts).sum()),
+            "length_mean": float(length.mean()), "length_median": float(length.median()),
+            "length_p90": float(length.quantile(0.9)), "length_max": int(length.max()),
+            "length_mean_correct": float(length[df.reward > 0].mean()) if (df.reward > 0).any() else float("nan"),
+            "length_mean_wrong": float(length[(df.reward <= 0) & graded].mean()) if ((df.reward <= 0) & graded).any() else float("nan"),
+            "by_difficulty": by.reset_index()}
+
+# %% ../nbs/12_sampling.ipynb #df3525b3
 def sample_main(argv:list[str]|None=None) -> int:
     "`ktae-lab sample`: sample, grade and append rollouts for a problem file (resumable)."
     ap = argparse.ArgumentParser(prog="ktae-lab sample", description="Sample G rollouts per problem from a causal LM, "
@@ -381,4 +420,6 @@ def sample_main(argv:list[str]|None=None) -> int:
     print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in stats.items()}))
     return 0
 
-if __name__ == "__main__": sys.exit(sample_main())   # python -m ktae_lab.sampling ... (same as ktae-lab sample)
+import builtins
+if __name__ == "__main__" and not getattr(builtins, "__IPYTHON__", False):   # `python -m ktae_lab.sampling ...`
+    sys.exit(sample_main())                                                   # (not when a notebook runs this cell)
