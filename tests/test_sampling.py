@@ -228,3 +228,36 @@ def test_smollm2_end_to_end(tmp_path):
     df = read_rollouts(tmp_path / "r.jsonl")
     assert stats["rollouts"] == 4 and df.model[0].startswith("HuggingFaceTB/SmolLM2-135M-Instruct")
     assert (df.tokens.map(len) == df.token_ids.map(len)).all()
+
+
+# ---------------------------------------------------------------- summaries
+def test_group_summary_and_stats(tmp_path):
+    from ktae_lab.data import write_rollouts
+    from ktae_lab.sampling import group_summary, rollout_stats
+    recs = []
+    for g, rewards, trunc in (("x", [1, 0, 0, 1], [0, 0, 1, 0]), ("y", [0, 0, 0, 0], [0, 0, 0, 0]), ("z", [1, 1, 1, 1], [0] * 4)):
+        for i, (r, t) in enumerate(zip(rewards, trunc)):
+            recs.append({"group_id": g, "rollout_id": i, "token_ids": list(range(i + 1)), "reward": float(r),
+                         "truncated": bool(t), "correct": None if t else bool(r), "meta": {"difficulty": 1 + (g == "y")}})
+    write_rollouts(recs, tmp_path / "r.jsonl")
+    gs = group_summary(tmp_path / "r.jsonl")
+    assert gs.group_id.tolist() == ["x", "y", "z"] and gs.mixed.tolist() == [True, False, False]
+    assert gs.correct.tolist() == [2, 0, 4] and gs.truncated.tolist() == [1, 0, 0]
+    assert gs.mean_length.tolist() == [2.5] * 3 and gs.difficulty.tolist() == [1, 2, 1]
+    s = rollout_stats(tmp_path / "r.jsonl")
+    assert (s["rollouts"], s["groups"], s["mixed_groups"], s["all_wrong_groups"], s["all_correct_groups"]) == (12, 3, 1, 1, 1)
+    assert s["accuracy"] == 6 / 12 and s["accuracy_graded"] == 6 / 11 and s["truncated"] == 1
+    assert s["length_max"] == 4 and s["by_difficulty"].groups.tolist() == [2, 1]
+
+
+def test_shipped_rollouts_if_present():
+    from ktae_lab.sampling import smollm2_rollouts_path, rollout_stats
+    try: p = smollm2_rollouts_path()
+    except FileNotFoundError: pytest.skip("data/smollm2_rollouts.jsonl not in this checkout")
+    df = read_rollouts(p)
+    s = rollout_stats(df)
+    assert s["groups"] >= 60 and (df.groupby("group_id").size() == 16).all()
+    assert s["mixed_share"] >= 1 / 3
+    assert (df.correct.isna() == df.truncated).all() and (df.reward[df.truncated] == 0).all()
+    assert (df.tokens.map(len) == df.token_ids.map(len)).all() and df.model.nunique() == 1
+    assert p.stat().st_size < 10e6
