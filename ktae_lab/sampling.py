@@ -89,6 +89,7 @@ def load_model(model:str="smollm2", # "smollm2", a local model directory, or a h
     elif gguf_file: name = f"{model}/{gguf_file}"
     kw = {"gguf_file": gguf_file} if gguf_file else {}
     tok = AutoTokenizer.from_pretrained(model, **kw)
+    if gguf_file: tok.name_or_path = f"{Path(model).name}/{gguf_file}"   # not this machine's install path
     lm = AutoModelForCausalLM.from_pretrained(model, dtype=getattr(torch, dtype), **kw).to(device).eval()
     return lm, tok, name
 
@@ -298,7 +299,8 @@ def sample_rollouts(problems, # list of problem dicts, or a path for `load_probl
     settings = sampling_settings(num_rollouts, temperature, top_p, max_new_tokens, seed, system_prompt, chat_template,
                                  problems_per_batch, str(model.dtype).replace("torch.", ""))
     model_name = model_name or getattr(model.config, "name_or_path", None) or type(model).__name__
-    tok_name = f"{getattr(tokenizer, 'name_or_path', '') or model_name} ({type(tokenizer).__name__}, vocab {len(tokenizer)})"
+    tok_name = str(getattr(tokenizer, "name_or_path", "") or model_name)
+    tok_name = f"{Path(tok_name).name if os.path.isabs(tok_name) else tok_name} (vocab {len(tokenizer)})"  # portable
     prompts = {p["problem_id"]: render_prompt(tokenizer, p["question"], system_prompt, chat_template) for p in problems}
     output = Path(output)
     if overwrite and output.exists(): output.unlink()
