@@ -338,7 +338,7 @@ def sample_rollouts(problems, # list of problem dicts, or a path for `load_probl
                         acc=f"{stats['correct'] / stats['rollouts']:.2f}")
     bar.close()
     stats["tokens_per_s"] = stats["tokens"] / stats["seconds"] if stats["seconds"] else 0.0
-    stats["accuracy"] = stats["correct"] / stats["rollouts"] if stats["rollouts"] else float("nan")
+    stats["accuracy"] = stats["correct"] / stats["rollouts"] if stats["rollouts"] else None
     stats["peak_rss_mb"] = _peak_rss_mb()
     stats["output"] = str(output)
     return stats
