@@ -8,7 +8,8 @@ import torch
 from .core import group_ids, group_mean_std, check_rewards
 
 # %% auto #0
-__all__ = ['GRPO_EPS', 'grpo_advantages']
+__all__ = ['GRPO_EPS', 'ESTIMATORS', 'grpo_advantages', 'batch_std_advantages', 'rloo_advantages', 'outcome_advantages',
+           'token_advantages', 'outcome_token_advantages']
 
 # %% ../nbs/02_advantages.ipynb #aeea4110
 GRPO_EPS = 1e-6  # verl core_algos.compute_grpo_outcome_advantage default epsilon
@@ -28,3 +29,71 @@ def grpo_advantages(rewards, # [B] scalar reward per rollout
     mean = torch.where(single, torch.zeros_like(mean), mean)
     std = torch.where(single, torch.ones_like(std), std)
     return (r - mean) / (std + eps) if norm_by_std else r - mean
+
+# %% ../nbs/02_advantages.ipynb #76140043
+def batch_std_advantages(rewards, # [B] scalar reward per rollout
+                         index=None, # [B] per-row group ids, or None with `group_size`
+                         group_size:int|None=None, # contiguous groups (TRL's num_generations)
+                         eps:float=GRPO_EPS, # added to the batch std (TRL: 1e-4)
+                        ) -> torch.Tensor: # [B] advantages
+    "Group-mean baseline scaled by the batch standard deviation (TRL's `scale_rewards=\"batch\"`)."
+    r = torch.as_tensor(rewards)
+    r = check_rewards(r, r.shape[0] if r.dim() == 1 else -1)
+    gid, G = group_ids(index, group_size, r.shape[0], device=r.device)
+    mean, _, _ = group_mean_std(r, gid, G)
+    std = r.std() if r.shape[0] > 1 else torch.zeros((), dtype=r.dtype, device=r.device)
+    return (r - mean) / (std + eps)
+
+# %% ../nbs/02_advantages.ipynb #79f11dcf
+def rloo_advantages(rewards, # [B] scalar reward per rollout
+                    index=None, # [B] per-row group ids, or None with `group_size`
+                    group_size:int|None=None, # contiguous groups
+                   ) -> torch.Tensor: # [B] advantages
+    "RLOO leave-one-out advantages: reward minus the mean reward of the other rollouts of the group."
+    r = torch.as_tensor(rewards)
+    r = check_rewards(r, r.shape[0] if r.dim() == 1 else -1)
+    gid, G = group_ids(index, group_size, r.shape[0], device=r.device)
+    mean, _, n = group_mean_std(r, gid, G)
+    return torch.where(n > 1, (r - mean) * n / (n - 1).clamp_min(1), r)
+
+# %% ../nbs/02_advantages.ipynb #55eeb9ac
+ESTIMATORS = ("grpo", "dr_grpo", "batch_std", "rloo")  # names accepted by `outcome_advantages`
+
+def outcome_advantages(rewards, # [B] scalar reward per rollout
+                       index=None, # [B] per-row group ids, or None with `group_size`
+                       group_size:int|None=None, # contiguous groups
+                       estimator:str="grpo", # one of `ESTIMATORS`
+                       eps:float=GRPO_EPS, # std epsilon (grpo, batch_std)
+                      ) -> torch.Tensor: # [B] advantages
+    "Rollout-level advantages from one of `ESTIMATORS`: grpo, dr_grpo (no std), batch_std (TRL), rloo."
+    if estimator == "grpo": return grpo_advantages(rewards, index, group_size, eps=eps)
+    if estimator == "dr_grpo": return grpo_advantages(rewards, index, group_size, eps=eps, norm_by_std=False)
+    if estimator == "batch_std": return batch_std_advantages(rewards, index, group_size, eps=eps)
+    if estimator == "rloo": return rloo_advantages(rewards, index, group_size)
+    raise ValueError(f"unknown `estimator` {estimator!r}; valid: {', '.join(ESTIMATORS)}")
+
+# %% ../nbs/02_advantages.ipynb #97c21f34
+def token_advantages(advantages:torch.Tensor, # [B] per-rollout or [B, L] per-token advantages
+                     response_mask:torch.Tensor, # [B, L] 0/1 response mask
+                    ) -> torch.Tensor: # [B, L] masked token advantages
+    "Broadcast `[B]` advantages over the response tokens (or mask `[B, L]` ones); padding gets 0."
+    if not isinstance(advantages, torch.Tensor): raise TypeError(f"`advantages` must be a torch.Tensor, got {type(advantages).__name__}")
+    if not isinstance(response_mask, torch.Tensor): raise TypeError(f"`response_mask` must be a torch.Tensor, got {type(response_mask).__name__}")
+    if response_mask.dim() != 2: raise ValueError(f"`response_mask` must be 2-D [B, L], got shape {tuple(response_mask.shape)}")
+    if not advantages.dtype.is_floating_point: raise TypeError(f"`advantages` must be floating point, got {advantages.dtype}")
+    B = response_mask.shape[0]
+    if advantages.dim() == 1 and advantages.shape[0] == B: advantages = advantages[:, None]
+    elif advantages.shape != response_mask.shape:
+        raise ValueError(f"`advantages` must have shape [B]=({B},) or [B, L]={tuple(response_mask.shape)}, got {tuple(advantages.shape)}")
+    return advantages * response_mask.to(advantages.dtype)
+
+# %% ../nbs/02_advantages.ipynb #fe9e0875
+def outcome_token_advantages(rewards, # [B] scalar reward per rollout
+                          response_mask:torch.Tensor, # [B, L] 0/1 response mask
+                          index=None, # [B] per-row group ids, or None with `group_size`
+                          group_size:int|None=None, # contiguous groups
+                          estimator:str="grpo", # one of `ESTIMATORS`
+                          eps:float=GRPO_EPS, # std epsilon
+                         ) -> torch.Tensor: # [B, L] token advantages
+    "Outcome advantages from `estimator`, broadcast over the response tokens."
+    return token_advantages(outcome_advantages(rewards, index, group_size, estimator, eps), response_mask)
