@@ -28,7 +28,7 @@ def make_problems(n:int, # number of problems to draw
                   max_ops:int=4, # most operands
                   max_operand:int=9, # operands are drawn from 1..max_operand
                   exclude=(), # prompts to leave out (e.g. the held-out set)
-                 ): # pandas DataFrame: prompt, answer, solution, n_ops
+                 ): # pandas DataFrame: prompt, answer, solution (step by step), direct (answer only), n_ops
     "Draw `n` seeded arithmetic problems with their step-by-step solutions."
     import pandas as pd
     if not (isinstance(min_ops, int) and isinstance(max_ops, int) and 2 <= min_ops <= max_ops):
@@ -42,8 +42,8 @@ def make_problems(n:int, # number of problems to draw
         if prompt in excluded: continue
         totals = np.concatenate([[0], np.cumsum(ops * np.r_[1, np.where(signs == "+", 1, -1)])])[1:]
         steps = [f"{a}{s}{o}={b}" for a, s, o, b in zip(totals[:-1], signs, ops[1:], totals[1:])]
-        rows.append((prompt, str(totals[-1]), ",".join(steps) + f"#{totals[-1]}", m))
-    return pd.DataFrame(rows, columns=["prompt", "answer", "solution", "n_ops"])
+        rows.append((prompt, str(totals[-1]), ",".join(steps) + f"#{totals[-1]}", f"#{totals[-1]}", m))
+    return pd.DataFrame(rows, columns=["prompt", "answer", "solution", "direct", "n_ops"])
 
 # %% ../nbs/13_lab.ipynb #18339a9a
 LAB_ALPHABET = "0123456789+-=,:#"  # the characters the arithmetic task writes
@@ -182,25 +182,34 @@ def warm_start(model, # causal LM (trained in place)
                batch_size:int=64, # problems per step
                lr:float=3e-3, # peak AdamW learning rate (decays linearly to 0)
                seed:int=0, # numpy seed for the batch order
+               shortcut_frac:float=0.0, # share of examples that state the answer without steps
+               label_smoothing:float=0.0, # epsilon: mix the one-hot target with a uniform distribution
                progress:bool=False, # show a tqdm bar
               ) -> list[float]: # loss per step
-    "Supervised warm start on written-out solutions; returns the loss curve."
+    "Supervised warm start on a mix of step-by-step and answer-only solutions; returns the loss curve."
     if steps < 0: raise ValueError(f"`steps` must be >= 0, got {steps}")
     from tqdm.auto import tqdm
     dev = next(model.parameters()).device
     rng = np.random.default_rng(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1 - s / max(steps, 1))
-    prompts, sols, losses = problems["prompt"].to_numpy(), problems["solution"].to_numpy(), []
+    if not 0 <= shortcut_frac <= 1: raise ValueError(f"`shortcut_frac` must be in [0, 1], got {shortcut_frac!r}")
+    if not 0 <= label_smoothing < 1: raise ValueError(f"`label_smoothing` must be in [0, 1), got {label_smoothing!r}")
+    prompts, losses = problems["prompt"].to_numpy(), []
+    sols = np.stack([problems["solution"].to_numpy(), problems["direct"].to_numpy()], 1)
     model.train()
     for _ in tqdm(range(steps), desc="warm start", disable=not progress, leave=False):
         idx = rng.integers(0, len(prompts), batch_size)
+        short = (rng.random(batch_size) < shortcut_frac).astype(int)
         ids, am = encode_prompts(tokenizer, list(prompts[idx]), dev)
-        enc = tokenizer([s + tokenizer.eos_token for s in sols[idx]], padding=True, padding_side="right",
+        enc = tokenizer([s + tokenizer.eos_token for s in sols[idx, short]], padding=True, padding_side="right",
                         return_tensors="pt", add_special_tokens=False)
         resp, rmask = enc["input_ids"].to(dev), enc["attention_mask"].to(dev)
-        lp = response_log_probs(model, ids, am, resp, rmask)
-        loss = -(lp * rmask).sum() / rmask.sum()
+        x, m = torch.cat([ids, resp], 1), torch.cat([am, rmask], 1)
+        logits = model(input_ids=x, attention_mask=m, position_ids=(m.cumsum(1) - 1).clamp_min(0)).logits
+        loss = torch.nn.functional.cross_entropy(logits[:, ids.shape[1] - 1:-1].flatten(0, 1).float(), resp.flatten(),
+                                                 reduction="none", label_smoothing=label_smoothing)
+        loss = (loss * rmask.flatten()).sum() / rmask.sum()
         opt.zero_grad(); loss.backward(); opt.step(); sched.step()
         losses.append(loss.item())
     model.eval()
@@ -269,16 +278,16 @@ RUNTIME_FIELDS = ("threads", "device", "progress")  # do not change results: ign
 class LabConfig:
     "Everything that defines a lab run except the algorithm and the seed."
     # task (the train pool and the held-out set are the same for every seed)
-    min_ops:int=2; max_ops:int=4; max_operand:int=9; n_train:int=20000; n_heldout:int=256; data_seed:int=1234
+    min_ops:int=2; max_ops:int=4; max_operand:int=4; n_train:int=20000; n_heldout:int=256; data_seed:int=1234
     # policy
     d_model:int=64; n_layers:int=2; n_heads:int=4
     # supervised warm start
-    warm_steps:int=400; warm_batch:int=64; warm_lr:float=3e-3
+    warm_steps:int=400; warm_batch:int=64; warm_lr:float=3e-3; warm_label_smoothing:float=0.1; shortcut_frac:float=0.0
     # RL
-    steps:int=60; prompts_per_step:int=16; group_size:int=8; lr:float=1e-4; mini_batches:int=2
+    steps:int=50; prompts_per_step:int=16; group_size:int=8; lr:float=3e-4; lr_warmup_steps:int=10; mini_batches:int=2
     max_new_tokens:int=32; temperature:float=1.0; grad_clip:float=1.0
     # evaluation
-    eval_every:int=10
+    eval_every:int=5
     # DAPO: overlong buffer (L_cache) and penalty factor, generation rounds of dynamic sampling
     overlong_buffer:int=8; overlong_factor:float=1.0; max_gen_rounds:int=4
     # KTAE
@@ -297,6 +306,7 @@ class LabConfig:
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1: raise ValueError(f"`{k}` must be an int >= 1, got {v!r}")
         if self.group_size < 2: raise ValueError(f"`group_size` must be >= 2 (a group needs a correct and a wrong rollout), got {self.group_size}")
+        if self.lr_warmup_steps < 0: raise ValueError(f"`lr_warmup_steps` must be >= 0, got {self.lr_warmup_steps}")
         if self.warm_steps < 0: raise ValueError(f"`warm_steps` must be >= 0, got {self.warm_steps}")
         if not 0 <= self.overlong_buffer < self.max_new_tokens:
             raise ValueError(f"`overlong_buffer` must be in [0, max_new_tokens={self.max_new_tokens}), got {self.overlong_buffer}")
@@ -452,7 +462,8 @@ def prepare_warm_start(seed:int, # seed of the initial weights and the warm-star
     "Warm-start a fresh policy for `seed` and check that its rollouts form mixed groups."
     tok, (train, _) = lab_tokenizer(), lab_data(cfg)
     policy = _new_policy(tok, cfg, seed)
-    losses = warm_start(policy, tok, train, cfg.warm_steps, cfg.warm_batch, cfg.warm_lr, seed=seed, progress=progress)
+    losses = warm_start(policy, tok, train, cfg.warm_steps, cfg.warm_batch, cfg.warm_lr, seed=seed,
+                        shortcut_frac=cfg.shortcut_frac, label_smoothing=cfg.warm_label_smoothing, progress=progress)
     dev = _device(cfg)
     probe = generate_groups(policy, tok, train, np.random.default_rng([seed, 99]).integers(0, len(train), 2 * cfg.prompts_per_step),
                             cfg.group_size, cfg.max_new_tokens, cfg.temperature, torch.Generator(dev).manual_seed(seed + 99))
@@ -484,6 +495,8 @@ def train_run(algo:str, # algorithm name, e.g. "grpo+ktae"
     policy.load_state_dict(warm["state"])
     ref = copy.deepcopy(policy).requires_grad_(False)
     opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0)
+    # linear warm-up: Adam's first updates are sign steps of size lr on every weight, however noisy its gradient
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / (cfg.lr_warmup_steps + 1)))
     rng, gen = np.random.default_rng([seed, 1]), torch.Generator(dev).manual_seed(seed)
     prompt_len = int(train["prompt"].str.len().max()) + 1
     ev = lambda step: evaluate(policy, tok, held, cfg.max_new_tokens, cfg.temperature,
@@ -491,6 +504,7 @@ def train_run(algo:str, # algorithm name, e.g. "grpo+ktae"
     rows = [dict(algo=spec["name"], seed=seed, step=0, **ev(0))]
     for step in tqdm(range(1, cfg.steps + 1), desc=f"{spec['name']} seed {seed}", disable=not progress, leave=False):
         m = rl_step(policy, opt, tok, train, cfg, spec, rng, gen, ref, prompt_len)
+        sched.step()
         if step % cfg.eval_every == 0 or step == cfg.steps: m.update(ev(step))
         rows.append(dict(algo=spec["name"], seed=seed, step=step, **m))
     return pd.DataFrame(rows)
@@ -638,8 +652,8 @@ def plot_curves(df, # tidy metrics
             w = d.pivot_table(index="step", columns="seed", values=m).dropna(how="all")
             if not m.startswith("eval") and smooth > 1: w = w.rolling(smooth, min_periods=1).mean()
             c = f"C{i}"
-            ax.plot(w.index, w.mean(1), color=c, label=a, lw=1.8, ls="--" if a.endswith(KTAE_SUFFIX) else "-")
-            ax.fill_between(w.index, w.min(1), w.max(1), color=c, alpha=0.15, lw=0)
+            ax.plot(w.index, w.mean(axis=1), color=c, label=a, lw=1.8, ls="--" if a.endswith(KTAE_SUFFIX) else "-")
+            ax.fill_between(w.index, w.min(axis=1), w.max(axis=1), color=c, alpha=0.15, lw=0)
         ax.set_xlabel("RL step"); ax.set_title(METRIC_LABELS.get(m, m), fontsize=10); ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
@@ -679,7 +693,8 @@ def ablate_main(argv:list[str]|None=None, # command-line arguments (default: sys
     p.add_argument("--preset", default=LabConfig.ktae_preset, help="KTAE preset (official or clean)")
     p.add_argument("--warm-steps", type=int, default=LabConfig.warm_steps, help="supervised warm-start steps")
     p.add_argument("--eval-every", type=int, default=LabConfig.eval_every, help="held-out evaluation period (steps)")
-    p.add_argument("--workers", type=int, default=1, help="parallel processes (seeds are split between them)")
+    p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
+                   help="parallel processes, one torch thread each (seeds are split between them)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per process")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="any other LabConfig field")
@@ -691,9 +706,9 @@ def ablate_main(argv:list[str]|None=None, # command-line arguments (default: sys
         seeds = a.seeds.strip()
         seeds = int(seeds) if "," not in seeds else [int(s) for s in seeds.split(",") if s.strip()]
         if isinstance(seeds, int) and seeds < 1: raise ValueError(f"--seeds must be >= 1, got {seeds}")
-        cfg = LabConfig(steps=a.steps, warm_steps=a.warm_steps, eval_every=a.eval_every, ktae_preset=a.preset,
-                        ktae=parse_overrides(a.ktae) or None, threads=a.threads, device=a.device,
-                        progress=not a.no_progress, **_parse_set(a.set)).validate()
+        kw = dict(steps=a.steps, warm_steps=a.warm_steps, eval_every=a.eval_every, ktae_preset=a.preset,
+                  ktae=parse_overrides(a.ktae) or None, threads=a.threads, device=a.device, progress=not a.no_progress)
+        cfg = LabConfig(**{**kw, **_parse_set(a.set)}).validate()     # --set wins over the named options
     except ValueError as e:
         print(f"ktae-lab ablate: error: {e}", file=sys.stderr); return 2
     torch.set_num_threads(cfg.threads)
