@@ -103,7 +103,7 @@ def _forward(model, input_ids, attention_mask, position_ids, cache=None):
         name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
         kw[name] = cache
     out = model(**kw)
-    return out.logits, out.past_key_values
+    return out.logits, (out["cache"] if "cache" in out else out["past_key_values"])
 
 # %% ../nbs/13_lab.ipynb #ced70cd0
 @torch.no_grad()
@@ -282,12 +282,12 @@ class LabConfig:
     # policy
     d_model:int=64; n_layers:int=2; n_heads:int=4
     # supervised warm start
-    warm_steps:int=400; warm_batch:int=64; warm_lr:float=3e-3; warm_label_smoothing:float=0.1; shortcut_frac:float=0.0
+    warm_steps:int=600; warm_batch:int=64; warm_lr:float=3e-3; warm_label_smoothing:float=0.1; shortcut_frac:float=0.0
     # RL
-    steps:int=50; prompts_per_step:int=16; group_size:int=8; lr:float=3e-4; lr_warmup_steps:int=10; mini_batches:int=2
+    steps:int=80; prompts_per_step:int=16; group_size:int=8; lr:float=3e-4; lr_warmup_steps:int=10; mini_batches:int=2
     max_new_tokens:int=32; temperature:float=1.0; grad_clip:float=1.0
     # evaluation
-    eval_every:int=5
+    eval_every:int=10
     # DAPO: overlong buffer (L_cache) and penalty factor, generation rounds of dynamic sampling
     overlong_buffer:int=8; overlong_factor:float=1.0; max_gen_rounds:int=4
     # KTAE
