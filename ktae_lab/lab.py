@@ -528,12 +528,15 @@ def _check_out_dir(out:Path, cfg:LabConfig) -> None:
         raise ValueError(f"output directory {str(out)!r} has {METRICS_FILE} but no {CONFIG_FILE}; refusing to mix runs")
     else: f.write_text(json.dumps(ident, indent=1, sort_keys=True))
 
-def _seed_job(args):
-    "Worker: warm-start one seed and train the given algorithms from it (a process of `run_ablation`)."
-    seed, algos, cfg, threads = args
-    torch.set_num_threads(threads)
-    warm = prepare_warm_start(seed, cfg)
-    return [train_run(a, seed, cfg, warm) for a in algos]
+def _warm_job(seed, cfg):
+    "Worker process of `run_ablation`: one seed's warm start."
+    torch.set_num_threads(cfg.threads)
+    return prepare_warm_start(seed, cfg)
+
+def _run_job(algo, seed, cfg, warm):
+    "Worker process of `run_ablation`: one training run."
+    torch.set_num_threads(cfg.threads)
+    return train_run(algo, seed, cfg, warm)
 
 # %% ../nbs/13_lab.ipynb #fdcd722f
 def run_ablation(algos=("grpo", "grpo+ktae", "dapo", "dapo+ktae"), # algorithm names
@@ -573,12 +576,13 @@ def run_ablation(algos=("grpo", "grpo+ktae", "dapo", "dapo+ktae"), # algorithm n
             warm = prepare_warm_start(s, cfg)
             for a in al:
                 save([train_run(a, s, cfg, warm, progress=progress)]); bar.update(1)
-    else:
+    else:   # warm starts first, then each seed's runs as soon as its warm start is ready: no idle worker
         import multiprocessing as mp
-        ctx = mp.get_context("spawn")
-        with ctx.Pool(min(workers, len(todo))) as pool:
-            for dfs in pool.imap_unordered(_seed_job, [(s, al, cfg, cfg.threads) for s, al in todo]):
-                save(dfs); bar.update(len(dfs))
+        with mp.get_context("spawn").Pool(min(workers, sum(len(al) for _, al in todo))) as pool:
+            warms = {s: pool.apply_async(_warm_job, (s, cfg)) for s, _ in todo}
+            runs = [pool.apply_async(_run_job, (a, s, cfg, warms[s].get())) for s, al in todo for a in al]
+            for r in runs:
+                save([r.get()]); bar.update(1)
     bar.close()
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     df = df[df["algo"].isin(algos) & df["seed"].isin(seeds)].sort_values(["algo", "seed", "step"], ignore_index=True)
