@@ -4,9 +4,12 @@
     python benchmarks/bench_lab.py --no-ablation   # step and sampler timings only
 Targets (issue 7): one step <= 0.5 s, the default ablation (4 algorithms x 3 seeds) <= 15 min on a 2-core CPU.
 """
-import argparse, os, statistics, tempfile, time
+import argparse, os, statistics, sys, tempfile, time
+from pathlib import Path
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a checkout without installing
 
 
 def load():
