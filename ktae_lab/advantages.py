@@ -21,6 +21,7 @@ def grpo_advantages(rewards, # [B] scalar reward per rollout
                     norm_by_std:bool=True, # False: Dr.GRPO (mean-centred only)
                    ) -> torch.Tensor: # [B] advantages
     "GRPO group z-score advantages (unbiased std; a group of one gets mean 0, std 1 as in verl)."
+    if not eps >= 0: raise ValueError(f"`eps` must be >= 0, got {eps!r}")
     r = torch.as_tensor(rewards)
     r = check_rewards(r, r.shape[0] if r.dim() == 1 else -1)
     gid, G = group_ids(index, group_size, r.shape[0], device=r.device)
@@ -37,6 +38,7 @@ def batch_std_advantages(rewards, # [B] scalar reward per rollout
                          eps:float=GRPO_EPS, # added to the batch std (TRL: 1e-4)
                         ) -> torch.Tensor: # [B] advantages
     "Group-mean baseline scaled by the batch standard deviation (TRL's `scale_rewards=\"batch\"`)."
+    if not eps >= 0: raise ValueError(f"`eps` must be >= 0, got {eps!r}")
     r = torch.as_tensor(rewards)
     r = check_rewards(r, r.shape[0] if r.dim() == 1 else -1)
     gid, G = group_ids(index, group_size, r.shape[0], device=r.device)

@@ -71,6 +71,7 @@ def score_main(argv:list[str]|None=None) -> int:
 # %% ../nbs/14_cli.ipynb #c2c3d8f7
 COMMANDS = {  # command -> (module, function, one-line help)
     "score": ("ktae_lab.cli", "score_main", "print each group's key tokens and write the per-token table"),
+    "report": ("ktae_lab.report", "report_main", "write a self-contained HTML page: every rollout coloured by K, top key tokens, plots"),
 }
 
 def main(argv:list[str]|None=None) -> int:

@@ -44,7 +44,7 @@ def overlong_penalty(response_length, # [B] response lengths |y| (tokens)
     r_len = torch.where(n > max_response_length, torch.full_like(n, -1.0), ramp)
     return r_len * penalty_factor
 
-# %% ../nbs/05_dapo.ipynb #3f0a787f
+# %% ../nbs/05_dapo.ipynb #cdd7948a
 def overlong_reward_shaping(rewards, # [B] rewards before shaping
                             response_mask:torch.Tensor, # [B, L] 0/1 response mask (|y| = its row sums)
                             max_response_length:int, # L_max
@@ -58,7 +58,7 @@ def overlong_reward_shaping(rewards, # [B] rewards before shaping
     if not r.dtype.is_floating_point: r = r.to(torch.get_default_dtype())
     return r + overlong_penalty(n, max_response_length, overlong_buffer_len, penalty_factor).to(r)
 
-# %% ../nbs/05_dapo.ipynb #c81a0dd6
+# %% ../nbs/05_dapo.ipynb #34ca046b
 def groups_with_spread(metric, # [B] per-rollout metric (reward, `acc`, ...)
                        index=None, # [B] per-row group ids, or None with `group_size`
                        group_size:int|None=None, # contiguous groups
@@ -74,7 +74,7 @@ def groups_with_spread(metric, # [B] per-rollout metric (reward, `acc`, ...)
     n = torch.bincount(gid, minlength=G)
     return ((hi > lo) | (n == 1))[gid]
 
-# %% ../nbs/05_dapo.ipynb #3d6a21cb
+# %% ../nbs/05_dapo.ipynb #7f866e86
 def _take(batch, rows):
     out = {}
     for k, v in batch.items():
@@ -98,7 +98,7 @@ def _column(batch, key):
     except (KeyError, TypeError, IndexError):
         raise KeyError(f"batch has no column {key!r}") from None
 
-# %% ../nbs/05_dapo.ipynb #c16205e9
+# %% ../nbs/05_dapo.ipynb #a1b62caf
 class DynamicSampler:
     "Accumulate groups with non-zero metric spread over generation rounds until `target_num_prompts` are kept."
     def __init__(self,
@@ -162,7 +162,7 @@ class DynamicSampler:
         self.reset()
         return batch
 
-# %% ../nbs/05_dapo.ipynb #72a61152
+# %% ../nbs/05_dapo.ipynb #836cfc81
 def dynamic_sampling(batches, # iterable of batches, or a zero-argument callable returning the next batch
                      target_num_prompts:int, # groups wanted
                      metric:str="acc", # column whose spread decides
@@ -184,7 +184,7 @@ def dynamic_sampling(batches, # iterable of batches, or a zero-argument callable
         out = s.add(b)
         if out is not None: return out, s.stats
 
-# %% ../nbs/05_dapo.ipynb #3744b6ad
+# %% ../nbs/05_dapo.ipynb #8325607c
 @dataclass(frozen=True)
 class RunPreset:
     "Hyper-parameters of one training run of the KTAE paper (released verl scripts)."
@@ -236,7 +236,7 @@ class RunPreset:
         return dict(max_response_length=self.max_response_length, overlong_buffer_len=self.overlong_buffer_len,
                     penalty_factor=self.overlong_penalty_factor)
 
-# %% ../nbs/05_dapo.ipynb #7fa8b6e1
+# %% ../nbs/05_dapo.ipynb #1f4b5d23
 def _make_presets():
     grpo = dict(algorithm="grpo", train_prompts_per_step=1024, gen_prompts_per_step=1024)
     dapo = dict(algorithm="dapo", gen_prompts_per_step=2048, clip_ratio_c=10.0, use_kl_loss=False, kl_loss_coef=0.0,
@@ -266,7 +266,7 @@ def run_preset(name:str, # a key of `RUN_PRESETS`, e.g. "dapo-ktae-7b"
     if bad: raise ValueError(f"unknown RunPreset field(s) {bad}; valid: {', '.join(sorted(fields))}")
     return dataclasses.replace(RUN_PRESETS[name], **overrides)
 
-# %% ../nbs/05_dapo.ipynb #b231d088
+# %% ../nbs/05_dapo.ipynb #99327948
 def run_presets_table() -> "pandas.DataFrame": # rows: fields, columns: presets
     "All KTAE-paper run presets side by side."
     import pandas as pd

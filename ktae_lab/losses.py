@@ -31,7 +31,8 @@ def _check_mask(mask, shape, name="response_mask"):
     return mask
 
 def _check_advantages(adv, shape):
-    _check_float(adv, "advantages", shape=adv.shape if isinstance(adv, torch.Tensor) else None)
+    if not isinstance(adv, torch.Tensor): raise TypeError(f"`advantages` must be a torch.Tensor, got {type(adv).__name__}")
+    if not adv.dtype.is_floating_point: raise TypeError(f"`advantages` must be a floating-point tensor, got {adv.dtype}")
     if adv.dim() == 1 and adv.shape[0] == shape[0]: return adv[:, None]
     if tuple(adv.shape) != tuple(shape):
         raise ValueError(f"`advantages` must have shape [B]=({shape[0]},) or [B, L]={tuple(shape)}, got {tuple(adv.shape)}")

@@ -86,7 +86,7 @@ def test_token_broadcast():
 
 # ---- parity with verl (compared directly when verl imports) ----
 def _verl():
-    return pytest.importorskip("verl.trainer.ppo.core_algos", reason="verl not installed")
+    return pytest.importorskip("verl.trainer.ppo.core_algos", reason="verl not installed", exc_type=ImportError)
 
 
 @pytest.mark.parametrize("norm", [True, False])
@@ -139,7 +139,7 @@ def test_trl_scale_rewards(scale):
     ref = _trl_advantages(r, 8, scale)
     est = {"group": "grpo", "batch": "batch_std", "none": "dr_grpo"}[scale]
     torch.testing.assert_close(outcome_advantages(r, group_size=8, estimator=est, eps=1e-4), ref, atol=1e-6, rtol=0)
-    trl_utils = pytest.importorskip("trl.trainer.utils", reason="trl not installed")
+    trl_utils = pytest.importorskip("trl.trainer.utils", reason="trl not installed", exc_type=ImportError)
     if scale != "none":  # TRL's own nanstd, where it imports
         std = trl_utils.nanstd(r.view(-1, 8), dim=1).repeat_interleave(8) if scale == "group" else trl_utils.nanstd(r)
         torch.testing.assert_close(outcome_advantages(r, group_size=8, estimator=est, eps=1e-4),
@@ -157,3 +157,9 @@ def test_bad_input():
     with pytest.raises(ValueError, match="`advantages` must have shape"): token_advantages(torch.ones(3), torch.ones(2, 4))
     with pytest.raises(TypeError, match="`advantages` must be floating"): token_advantages(torch.ones(2, dtype=torch.long), torch.ones(2, 4))
     with pytest.raises(ValueError, match="`response_mask` must be 2-D"): token_advantages(torch.ones(2), torch.ones(2))
+
+
+def test_negative_eps_rejected():
+    r = torch.tensor([1., 0.])
+    for est in ("grpo", "batch_std"):
+        with pytest.raises(ValueError, match="`eps` must be >= 0"): outcome_advantages(r, group_size=2, estimator=est, eps=-1e-6)

@@ -52,3 +52,10 @@ def test_console_script(tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "group sample-0" in r.stdout
+
+
+def test_report_through_the_dispatcher(tmp_path):
+    out = tmp_path / "r.html"
+    assert main(["report", str(sample_rollouts_path()), "-o", str(out), "--no-plots"]) == 0
+    html = out.read_text()
+    assert "sample-0" in html and "<html" in html.lower()

@@ -187,7 +187,7 @@ def test_entropy():
 
 # ---- parity with verl core_algos (compared directly when verl imports) ----
 def _verl():
-    return pytest.importorskip("verl.trainer.ppo.core_algos", reason="verl not installed")
+    return pytest.importorskip("verl.trainer.ppo.core_algos", reason="verl not installed", exc_type=ImportError)
 
 
 @pytest.mark.parametrize("mode", ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm", "token-sum"])
@@ -262,7 +262,7 @@ def test_entropy_matches_verl():
 # ---- parity with TRL's GRPOTrainer._compute_loss (called directly on a stand-in trainer when trl imports) ----
 def _trl_loss(loss_type, old, new, adv, mask, eps_lo, eps_hi, beta=0.0, ref=None, entropy=None, entropy_coef=0.0,
               max_completion_length=None):
-    mod = pytest.importorskip("trl.trainer.grpo_trainer", reason="trl not installed")
+    mod = pytest.importorskip("trl.trainer.grpo_trainer", reason="trl not installed", exc_type=ImportError)
     B, T = new.shape
     acc = SimpleNamespace(num_processes=1, gather=lambda x: x, gather_for_metrics=lambda x: x,
                           reduce=lambda x, reduction="sum": x, sync_gradients=True)
@@ -281,6 +281,29 @@ def _trl_loss(loss_type, old, new, adv, mask, eps_lo, eps_hi, beta=0.0, ref=None
               "advantages": adv, "old_per_token_logps": old, "num_items_in_batch": mask.sum()}
     if ref is not None: inputs["ref_per_token_logps"] = ref
     return mod.GRPOTrainer._compute_loss(fake, None, inputs)
+
+
+def _trl_formula(loss_type, old, new, adv, mask, lo, hi, beta=0.0, ref=None, max_completion_length=None):
+    """TRL 1.16 GRPOTrainer._compute_loss re-derived (single process, no accumulation): runs without trl."""
+    A = adv[:, None] if adv.dim() == 1 else adv
+    r = (new - old).exp()
+    per_tok = -torch.min(r * A, r.clamp(1 - lo, 1 + hi) * A)
+    if beta: per_tok = per_tok + beta * ((ref - new).exp() - (ref - new) - 1)
+    if loss_type == "grpo": return ((per_tok * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).mean()
+    if loss_type in ("bnpo", "dapo"): return (per_tok * mask).sum() / mask.sum().clamp(min=1.0)
+    if loss_type == "dr_grpo": return (per_tok * mask).sum() / (per_tok.size(0) * max_completion_length)
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo", "dapo"])
+@pytest.mark.parametrize("token_adv", [False, True])
+def test_policy_loss_matches_trl_formula(loss_type, token_adv):
+    old, new, adv, mask = _batch(seed=23, B=8, L=10, spread=1.0, token_adv=token_adv)
+    ref_lp = new + 0.3 * torch.randn_like(new)
+    kw = {"loss_scale_factor": 16} if loss_type == "dr_grpo" else {}
+    ours, _ = actor_loss(old, new, adv, mask, 0.2, 0.28, None, loss_type, ref_log_prob=ref_lp, kl_loss_coef=0.04,
+                         kl_loss_type="k3", **kw)
+    ref = _trl_formula(loss_type, old, new, adv, mask, 0.2, 0.28, 0.04, ref_lp, 16)
+    assert abs(ours.item() - ref.item()) < 1e-10
 
 
 @pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo", "dapo"])

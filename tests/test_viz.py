@@ -1,0 +1,393 @@
+"""Renderer, colour scale, result objects and plots of `ktae_lab.viz`: values carried into colours and tooltips,
+escaping, bad input, and the KTAE worked example (ktae.md §8) flowing from the engine into the view."""
+import html, json, math, re
+from html.parser import HTMLParser
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+from ktae_lab.viz import (KTAE_GREEN, KTAE_RED, score_colors, clean_token, display_token, token_tooltip, token_html,
+                          legend_html, TokenView, GroupView, explain_group, stats_per_position, top_tokens_html,
+                          plot_top_tokens, plot_k_distribution, plot_rollout_advantage, plot_contingency,
+                          figure_html, agg_figure, group_figures_html, _BYTE_DECODER)
+
+
+class Spans(HTMLParser):
+    "Collect the token cells of a rendered view: attributes and displayed text."
+    def __init__(self):
+        super().__init__(); self.cells, self._cur = [], None
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "span" and a.get("class") == "ktae-tok": self._cur = dict(a, text=""); self.cells.append(self._cur)
+        elif tag == "br" and self._cur is not None: self._cur["text"] += "\n"
+    def handle_endtag(self, tag):
+        if tag == "span": self._cur = None
+    def handle_data(self, data):
+        if self._cur is not None: self._cur["text"] += data
+
+
+def cells(h):
+    p = Spans(); p.feed(h); return p.cells
+
+
+def bg(cell):
+    return re.search(r"background:(#[0-9a-f]{6})", cell["style"]).group(1)
+
+
+# ---------------------------------------------------------------- colour scale
+def test_scale_ends_and_centre():
+    assert score_colors([0.0]) == ["#ffffff"]
+    assert score_colors([1.0, -1.0]) == ["#%02x%02x%02x" % KTAE_GREEN, "#%02x%02x%02x" % KTAE_RED]
+    assert score_colors([5.0, -5.0], vmax=2) == score_colors([1.0, -1.0])        # clipped beyond vmax
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.floats(-3, 3, allow_nan=False), st.floats(0.1, 3))
+def test_scale_symmetric_and_hued_by_sign(s, vmax):
+    pos, neg = (np.array([int(c[i:i + 2], 16) for i in (1, 3, 5)]) for c in score_colors([abs(s), -abs(s)], vmax))
+    t = min(abs(s) / vmax, 1.0)
+    # same distance from white on both sides: intensity t of each end colour
+    np.testing.assert_allclose(255 - pos, t * (255 - np.array(KTAE_GREEN)), atol=0.51)
+    np.testing.assert_allclose(255 - neg, t * (255 - np.array(KTAE_RED)), atol=0.51)
+    if t > 0.05: assert pos[1] > pos[0] and neg[0] > neg[1]                        # green side greenish, red side reddish
+
+
+def test_scale_monotone():
+    c = score_colors(np.linspace(0, 1, 11))
+    g = [int(x[1:3], 16) for x in c]                                              # red channel falls as K grows
+    assert g == sorted(g, reverse=True) and len(set(g)) == 11
+
+
+@pytest.mark.parametrize("bad", [[float("nan")], [0.1, float("inf")], torch.tensor([0.0, float("nan")])])
+def test_scale_rejects_nan(bad):
+    with pytest.raises(ValueError, match="NaN or infinite"): score_colors(bad)
+
+
+@pytest.mark.parametrize("vmax", [0, -1, float("nan"), float("inf")])
+def test_scale_rejects_bad_vmax(vmax):
+    with pytest.raises(ValueError, match="vmax"): score_colors([0.1], vmax)
+
+
+# ---------------------------------------------------------------- tokens
+def _bytelevel(text):
+    "Encode text as GPT-2 byte-level BPE characters (the inverse of the decoder)."
+    enc = {b: c for c, b in _BYTE_DECODER.items()}
+    return "".join(enc[b] for b in text.encode("utf-8"))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(min_size=1, max_size=12))
+def test_clean_token_roundtrips_bytelevel(text):
+    assert clean_token(_bytelevel(text)) == text
+
+
+def test_clean_token_markers_and_errors():
+    assert clean_token("ĠĠ") == "  " and clean_token("ĊĊ") == "\n\n" and clean_token("▁a▁b") == " a b"
+    with pytest.raises(TypeError, match="strings"): clean_token(12)
+
+
+@pytest.mark.parametrize("tok,shown", [("Ġ", "␣"), ("ĠĠĠ", "␣␣␣"), ("Ċ", "↵\n"), ("ĉ", "⇥"), ("", "∅"),
+                                       ("Ġ<script>", " <script>"), ("\"&'", "\"&'")])
+def test_display_token_visible_and_escaped(tok, shown):
+    h = token_html([tok], [0.3])
+    assert cells(h)[0]["text"] == shown
+    assert "<script>" not in h
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.text(max_size=6), min_size=1, max_size=8), st.data())
+def test_renderer_one_cell_per_token_whatever_the_text(tokens, data):
+    scores = data.draw(st.lists(st.floats(-2, 2, allow_nan=False), min_size=len(tokens), max_size=len(tokens)))
+    cs = cells(token_html(tokens, scores, vmax=2.0))
+    assert len(cs) == len(tokens)                                                 # no token can open or close a tag
+    assert [float(c["data-score"]) for c in cs] == [float(s) for s in scores]      # exact values round-trip
+    assert [bg(c) for c in cs] == score_colors(scores, 2.0)
+
+
+# ---------------------------------------------------------------- renderer values, tooltips, errors
+STATS = [dict(token_id=12, a=2, b=1, c=0, d=1, count_correct=3, count_wrong=1, p=1.0, F=0.0, IG=0.311278,
+              h=0.785398, tf_term=2.80178, x=3.58718, raw=0.558309, K=0.272122),
+         dict(token_id=18, a=1, b=2, c=1, d=0, count_correct=1, count_wrong=2, p=1.0, F=0.0, IG=0.311278,
+              h=-0.785398, tf_term=-1.11, x=-1.89485, raw=-0.294912, K=-0.146397)]
+
+
+def test_tooltip_carries_value_table_and_stats():
+    cs = cells(token_html(["Ġx", "Ċ"], [0.272122, -0.146397], STATS))
+    t0, t1 = cs[0]["title"], cs[1]["title"]
+    assert "K = +0.272122" in t0 and "id 12" in t0 and "K = -0.146397" in t1 and "id 18" in t1
+    rows0 = t0.splitlines()
+    assert rows0[3].split() == ["correct", "2", "0"] and rows0[4].split() == ["wrong", "1", "1"]   # a c / b d
+    assert t1.splitlines()[3].split() == ["correct", "1", "1"] and t1.splitlines()[4].split() == ["wrong", "2", "0"]
+    assert "occurrences: correct 3, wrong 1" in t0
+    assert "IG = 0.3113" in t0 and "h = 0.7854" in t0 and "raw = 0.5583" in t0 and "p = 1" in t0
+
+
+def test_tooltip_from_dataframe_rows():
+    import pandas as pd
+    cs = cells(token_html(["a", "b"], [0.2, -0.1], pd.DataFrame(STATS)))
+    assert "id 12" in cs[0]["title"] and "id 18" in cs[1]["title"]
+
+
+def test_colours_follow_vmax_and_ink_contrast():
+    cs = cells(token_html(["a", "b", "c"], [0.5, -1.0, 0.0], vmax=1.0))
+    assert [bg(c) for c in cs] == score_colors([0.5, -1.0, 0.0], 1.0)
+    assert "color:#ffffff" in cs[1]["style"] and "color:#000000" in cs[2]["style"]
+    auto = cells(token_html(["a", "b"], [0.25, -0.5]))                           # vmax=None: largest |score|
+    assert bg(auto[1]) == "#%02x%02x%02x" % KTAE_RED
+    zero = cells(token_html(["a"], [0.0]))
+    assert bg(zero[0]) == "#ffffff"
+
+
+def test_legend_and_title():
+    h = token_html(["a"], [0.1], title="rollout <3>", vmax=0.5, label="A")
+    assert "rollout &lt;3&gt;" in h and "+0.5 rewarded" in h and "-0.5 punished" in h
+    assert "ktae-legend" not in token_html(["a"], [0.1], legend=False)
+    assert legend_html(2.0).count("display:inline-block") == 11
+
+
+@pytest.mark.parametrize("tokens,scores,stats,msg", [
+    (["a", "b"], [0.1], None, "one score per token"),
+    (["a"], [0.1, 0.2], None, "one score per token"),
+    (["a", "b"], [0.1, float("nan")], None, "NaN or infinite values at positions \\[1\\]"),
+    ([], [], None, "empty"),
+    (["a"], [[0.1]], None, "1-D"),
+    (["a", "b"], [0.1, 0.2], [STATS[0]], "`stats` has 1 rows"),
+])
+def test_renderer_bad_input(tokens, scores, stats, msg):
+    with pytest.raises(ValueError, match=msg): token_html(tokens, scores, stats)
+
+
+def test_renderer_bad_types():
+    with pytest.raises(TypeError, match="list of token strings"): token_html("abc", [0.1, 0.2, 0.3])
+    with pytest.raises(TypeError, match="strings"): token_html([1, 2], [0.1, 0.2])
+    with pytest.raises(TypeError, match="numbers"): token_html(["a"], ["x"])
+
+
+def test_tokenview_repr_html_and_validation():
+    v = TokenView(["Ġa", "Ġb"], torch.tensor([0.5, -0.5]), title="t")
+    assert len(cells(v._repr_html_())) == 2 and "t" in repr(v)
+    with pytest.raises(ValueError, match="NaN"): TokenView(["a"], [float("nan")])
+    with pytest.raises(ValueError, match="`scores` has 2"): TokenView(["a"], [0.1, 0.2])
+
+
+def test_stats_per_position():
+    import pandas as pd
+    t = pd.DataFrame(STATS)
+    assert [r["token_id"] for r in stats_per_position(torch.tensor([18, 12, 18]), t)] == [18, 12, 18]
+    with pytest.raises(ValueError, match="not in `table`"): stats_per_position([99], t)
+
+
+# ---------------------------------------------------------------- the worked example (ktae.md §8) through the view
+NAMES = {11: "Let", 12: "Ġx", 13: "Ġratio", 14: "Ġthus", 15: "First", 16: "Ġdenote", 17: "Ġwhere", 18: "Ċ",
+         151645: "<|im_end|>", 151643: "<|endoftext|>"}
+ROWS = [[11, 12, 13, 12, 18, 151645], [11, 13, 14, 12, 151645], [11, 15, 12, 16, 16, 18, 151645], [11, 15, 17, 18, 151645]]
+K_REF = {11: 0.0, 12: 0.272122, 13: 1.0, 14: 1.0, 15: -1.0, 16: -1.0, 17: -1.0, 18: -0.146397, 151645: 0.0}
+
+
+def write_worked_example(path, extra=()):
+    "The §8 group (padded with masked 151643 to length 8) as rollout JSONL, plus optional extra records."
+    with open(path, "w") as f:
+        for i, (ids, r) in enumerate(zip(ROWS, [1.0, 1.0, 0.0, 0.0])):
+            pad = 8 - len(ids)
+            ids_p = ids + [151643] * pad
+            f.write(json.dumps(dict(group_id="g8", rollout_id=i, token_ids=ids_p, tokens=[NAMES[t] for t in ids_p],
+                                    response_mask=[1] * len(ids) + [0] * pad, reward=r, prompt="worked example")) + "\n")
+        for rec in extra: f.write(json.dumps(rec) + "\n")
+    return path
+
+
+@pytest.fixture
+def worked(tmp_path):
+    return write_worked_example(tmp_path / "worked.jsonl")
+
+
+def test_worked_example_values_reach_colours_and_tooltips(worked):
+    gv = explain_group(worked, "g8")
+    assert isinstance(gv, GroupView) and gv.vmax == 1.0
+    for j, ids in enumerate(ROWS):
+        cs = cells(gv.views[j].to_html())
+        assert len(cs) == len(ids)                                                # masked padding is not shown
+        got = [float(c["data-score"]) for c in cs]
+        np.testing.assert_allclose(got, [K_REF[t] for t in ids], atol=1e-5)
+        assert [bg(c) for c in cs] == score_colors(got, 1.0)
+        assert [c["text"] for c in cs] == [html.unescape(display_token(NAMES[t]).replace("<br>", "\n")) for t in ids]
+        for c, t in zip(cs, ids): assert f"id {t}" in c["title"]
+    t12 = cells(gv.views[0].to_html())[1]["title"].splitlines()                   # id 12: (a,b,c,d) = (2,1,0,1)
+    assert t12[3].split() == ["correct", "2", "0"] and t12[4].split() == ["wrong", "1", "1"]
+    # A = Â + K, Â = ±0.866024
+    np.testing.assert_allclose(gv.rollout_advantages.numpy(), [0.866024, 0.866024, -0.866024, -0.866024], atol=1e-5)
+    np.testing.assert_allclose(gv.advantages[0, :6].numpy(), [0.866024, 1.138146, 1.866024, 1.138146, 0.719627, 0.866024], atol=1e-5)
+    assert (gv.advantages[~gv.response_mask] == 0).all()
+
+
+def test_groupview_html_and_top_tokens(worked):
+    gv = explain_group(worked)
+    h = gv._repr_html_()
+    assert "4 rollouts, 2 correct, 2 wrong" in h and len(cells(h)) == sum(map(len, ROWS))
+    assert h.count("<tr>") == len(gv.top_tokens(8)) + 1 == 7 + 1                 # 7 ids with K != 0, plus the header
+    top = gv.top_tokens(2)
+    assert top.K.tolist()[:2] == sorted(top.K[top.K > 0], reverse=True)[:2] and (top.K != 0).all()
+    assert set(top.token_id[top.K < 0]) <= {15, 16, 17, 18}
+    assert "No key tokens" in top_tokens_html(gv.table.iloc[:0])
+
+
+def test_explain_group_overrides_and_errors(worked):
+    no_tf = explain_group(worked, preset="official", use_tf=False)
+    np.testing.assert_allclose(no_tf.table.set_index("token_id").K.loc[[12, 13, 15]].to_numpy(),
+                               [0.0610428, 0.532992, -0.532992], atol=1e-5)                   # ktae.md §8.1, γ off
+    with pytest.raises(ValueError, match="not in the rollouts"): explain_group(worked, "nope")
+    with pytest.raises(FileNotFoundError): explain_group(worked.parent / "missing.jsonl")
+    with pytest.raises(ValueError): explain_group(worked, preset="official", not_a_knob=1)
+
+
+def test_malformed_line_names_line_number(tmp_path):
+    p = write_worked_example(tmp_path / "bad.jsonl")
+    with open(p, "a") as f: f.write("{this is not json\n")
+    with pytest.raises(ValueError, match="line 5"): explain_group(p)
+
+
+def test_empty_rollout_is_shown_as_empty(tmp_path):
+    p = write_worked_example(tmp_path / "e.jsonl", [dict(group_id="g8", rollout_id=4, token_ids=[151643],
+                                                          tokens=["<|endoftext|>"], response_mask=[0], reward=0.0)])
+    gv = explain_group(p)
+    assert gv.views[4] is None and "empty (no valid tokens)" in gv._repr_html_()
+
+
+# ---------------------------------------------------------------- plots
+def test_plot_top_tokens(worked):
+    gv = explain_group(worked)
+    fig, ax = plot_top_tokens(gv.table, n=2)
+    k = sorted(p.get_width() for p in ax.patches)
+    ref = sorted(gv.table.K[gv.table.K < 0].nsmallest(2).tolist() + gv.table.K[gv.table.K > 0].nlargest(2).tolist())
+    np.testing.assert_allclose(k, ref)
+    colors = {tuple(np.round(np.array(p.get_facecolor()[:3]) * 255).astype(int)) for p in ax.patches}
+    assert colors == {KTAE_GREEN, KTAE_RED}
+    _, ax2 = plot_top_tokens(gv.table, group="g8", n=1)
+    assert len(ax2.patches) == 2
+    _, ax3 = plot_top_tokens(gv.table.assign(K=0.0))
+    assert len(ax3.patches) == 0 and "no key tokens" in ax3.get_title()
+
+
+def test_plot_k_distribution(worked):
+    gv = explain_group(worked)
+    fig, ax = plot_k_distribution(gv.K, gv.response_mask, gv.rewards)
+    n = len(ax.patches) // 2
+    correct = sum(p.get_height() for p in ax.patches[:n]); wrong = sum(p.get_height() for p in ax.patches[n:])
+    assert (correct, wrong) == (11, 12)                                           # T_c = 11, T_w = 12 valid tokens
+    with pytest.raises(ValueError, match="does not match"): plot_k_distribution(gv.K, gv.response_mask[:, :2], gv.rewards)
+    with pytest.raises(ValueError, match="one entry per row"): plot_k_distribution(gv.K, gv.response_mask, gv.rewards[:2])
+
+
+def test_plot_rollout_advantage(worked):
+    gv = explain_group(worked)
+    m = gv.response_mask[2]
+    fig, ax = plot_rollout_advantage(gv.advantages[2][m], float(gv.rollout_advantages[2]), gv.views[2].tokens)
+    np.testing.assert_allclose([p.get_height() for p in ax.patches], gv.advantages[2][m].numpy(), atol=1e-6)
+    assert [l.get_ydata()[0] for l in ax.lines][0] == pytest.approx(-0.866024, abs=1e-5)
+    assert [t.get_text() for t in ax.get_xticklabels()][1] == repr("First")
+    with pytest.raises(ValueError, match="`tokens` has 1"): plot_rollout_advantage([0.1, 0.2], 0.0, ["a"])
+    with pytest.raises(ValueError, match="NaN"): plot_rollout_advantage([0.1, float("nan")], 0.0)
+
+
+def test_plot_contingency():
+    fig, ax = plot_contingency(dict(token="Ġx", token_id=12, a=2, b=1, c=0, d=1, K=0.272122, p=1.0, IG=0.311))
+    assert [t.get_text() for t in ax.texts] == ["2", "0", "1", "1"]
+    assert "' x'" in ax.get_title() and "K=+0.272" in ax.get_title()
+    with pytest.raises(ValueError, match="a, b, c, d"): plot_contingency(dict(a=1))
+
+
+def test_figures_inline_png(worked):
+    fig = agg_figure(); fig.subplots().plot([0, 1])
+    h = figure_html(fig, "x")
+    import base64
+    png = base64.b64decode(re.search(r"base64,([^\"]+)", h).group(1))
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    fh = group_figures_html(explain_group(worked))
+    assert fh.count("data:image/png;base64,") == 4 and "http" not in fh
+
+
+# ---------------------------------------------------------------- EpicPRM annotation view
+from types import SimpleNamespace
+from ktae_lab.viz import annotation_html, annotation_steps, plot_search_path, AnnotationView, STEP_COLORS
+
+STEPS = ["Tom has 12 apples.", "He buys 7: 12 + 7 = 19.", "He gives <5> away.", "So we subtract.", "19 + 5 = 24.", "The answer is 24."]
+PROBES = [dict(step=2, estimate=0.58, count_estimate=0.56, rollouts=32, tokens=4000, lo=0, hi=4, is_error=False),
+          dict(step=4, estimate=0.02, count_estimate=0.03, rollouts=32, tokens=4000, lo=3, hi=4, is_error=True),
+          dict(step=3, estimate=0.55, count_estimate=0.50, rollouts=32, tokens=4000, lo=3, hi=3, is_error=False)]
+REC = dict(id="r", method="epic_adaptive", status="ok", labels=[1, 1, 1, 1, 0, 0], first_error=4, rollouts=96, tokens=12000,
+           baseline=dict(k=16, v0=0.62), probes=PROBES, steps=[dict(text=t, rating=None) for t in STEPS])
+
+
+def step_divs(h):
+    return re.findall(r"<div class='ktae-step' data-label='(\d?)' title='([^']*)' style='background:(#\w+)", h)
+
+
+def test_annotation_steps_coloured_by_label():
+    d = step_divs(annotation_html(REC))
+    assert [x[0] for x in d] == ["1", "1", "1", "1", "0", "0"]
+    assert [x[2] for x in d] == [STEP_COLORS[1]] * 4 + [STEP_COLORS["first"], STEP_COLORS[0]]
+    h = annotation_html(REC)
+    assert "He gives &lt;5&gt; away." in h and "<5>" not in h
+    assert h.count("← first error") == 1 and "first error at step 4" in h and "V0 = 0.620 (k = 16)" in h
+
+
+def test_annotation_probes_and_path():
+    h = annotation_html(REC)
+    chips = re.findall(r"class='ktae-probe'[^>]*>([^<]*)</span>", h)
+    assert chips == ["#1 step 2 [0–4] V=0.580 fine", "#2 step 4 [3–4] V=0.020 error", "#3 step 3 [3–3] V=0.550 fine"]
+    assert "[probe #2: V=0.020 → error]" in h and "[probe #3: V=0.550 → fine]" in h
+
+
+def test_annotation_objects_render_like_records():
+    obj = SimpleNamespace(method="epic_adaptive", status="ok", labels=REC["labels"], first_error=4, rollouts=96, tokens=12000,
+                          soft_labels=None, baseline=SimpleNamespace(k=16, v0=0.62),
+                          probes=[SimpleNamespace(**p) for p in PROBES])
+    assert annotation_html(obj, STEPS) == annotation_html(REC)
+
+
+def test_annotation_special_cases_and_errors():
+    skipped = dict(REC, status="skipped", labels=None, first_error=None, probes=[])
+    h = annotation_html(skipped)
+    assert "Skipped" in h and [x[0] for x in step_divs(h)] == [""] * 6 and "none found" in h
+    soft = annotation_html(dict(REC, method="math_shepherd", soft_labels=[0.9, 0.8, 0.7, 0.6, 0.0, 0.0]))
+    assert "soft label 0.600" in soft
+    with pytest.raises(ValueError, match="6 labels but there are 2 steps"): annotation_html(REC, ["a", "b"])
+    with pytest.raises(ValueError, match="`steps` is required"): annotation_html(dict(labels=[1]))
+    with pytest.raises(ValueError, match="empty"): annotation_steps(dict(labels=None), [])
+    with pytest.raises(TypeError, match="strings"): annotation_steps(dict(labels=None), [1, 2])
+
+
+def test_plot_search_path():
+    fig, ax = plot_search_path(REC)
+    assert ax.collections[0].get_offsets().tolist() == [[2.0, 0.58], [4.0, 0.02], [3.0, 0.55]]
+    cols = [tuple(np.round(c[:3] * 255).astype(int)) for c in ax.collections[0].get_facecolors()]
+    assert cols == [KTAE_GREEN, KTAE_RED, KTAE_GREEN]
+    assert any(l.get_ydata()[0] == 0.62 for l in ax.lines if len(l.get_ydata()) == 2 and l.get_linestyle() == "--")
+    span = ax.patches[0]                                                          # the first-error column
+    assert (span.get_x(), span.get_x() + span.get_width()) == pytest.approx((3.5, 4.5))
+    _, ax2 = plot_search_path(dict(REC, probes=[], first_error=None))
+    assert len(ax2.collections) == 0
+
+
+def test_annotation_view():
+    v = AnnotationView(REC)
+    assert v.steps == STEPS and v.probes().index.tolist() == [1, 2, 3] and v.probes().is_error.tolist() == [False, True, False]
+    assert len(step_divs(v._repr_html_())) == 6 and "3 probes" in repr(v)
+
+
+def test_explain_groups_batched_equals_one_by_one(tmp_path):
+    from ktae_lab.viz import explain_groups
+    from ktae_lab.data import sample_rollouts_path
+    views = explain_groups(sample_rollouts_path(), preset="official", beta=2.0)
+    assert [v.group for v in views] == [f"sample-{i}" for i in range(5)]
+    for v in views:
+        one = explain_group(sample_rollouts_path(), v.group, beta=2.0)
+        assert torch.equal(v.K, one.K) and torch.equal(v.advantages, one.advantages) and v.rows == one.rows
+        assert v.table.equals(one.table)
+        assert [w.to_html() for w in v.views] == [w.to_html() for w in one.views]
+    assert (views[4].K == 0).all() and (views[4].advantages == 0).all()           # the all-correct group
+    two = explain_groups(sample_rollouts_path(), ["sample-3", "sample-1"])
+    assert [v.group for v in two] == ["sample-3", "sample-1"]
+    with pytest.raises(ValueError, match="not in the rollouts"): explain_groups(sample_rollouts_path(), ["x"])
