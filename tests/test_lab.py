@@ -148,10 +148,11 @@ def scripted_rewards(monkeypatch):
     "Replace the verifier by a seeded coin so groups are mixed without training a policy."
     gen = torch.Generator().manual_seed(0)
     def fake(tokenizer, responses, response_mask, answers, marker="#"):
-        B = responses.shape[0]
+        B, dev = responses.shape[0], responses.device
         c = (torch.rand(B, generator=gen) < 0.5).float()
         c[:4] = 1.0                                                       # group 0 all correct: no signal
-        return dict(reward=c, finished=torch.ones(B, dtype=torch.bool), uses_steps=torch.ones(B, dtype=torch.bool))
+        ones = torch.ones(B, dtype=torch.bool, device=dev)
+        return dict(reward=c.to(dev), finished=ones, uses_steps=ones)
     monkeypatch.setattr(lab, "score_responses", fake)
 
 
@@ -249,3 +250,12 @@ def test_ablate_main_tiny_run(tmp_path, scripted_rewards, monkeypatch, capsys):
     assert json.loads((tmp_path / "config.json").read_text())["ktae"] == {"beta": 2.0, "gamma": 0.0}
     # the same directory with a different KTAE override is refused
     assert ablate_main([a if a != "beta=2,gamma=0" else "beta=3" for a in args]) == 2
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_runs_on_gpu(scripted_rewards, monkeypatch):
+    _fake_warm(monkeypatch)
+    cfg = LabConfig(**{**TINY, "device": "cuda"})
+    assert next(lab._new_policy(TOK, cfg, 0).parameters()).is_cuda
+    df = train_run("dapo+ktae", 0, cfg, warm={"state": lab._new_policy(TOK, cfg, 0).state_dict()})
+    assert len(df) == cfg.steps + 1 and df["mean_abs_k"].iloc[1:].notna().all()
