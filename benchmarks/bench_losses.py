@@ -7,11 +7,14 @@ Prints medians (ms) and ratios; verl rows are skipped when verl is not importabl
 """
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # importable from a checkout
 from ktae_lab.advantages import grpo_advantages
 from ktae_lab.losses import policy_loss, ktae_token_advantages
 from ktae_lab.dapo import groups_with_spread, overlong_penalty

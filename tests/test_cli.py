@@ -59,3 +59,11 @@ def test_report_through_the_dispatcher(tmp_path):
     assert main(["report", str(sample_rollouts_path()), "-o", str(out), "--no-plots"]) == 0
     html = out.read_text()
     assert "sample-0" in html and "<html" in html.lower()
+
+
+def test_ablate_is_wired(capsys, tmp_path):
+    assert main(["ablate", "--algos", "nope", "--out", str(tmp_path / "x")]) == 2
+    assert "valid algorithms" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["ablate", "--help"])
+    assert "--algos" in capsys.readouterr().out
