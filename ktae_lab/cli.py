@@ -72,6 +72,7 @@ def score_main(argv:list[str]|None=None) -> int:
 COMMANDS = {  # command -> (module, function, one-line help)
     "score": ("ktae_lab.cli", "score_main", "print each group's key tokens and write the per-token table"),
     "report": ("ktae_lab.report", "report_main", "write a self-contained HTML page: every rollout coloured by K, top key tokens, plots"),
+    "sample": ("ktae_lab.sampling", "sample_main", "sample, grade and append G rollouts per problem from a causal LM (resumable)"),
     "ablate": ("ktae_lab.lab", "ablate_main", "train GRPO/Dr.GRPO/DAPO (+KTAE) on a toy task over seeds; write metrics, curves, summary"),
 }
 

@@ -13,7 +13,8 @@ import torch
 
 # %% auto #0
 __all__ = ['SCHEMA_VERSION', 'REQUIRED_FIELDS', 'OPTIONAL_DEFAULTS', 'ROLLOUT_FIELDS', 'validate_rollout', 'read_rollouts',
-           'write_rollouts', 'RolloutBatch', 'to_batch', 'sample_rollouts_path']
+           'write_rollouts', 'RolloutBatch', 'to_batch', 'shipped_data_path', 'sample_rollouts_path',
+           'smollm2_rollouts_path']
 
 # %% ../nbs/09_data.ipynb #414cff82
 SCHEMA_VERSION = "1"  # the rollout schema this module reads and writes
@@ -223,11 +224,20 @@ def to_batch(df_or_path, # a rollout DataFrame (as from `read_rollouts`) or a JS
     return RolloutBatch(responses, response_mask, rewards, df["group_id"].tolist(), tokens, df)
 
 # %% ../nbs/09_data.ipynb #ce5bcf76
-def sample_rollouts_path() -> Path: # data/sample_rollouts.jsonl of the source checkout
-    "Path of the hand-made sample `data/sample_rollouts.jsonl` next to the package in a source checkout."
+def shipped_data_path(name:str, # file name inside the repository's data/ folder
+                     ) -> Path: # the path, checked to exist
+    "Path of a file shipped in the source checkout's `data/` folder (not part of an installed wheel)."
     import ktae_lab
-    p = Path(ktae_lab.__file__).resolve().parent.parent / "data" / "sample_rollouts.jsonl"
+    p = Path(ktae_lab.__file__).resolve().parent.parent / "data" / name
     if not p.is_file():
-        raise FileNotFoundError(f"{p} not found: the sample ships in the ktae_lab source repository (data/), not in "
-                                "an installed package; clone the repository or pass your own rollout JSONL")
+        raise FileNotFoundError(f"{p} not found: data/{name} ships in the ktae_lab source repository, not in an "
+                                "installed package; clone the repository or pass your own rollout JSONL")
     return p
+
+def sample_rollouts_path() -> Path: # data/sample_rollouts.jsonl of the source checkout
+    "Path of the hand-made sample `data/sample_rollouts.jsonl` (small and fast: the tests use it)."
+    return shipped_data_path("sample_rollouts.jsonl")
+
+def smollm2_rollouts_path() -> Path: # data/smollm2_rollouts.jsonl of the source checkout
+    "Path of the shipped SmolLM2-135M-Instruct rollouts `data/smollm2_rollouts.jsonl` (the default real data)."
+    return shipped_data_path("smollm2_rollouts.jsonl")

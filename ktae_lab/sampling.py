@@ -8,13 +8,13 @@ import argparse, json, math, os, resource, sys, time, zlib
 from pathlib import Path
 import torch
 from .verify import extract_answer, numeric_verifier
-from .data import read_rollouts, write_rollouts
+from .data import read_rollouts, write_rollouts, smollm2_rollouts_path
 
 # %% auto #0
 __all__ = ['SMOLLM2_GGUF', 'TINY_CHAT_TEMPLATE', 'DEFAULT_SYSTEM_PROMPT', 'PLAIN_TEMPLATE', 'load_problems', 'check_problems',
            'smollm2_gguf_path', 'load_model', 'tiny_random_lm', 'render_prompt', 'split_generations', 'grade_rollout',
            'generate_group_batch', 'sampling_settings', 'resume_state', 'sample_rollouts', 'group_summary',
-           'rollout_stats', 'smollm2_rollouts_path', 'sample_main']
+           'rollout_stats', 'sample_main']
 
 # %% ../nbs/12_sampling.ipynb #de21a216
 def load_problems(path, # JSONL or CSV file with `question`, `answer` and optionally `problem_id`
@@ -381,17 +381,7 @@ def rollout_stats(rollouts, # rollout JSONL path or a DataFrame from `read_rollo
             "length_mean_wrong": float(length[(df.reward <= 0) & graded].mean()) if ((df.reward <= 0) & graded).any() else float("nan"),
             "by_difficulty": by.reset_index()}
 
-# %% ../nbs/12_sampling.ipynb #6cd8b18e
-def smollm2_rollouts_path() -> Path: # data/smollm2_rollouts.jsonl of the source checkout
-    "Path of the shipped SmolLM2-135M-Instruct rollouts `data/smollm2_rollouts.jsonl` (a source checkout's data/)."
-    import ktae_lab
-    p = Path(ktae_lab.__file__).resolve().parent.parent / "data" / "smollm2_rollouts.jsonl"
-    if not p.is_file():
-        raise FileNotFoundError(f"{p} not found: the SmolLM2 rollouts ship in the ktae_lab source repository (data/), "
-                                "not in an installed package; clone the repository or make your own with `ktae-lab sample`")
-    return p
-
-# %% ../nbs/12_sampling.ipynb #39a83477
+# %% ../nbs/12_sampling.ipynb #23cd0ff5
 def sample_main(argv:list[str]|None=None) -> int:
     "`ktae-lab sample`: sample, grade and append rollouts for a problem file (resumable)."
     ap = argparse.ArgumentParser(prog="ktae-lab sample", description="Sample G rollouts per problem from a causal LM, "
