@@ -11,11 +11,11 @@ from .core import group_ids, group_sum, check_token_batch, check_rewards
 from .stats import (fisher_exact_pvalue, fisher_exact_pvalue_released, fisher_weight, information_gain,
                             cohens_h, bm25_tf, frequency_direction, P_TRANSFORMS, TF_KINDS, FISHER_RTOL, H_EPS,
                             TF_EPS, BM25_K1, BM25_B)
-from .advantages import grpo_advantages, GRPO_EPS
+from .advantages import outcome_advantages, ESTIMATORS, GRPO_EPS
 
 # %% auto #0
 __all__ = ['PRESETS', 'CHUNK_TOKENS', 'TABLE_COLUMNS', 'KTAEConfig', 'resolve_config', 'parse_overrides', 'table_statistics',
-           'combine_terms', 'key_token_values', 'ktae_advantages', 'token_table']
+           'combine_terms', 'key_token_values', 'ktae_advantages', 'key_token_details', 'token_table']
 
 # %% ../nbs/03_ktae.ipynb #672208a8
 @dataclass(frozen=True)
@@ -263,36 +263,38 @@ def ktae_advantages(responses:torch.Tensor, # [B, L] token ids
                     index=None, # [B] per-row group ids
                     group_size:int|None=None, # or contiguous groups
                     preset:str="official", # KTAE preset
-                    eps:float=GRPO_EPS, # GRPO std epsilon
+                    eps:float=GRPO_EPS, # std epsilon of the estimator
+                    estimator:str="grpo", # rollout-level baseline Â: one of `ESTIMATORS` (release: grpo)
                     **overrides, # KTAEConfig overrides
                    ) -> torch.Tensor: # [B, L] token-level advantages A = (Â + K) * mask
-    "KTAE token advantages: GRPO group z-score plus the key-token value, masked."
+    "KTAE token advantages: a rollout-level advantage (GRPO's z-score by default) plus the key-token value, masked."
+    if estimator not in ESTIMATORS: raise ValueError(f"unknown `estimator` {estimator!r}; valid: {', '.join(ESTIMATORS)}")
     K = key_token_values(responses, response_mask, rewards, index, group_size, preset, **overrides)
-    adv = grpo_advantages(torch.as_tensor(rewards).to(K.device), index, group_size, eps=eps).to(K.dtype)
+    adv = outcome_advantages(torch.as_tensor(rewards).to(K.device), index, group_size, estimator, eps).to(K.dtype)
     return (adv[:, None] + K) * (response_mask != 0)
 
 # %% ../nbs/03_ktae.ipynb #777f7e62
 TABLE_COLUMNS = ["group", "token_id", "token", "a", "b", "c", "d", "count_correct", "count_wrong", "p", "F", "IG", "h",
                  "tf_c", "tf_w", "tf_term", "x", "raw", "K"]
 
-def token_table(responses:torch.Tensor, # [B, L] token ids
-                response_mask:torch.Tensor, # [B, L] 0/1 response mask
-                rewards, # [B] scalar rewards
-                index=None, # [B] per-row group ids
-                group_size:int|None=None, # or contiguous groups
-                preset:str="official", # KTAE preset
-                tokens:list|None=None, # per-row lists of token strings, aligned with `responses`
-                tokenizer=None, # or a tokenizer with convert_ids_to_tokens
-                **overrides, # KTAEConfig overrides
-               ): # pandas.DataFrame, one row per (group, distinct valid id)
-    "Per-(group, token id) contingency table, statistics and key-token value, as a DataFrame."
+def key_token_details(responses:torch.Tensor, # [B, L] token ids
+                      response_mask:torch.Tensor, # [B, L] 0/1 response mask
+                      rewards, # [B] scalar rewards
+                      index=None, # [B] per-row group ids
+                      group_size:int|None=None, # or contiguous groups
+                      preset:str="official", # KTAE preset
+                      tokens:list|None=None, # per-row lists of token strings, aligned with `responses`
+                      tokenizer=None, # or a tokenizer with convert_ids_to_tokens
+                      **overrides, # KTAEConfig overrides
+                     ): # ([B, L] K as `key_token_values` gives it, DataFrame one row per (group, distinct valid id))
+    "Key-token values of every position and the per-(group, token id) table behind them, from one scoring pass."
     import numpy as np, pandas as pd
     cfg = resolve_config(preset, **overrides)
     B = responses.shape[0] if isinstance(responses, torch.Tensor) else None
     if tokens is not None and (len(tokens) != B): raise ValueError(f"`tokens` has {len(tokens)} rows, expected {B}")
-    _, (tables, firsts, gid, G, mask) = _ktae_batch(responses, response_mask, rewards, index, group_size, cfg, details=True)
+    K, (tables, firsts, gid, G, mask) = _ktae_batch(responses, response_mask, rewards, index, group_size, cfg, details=True)
     cols = [c for c in TABLE_COLUMNS if c != "token" or tokens is not None or tokenizer is not None]
-    if not tables: return pd.DataFrame(columns=cols)
+    if not tables: return K, pd.DataFrame(columns=cols)
     t = {k: torch.cat([tb[k] for tb in tables]).cpu() for k in tables[0]}
     first = torch.cat(firsts).cpu()
     # group labels: the `index` value of the group's first row (or the dense id for contiguous groups)
@@ -308,4 +310,18 @@ def token_table(responses:torch.Tensor, # [B, L] token ids
         df["token"] = [tokens[r][c] for r, c in first.tolist()]
     elif tokenizer is not None:
         df["token"] = tokenizer.convert_ids_to_tokens(df["token_id"].tolist())
-    return df[cols].sort_values(["group", "K"], ascending=[True, False], kind="stable").reset_index(drop=True)
+    return K, df[cols].sort_values(["group", "K"], ascending=[True, False], kind="stable").reset_index(drop=True)
+
+# %% ../nbs/03_ktae.ipynb #002cc826
+def token_table(responses:torch.Tensor, # [B, L] token ids
+                response_mask:torch.Tensor, # [B, L] 0/1 response mask
+                rewards, # [B] scalar rewards
+                index=None, # [B] per-row group ids
+                group_size:int|None=None, # or contiguous groups
+                preset:str="official", # KTAE preset
+                tokens:list|None=None, # per-row lists of token strings, aligned with `responses`
+                tokenizer=None, # or a tokenizer with convert_ids_to_tokens
+                **overrides, # KTAEConfig overrides
+               ): # pandas.DataFrame, one row per (group, distinct valid id)
+    "Per-(group, token id) contingency table, statistics and key-token value, as a DataFrame."
+    return key_token_details(responses, response_mask, rewards, index, group_size, preset, tokens, tokenizer, **overrides)[1]

@@ -5,13 +5,13 @@
 # %% ../nbs/04_losses.ipynb #f51ad6e5
 from __future__ import annotations
 import torch
-from .advantages import GRPO_EPS, ESTIMATORS, outcome_advantages
-from .ktae import key_token_values
+from .advantages import outcome_advantages
+from .ktae import key_token_values, ktae_advantages
 
 # %% auto #0
-__all__ = ['AGG_MODES', 'TRL_LOSS_TYPES', 'LOG_RATIO_CLAMP', 'KL_KINDS', 'KL_CLAMP', 'resolve_agg_mode', 'agg_loss',
-           'clipped_surrogate', 'policy_loss', 'kl_penalty', 'entropy_from_logits', 'entropy_bonus', 'actor_loss',
-           'ktae_token_advantages']
+__all__ = ['AGG_MODES', 'TRL_LOSS_TYPES', 'LOG_RATIO_CLAMP', 'KL_KINDS', 'KL_CLAMP', 'ktae_token_advantages', 'resolve_agg_mode',
+           'agg_loss', 'clipped_surrogate', 'policy_loss', 'kl_penalty', 'entropy_from_logits', 'entropy_bonus',
+           'actor_loss']
 
 # %% ../nbs/04_losses.ipynb #8edf06fc
 def _check_float(x, name, shape=None):
@@ -227,18 +227,4 @@ def actor_loss(old_log_prob:torch.Tensor, # [B, L] behaviour-policy log-probs
     return loss, metrics
 
 # %% ../nbs/04_losses.ipynb #9757dc70
-def ktae_token_advantages(responses:torch.Tensor, # [B, L] token ids
-                          response_mask:torch.Tensor, # [B, L] 0/1 response mask
-                          rewards, # [B] scalar reward per rollout (correct when > correct_threshold)
-                          index=None, # [B] per-row group ids, or None with `group_size`
-                          group_size:int|None=None, # contiguous groups
-                          estimator:str="grpo", # rollout-level baseline: one of `ESTIMATORS`
-                          preset:str="official", # KTAE preset ("official" or "clean")
-                          eps:float=GRPO_EPS, # std epsilon of the estimator
-                          **overrides, # KTAEConfig overrides (beta=2.0, ignore_ids=(151643,), ...)
-                         ) -> torch.Tensor: # [B, L] token advantages (Â + K) * mask
-    "KTAE token advantages on top of any rollout-level estimator: (Â_estimator + K) * mask."
-    if estimator not in ESTIMATORS: raise ValueError(f"unknown `estimator` {estimator!r}; valid: {', '.join(ESTIMATORS)}")
-    K = key_token_values(responses, response_mask, rewards, index, group_size, preset, **overrides)
-    adv = outcome_advantages(torch.as_tensor(rewards).to(K.device), index, group_size, estimator, eps).to(K.dtype)
-    return (adv[:, None] + K) * (response_mask != 0)
+ktae_token_advantages = ktae_advantages  # (Â_estimator + K) * mask, see ktae_lab.ktae.ktae_advantages

@@ -274,7 +274,7 @@ def explain_groups(rollouts, # RolloutBatch, rollout DataFrame, or path to a rol
                   ) -> list[GroupView]:
     "Score the chosen groups with one KTAE call and return a GroupView per group."
     import pandas as pd
-    from ktae_lab.ktae import key_token_values, token_table, resolve_config
+    from ktae_lab.ktae import key_token_details, resolve_config
     from ktae_lab.advantages import grpo_advantages
     batch = as_batch(rollouts)
     index = pd.Series(np.asarray(batch.index, dtype=object))
@@ -287,10 +287,9 @@ def explain_groups(rollouts, # RolloutBatch, rollout DataFrame, or path to a rol
     sel = torch.as_tensor(rows)
     resp, mask, rew = batch.responses[sel], batch.response_mask[sel], batch.rewards[sel]
     idx = index.iloc[rows].tolist()
-    K = key_token_values(resp, mask, rew, index=idx, preset=preset, **overrides)       # [n, L], all groups at once
     adv_hat = grpo_advantages(rew, index=idx)                                           # [n]
     toks = [batch.tokens[r] for r in rows] if batch.tokens is not None else None
-    table = token_table(resp, mask, rew, index=idx, preset=preset, tokens=toks, **overrides)
+    K, table = key_token_details(resp, mask, rew, index=idx, preset=preset, tokens=toks, **overrides)  # one pass, all groups
     rids = _rollout_ids(batch, rows)
     local = index.iloc[rows].reset_index(drop=True)
     tables = dict(tuple(table.groupby("group", sort=False)))
