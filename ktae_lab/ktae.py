@@ -189,6 +189,9 @@ def _presence_counts(ids:torch.Tensor, # [N] token ids of the valid positions, r
     N = ids.shape[0]
     V = int(ids.max().item()) + 1 if N else 1
     Gc = int(gid.max().item()) + 1 if gid.numel() else 1
+    vocab = None
+    if Gc * V >= 2**62:                                   # huge ids: pack dense ranks instead, so the key cannot overflow
+        vocab, ids = torch.unique(ids, return_inverse=True); V = len(vocab)
     key = gid[rows] * V + ids
     if Gc * V < 2**31: key = key.to(torch.int32)
     skey, order = torch.sort(key, stable=True)
@@ -206,7 +209,8 @@ def _presence_counts(ids:torch.Tensor, # [N] token ids of the valid positions, r
     count_w = torch.bincount(u_idx, minlength=U).to(torch.float64) - count_c
     u_key = skey[new_u].long()
     pos2u = torch.empty_like(u_idx); pos2u[order] = u_idx
-    return dict(group=u_key // V, token_id=u_key % V, a=a, b=b, count_c=count_c, count_w=count_w, pos2u=pos2u)
+    tid = u_key % V
+    return dict(group=u_key // V, token_id=tid if vocab is None else vocab[tid], a=a, b=b, count_c=count_c, count_w=count_w, pos2u=pos2u)
 
 # %% ../nbs/12_ktae.ipynb #1ab7768c
 def _rows_view(x, rows):
@@ -352,7 +356,6 @@ def key_token_details(responses:torch.Tensor, # [B, L] token ids
                       **overrides, # KTAEConfig overrides
                      ): # ([B, L] K as `key_token_values` gives it, DataFrame one row per (group, distinct valid id))
     "Key-token values of every position and the per-(group, token id) table behind them, from one scoring pass."
-    import numpy as np, pandas as pd
     cfg = resolve_config(preset, **overrides)
     B = responses.shape[0] if isinstance(responses, torch.Tensor) else None
     if tokens is not None and (len(tokens) != B): raise ValueError(f"`tokens` has {len(tokens)} rows, expected {B}")
