@@ -173,6 +173,13 @@ def _table_statistics(a, b, c, d, cfg, width=None):
 
 
 # %% ../nbs/12_ktae.ipynb #f382c889
+def _vector_sigmoid(x:torch.Tensor) -> torch.Tensor:
+    "torch.sigmoid with every element on the CPU's vectorised path (its scalar tail path rounds differently)."
+    n = x.numel()
+    pad = (-n) % 64                                         # whole SIMD blocks on AVX2 and AVX-512 alike
+    flat = torch.cat([x.reshape(-1), x.new_zeros(pad)]) if pad else x.reshape(-1)
+    return torch.sigmoid(flat)[:n].reshape(x.shape)
+
 def combine_terms(stats:dict, # p, F, IG, h per (group, id)
                   tf_c:torch.Tensor, tf_w:torch.Tensor, # [U] BM25 tf in correct / incorrect rollouts
                   cfg:KTAEConfig, # estimator configuration
@@ -194,7 +201,7 @@ def _combine_terms(stats, tf_c, tf_w, cfg):
     if cfg.use_tf and cfg.gamma: x = x + (tf_term if cfg.released_numerics else cfg.gamma * tf_term)
     if alpha + beta == 0: raw = torch.zeros_like(x)
     else: raw = (alpha * stats["F"].to(x.dtype) + beta * stats["IG"].to(x.dtype)) * x / (alpha + beta)
-    K = (torch.sigmoid(raw) - 0.5) * 2 * cfg.top if cfg.released_numerics else cfg.top * torch.tanh(raw / 2)
+    K = (_vector_sigmoid(raw) - 0.5) * 2 * cfg.top if cfg.released_numerics else cfg.top * torch.tanh(raw / 2)
     return dict(stats, tf_term=tf_term, x=x, raw=raw, K=K)
 
 # %% ../nbs/12_ktae.ipynb #61bcc57f
