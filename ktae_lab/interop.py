@@ -77,7 +77,7 @@ def register_verl_estimator(name:str="ktae", # registry name (verl's `algorithm.
     "Register `compute_ktae_outcome_advantage` in verl's advantage-estimator registry under `name`."
     _check_settings(name, ktae)
     if core_algos is None:
-        try: from verl.trainer.ppo import core_algos
+        try: from verl.trainer.ppo import core_algos        # optional heavy dependency: imported on use
         except ImportError as e:
             raise ImportError("verl is not installed; `compute_ktae_outcome_advantage` works without it as a plain function") from e
     bound = dict(ktae) if ktae else None
@@ -126,7 +126,7 @@ def patch_verl_compute_advantage(name:str="ktae", # the `algorithm.adv_estimator
     "Route verl's `compute_advantage(data, adv_estimator=name, ...)` to `compute_ktae_advantage_for_batch`."
     _check_settings(name, ktae)
     if module is None:
-        try: import verl.trainer.ppo.ray_trainer as module
+        try: import verl.trainer.ppo.ray_trainer as module  # optional heavy dependency: imported on use
         except ImportError as e: raise ImportError("verl (with its trainer dependencies) is not importable") from e
     if not callable(getattr(module, "compute_advantage", None)):
         raise TypeError(f"`module` has no `compute_advantage` function to wrap: {module!r}")
@@ -206,7 +206,7 @@ def make_ktae_grpo_trainer(base=None, # TRL's GRPOTrainer (imported when None) o
     resolve_config(preset, **overrides)                              # bad settings fail now, not at the first step
     if base is not None and not isinstance(base, type): raise TypeError(f"`base` must be a class (TRL's GRPOTrainer), got {base!r}")
     if base is None:
-        try: from trl import GRPOTrainer as base
+        try: from trl import GRPOTrainer as base            # optional heavy dependency: imported on use
         except ImportError as e: raise ImportError("trl is not installed; use `trl_ktae_advantages` directly") from e
 
     class KTAEGRPOTrainer(base):
