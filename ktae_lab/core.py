@@ -6,7 +6,6 @@
 from __future__ import annotations
 import math
 import numpy as np
-import pandas as pd
 import torch
 
 
@@ -186,6 +185,7 @@ def group_ids(index=None, # per-row group id: int tensor, array or list of hasha
         rank = torch.empty_like(first); rank[first.argsort()] = torch.arange(len(uniq), device=index.device)
         gid, G = rank[inv], len(uniq)
     else:
+        import pandas as pd                                          # delayed: keeps `import ktae_lab` light
         arr = np.asarray(index, dtype=object) if not isinstance(index, np.ndarray) else index
         if arr.ndim != 1: raise ValueError(f"`index` must be 1-D, got shape {arr.shape}")
         codes, uniques = pd.factorize(arr, sort=False, use_na_sentinel=False)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses, math
 from dataclasses import dataclass, field, fields
 import numpy as np
-import pandas as pd
 import torch
 from .core import (group_ids, group_sum, check_token_batch, check_rewards, check_number, check_choice,
                            check_float_tensor, check_tensor, check_shape)
@@ -381,6 +380,7 @@ def key_token_details(responses:torch.Tensor, # [B, L] token ids
                       **overrides, # KTAEConfig overrides
                      ): # ([B, L] K as `key_token_values` gives it, DataFrame one row per (group, distinct valid id))
     "Key-token values of every position and the per-(group, token id) table behind them, from one scoring pass."
+    import pandas as pd                                                # delayed: keeps `import ktae_lab.ktae` light
     cfg = resolve_config(preset, **overrides)
     B = responses.shape[0] if isinstance(responses, torch.Tensor) else None
     if tokens is not None and (len(tokens) != B): raise ValueError(f"`tokens` has {len(tokens)} rows, expected {B}")
