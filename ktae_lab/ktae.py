@@ -6,16 +6,21 @@
 from __future__ import annotations
 import dataclasses, math
 from dataclasses import dataclass, field, fields
+import numpy as np
 import torch
-from .core import group_ids, group_sum, check_token_batch, check_rewards
-from .stats import (fisher_exact_pvalue, fisher_exact_pvalue_released, fisher_weight, information_gain,
+from .core import (group_ids, group_sum, check_token_batch, check_rewards, check_number, check_choice,
+                           check_float_tensor, check_tensor, check_shape)
+from .stats import (as_tables, fisher_exact_pvalue, fisher_exact_pvalue_released, fisher_weight, information_gain,
+                            information_gain_released,
                             cohens_h, bm25_tf, frequency_direction, P_TRANSFORMS, TF_KINDS, FISHER_RTOL, H_EPS,
                             TF_EPS, BM25_K1, BM25_B)
 from .advantages import outcome_advantages, ESTIMATORS, GRPO_EPS
 
+
 # %% auto #0
-__all__ = ['PRESETS', 'CHUNK_TOKENS', 'TABLE_COLUMNS', 'KTAEConfig', 'resolve_config', 'parse_overrides', 'table_statistics',
-           'combine_terms', 'key_token_values', 'ktae_advantages', 'key_token_details', 'token_table']
+__all__ = ['PRESETS', 'CHUNK_TOKENS', 'TABLE_COLUMNS', 'KTAEConfig', 'validate_config', 'resolve_config', 'parse_overrides',
+           'table_statistics', 'combine_terms', 'key_token_values', 'ktae_advantages', 'key_token_details',
+           'token_table']
 
 # %% ../nbs/12_ktae.ipynb #672208a8
 @dataclass(frozen=True)
@@ -44,32 +49,56 @@ class KTAEConfig:
 PRESETS = {
     "official": KTAEConfig(),
     "clean": KTAEConfig(p_transform="linear", tf_kind="bounded", half_h=False),
+    "released": KTAEConfig(released_numerics=True),   # + ignore_ids=(pad id,) to match the release bit for bit
 }
 
+_FLOAT_RANGES = {  # field: (low, high, low_open) -- every float field of KTAEConfig must be finite
+    "alpha": (0, None, False), "beta": (0, None, False), "gamma": (0, None, False), "top": (0, None, False),
+    "k1": (0, None, True), "b": (0, 1, False), "tf_eps": (0, None, True), "h_eps": (0, None, False),
+    "fisher_rtol": (0, None, False), "correct_threshold": (None, None, False)}
+
+def validate_config(cfg:KTAEConfig, # a configuration to check
+                   ) -> KTAEConfig: # the same configuration, with `ignore_ids` as a tuple of ints
+    "Check every field of a KTAEConfig: types, finiteness and ranges; errors name the field."
+    if not isinstance(cfg, KTAEConfig): raise TypeError(f"`cfg` must be a KTAEConfig (see `resolve_config`), got {type(cfg).__name__}")
+    for f in fields(KTAEConfig):
+        v = getattr(cfg, f.name)
+        if f.name in _FLOAT_RANGES:
+            lo, hi, lo_open = _FLOAT_RANGES[f.name]
+            check_number(v, f.name, lo, hi, low_open=lo_open)
+        elif isinstance(f.default, bool):
+            if not isinstance(v, (bool, np.bool_)): raise TypeError(f"`{f.name}` must be a bool, got {v!r}")
+    check_choice(cfg.p_transform, P_TRANSFORMS, "p_transform")
+    check_choice(cfg.tf_kind, TF_KINDS, "tf_kind")
+    ids = cfg.ignore_ids
+    if isinstance(ids, torch.Tensor): ids = ids.flatten().tolist()
+    elif isinstance(ids, np.ndarray): ids = ids.ravel().tolist()
+    if isinstance(ids, (int, np.integer)) and not isinstance(ids, bool): ids = (ids,)
+    if isinstance(ids, (str, bytes)) or not hasattr(ids, "__iter__"):
+        raise TypeError(f"`ignore_ids` must be a sequence of token ids (ints), got {cfg.ignore_ids!r}")
+    ids = tuple(ids)
+    if not all(isinstance(i, (int, np.integer)) and not isinstance(i, (bool, np.bool_)) and i >= 0 for i in ids):
+        raise ValueError(f"`ignore_ids` must hold non-negative int token ids, got {cfg.ignore_ids!r}")
+    return dataclasses.replace(cfg, ignore_ids=tuple(int(i) for i in ids))
+
 def resolve_config(preset:str|KTAEConfig="official", # preset name, or a KTAEConfig
-                   **overrides) -> KTAEConfig: # the preset with `overrides` applied
-    "Look up a preset and apply overrides, with errors that list the valid names."
+                   **overrides) -> KTAEConfig: # the preset with `overrides` applied, validated
+    "Look up a preset, apply overrides and validate every field, with errors that list the valid names."
     if isinstance(preset, KTAEConfig): cfg = preset
-    elif preset in PRESETS: cfg = PRESETS[preset]
-    else: raise ValueError(f"unknown `preset` {preset!r}; valid presets: {sorted(PRESETS)}")
+    elif isinstance(preset, str) and preset in PRESETS: cfg = PRESETS[preset]
+    else: raise ValueError(f"unknown `preset` {preset!r}; valid presets: {', '.join(PRESETS)}")
     names = {f.name for f in fields(KTAEConfig)}
     bad = sorted(set(overrides) - names)
     if bad: raise ValueError(f"unknown KTAE override(s) {bad}; valid names: {sorted(names)}")
-    if "ignore_ids" in overrides:
-        ids = overrides["ignore_ids"]
-        overrides["ignore_ids"] = tuple(int(i) for i in (ids.tolist() if isinstance(ids, torch.Tensor) else ids))
-    cfg = dataclasses.replace(cfg, **overrides)
-    if cfg.p_transform not in P_TRANSFORMS: raise ValueError(f"`p_transform` must be one of {P_TRANSFORMS}, got {cfg.p_transform!r}")
-    if cfg.tf_kind not in TF_KINDS: raise ValueError(f"`tf_kind` must be one of {TF_KINDS}, got {cfg.tf_kind!r}")
-    for k in ("alpha", "beta", "gamma", "top"):
-        v = getattr(cfg, k)
-        if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0): raise ValueError(f"`{k}` must be a finite number >= 0, got {v!r}")
-    return cfg
+    return validate_config(dataclasses.replace(cfg, **overrides))
+
 
 # %% ../nbs/12_ktae.ipynb #e6dfa0ba
 def parse_overrides(spec:str|list|tuple|None, # "k=v,k=v" or a list of "k=v"; ignore_ids as "0;2" or "0 2"
                    ) -> dict: # typed overrides for `resolve_config`
     "Parse 'name=value' KTAE overrides (from a command line or a widget) into typed values."
+    if spec is not None and not isinstance(spec, (str, list, tuple)):
+        raise TypeError(f"`spec` must be a str like 'beta=2,use_tf=false' or a list of 'name=value' strings, got {type(spec).__name__}")
     if not spec: return {}
     items = [x for part in ([spec] if isinstance(spec, str) else list(spec)) for x in str(part).split(",") if x.strip()]
     types = {f.name: f.default for f in fields(KTAEConfig)}
@@ -91,41 +120,78 @@ def parse_overrides(spec:str|list|tuple|None, # "k=v,k=v" or a list of "k=v"; ig
     return out
 
 # %% ../nbs/12_ktae.ipynb #72ac5996
+def _distinct_rows(cols:list) -> tuple[torch.Tensor, torch.Tensor]: # (index of each distinct row's first occurrence, inverse)
+    "Distinct rows of a few non-negative integer columns: one packed int64 key when it fits, else a row-wise unique."
+    M = [int(c.max().item()) + 1 if c.numel() else 1 for c in cols]
+    if math.prod(M) < 2**62:
+        key = torch.zeros_like(cols[0], dtype=torch.long)
+        for c, m in zip(cols, M): key = key * m + c.long()
+        uk, inv = torch.unique(key, return_inverse=True)
+    else: uk, inv = torch.unique(torch.stack([c.long() for c in cols], 1), dim=0, return_inverse=True)
+    n = inv.shape[0]
+    first = torch.full((len(uk),), n, dtype=torch.long, device=inv.device).scatter_reduce_(
+        0, inv, torch.arange(n, device=inv.device), reduce="amin")
+    return first, inv
+
 def table_statistics(a, b, c, d, # [U] float64 cells of the presence tables
                      cfg:KTAEConfig, # estimator configuration
                      width:torch.Tensor|None=None, # [U] release grid width per table (released_numerics only)
                     ) -> dict: # p, F, IG, h per table
     "p-value, Fisher weight F, information gain and Cohen's h of each table, scoring each distinct table once."
-    M = int(max(a.max(), b.max(), c.max(), d.max()).item()) + 1 if a.numel() else 1
-    key = ((a * M + b) * M + c) * M + d
-    if cfg.released_numerics and width is not None: key = key * (4 * M) + width
-    uk, inv = torch.unique(key.long(), return_inverse=True)
-    first = torch.full((len(uk),), len(key), dtype=torch.long, device=key.device).scatter_reduce_(
-        0, inv, torch.arange(len(key), device=key.device), reduce="amin")
+    if not isinstance(cfg, KTAEConfig): raise TypeError(f"`cfg` must be a KTAEConfig (see `resolve_config`), got {type(cfg).__name__}")
+    a, b, c, d = as_tables(a, b, c, d)
+    if width is not None: check_tensor(width, "width"); check_shape(width, "width", a.shape, "[U]")
+    return _table_statistics(a, b, c, d, validate_config(cfg), width)
+
+def _table_statistics(a, b, c, d, cfg, width=None):
+    "`table_statistics` on validated float64 cells."
+    released = cfg.released_numerics
+    first, inv = _distinct_rows([a, b, c, d] + ([width] if released and width is not None else []))
     ua, ub, uc, ud = a[first], b[first], c[first], d[first]
-    if cfg.released_numerics:
-        f32 = torch.float32
-        if width is None: p = fisher_exact_pvalue_released(ua, ub, uc, ud)
-        else:
-            uw = width[first]; p = torch.empty(len(uk), dtype=f32, device=a.device)
-            for w in torch.unique(uw).tolist():                 # a handful of distinct widths (<= G + 1)
-                sel = uw == w; p[sel] = fisher_exact_pvalue_released(ua[sel], ub[sel], uc[sel], ud[sel], width=int(w))
-        F = fisher_weight(p, cfg.p_transform)                   # the release's `p != 1.0` float comparison
-        ig = information_gain(ua, ub, uc, ud, dtype=f32)
+    f32 = torch.float32
+    # the Fisher sum runs over a grid; its rounding depends on the grid width, so tables are scored in buckets of
+    # one width: their own support (exact) or the release's group-wide width. Results never depend on the batch.
+    if released and width is not None: uw = width[first]
+    else:
+        R1, C1, N = ua + ub, ua + uc, ua + ub + uc + ud
+        uw = (torch.minimum(R1, C1) - (R1 + C1 - N).clamp_min(0)).long() + 1
+    p = torch.empty(len(first), dtype=f32 if released else torch.float64, device=a.device)
+    for w in torch.unique(uw).tolist():                                   # a handful of distinct widths (<= G + 1)
+        sel = uw == w
+        if released: p[sel] = fisher_exact_pvalue_released(ua[sel], ub[sel], uc[sel], ud[sel], width=int(w) if width is not None else None)
+        else: p[sel] = fisher_exact_pvalue(ua[sel], ub[sel], uc[sel], ud[sel], rtol=cfg.fisher_rtol)
+    if released:
+        F = fisher_weight(p, cfg.p_transform)                             # the release's `p != 1.0` float comparison
+        ig = information_gain_released(ua, ub, uc, ud)
         h = cohens_h(ua, ub, uc, ud, half=cfg.half_h, eps=cfg.h_eps, dtype=f32)
     else:
-        p = fisher_exact_pvalue(ua, ub, uc, ud, rtol=cfg.fisher_rtol)
-        F = fisher_weight(p, cfg.p_transform, exact_one=p == 1.0)  # exact p is exactly 1.0 when it should be
+        F = fisher_weight(p, cfg.p_transform, exact_one=p == 1.0)          # exact p is exactly 1.0 when it should be
         ig = information_gain(ua, ub, uc, ud)
         h = cohens_h(ua, ub, uc, ud, half=cfg.half_h, eps=cfg.h_eps)
     return {k: v[inv] for k, v in dict(p=p, F=F, IG=ig, h=h).items()}
 
+
 # %% ../nbs/12_ktae.ipynb #f382c889
+def _vector_sigmoid(x:torch.Tensor) -> torch.Tensor:
+    "torch.sigmoid with every element on the CPU's vectorised path (its scalar tail path rounds differently)."
+    n = x.numel()
+    pad = (-n) % 64                                         # whole SIMD blocks on AVX2 and AVX-512 alike
+    flat = torch.cat([x.reshape(-1), x.new_zeros(pad)]) if pad else x.reshape(-1)
+    return torch.sigmoid(flat)[:n].reshape(x.shape)
+
 def combine_terms(stats:dict, # p, F, IG, h per (group, id)
                   tf_c:torch.Tensor, tf_w:torch.Tensor, # [U] BM25 tf in correct / incorrect rollouts
                   cfg:KTAEConfig, # estimator configuration
                  ) -> dict: # adds tf_term, x, raw, K
     "Direction x, raw score and key-token value K from the per-table statistics and frequency terms."
+    if not isinstance(cfg, KTAEConfig): raise TypeError(f"`cfg` must be a KTAEConfig (see `resolve_config`), got {type(cfg).__name__}")
+    missing = [k for k in ("F", "IG", "h") if not isinstance(stats, dict) or k not in stats]
+    if missing: raise ValueError(f"`stats` lacks {missing}: pass the dict that `table_statistics` returns")
+    check_float_tensor(tf_c, "tf_c", finite=True); check_float_tensor(tf_w, "tf_w", tf_c.shape, "[U]", finite=True)
+    return _combine_terms(stats, tf_c, tf_w, validate_config(cfg))
+
+def _combine_terms(stats, tf_c, tf_w, cfg):
+    "`combine_terms` on validated inputs."
     alpha = cfg.alpha if cfg.use_fisher else 0.0
     beta = cfg.beta if cfg.use_ig else 0.0
     tf_term = frequency_direction(tf_c, tf_w, cfg.tf_kind, cfg.tf_eps)
@@ -134,7 +200,7 @@ def combine_terms(stats:dict, # p, F, IG, h per (group, id)
     if cfg.use_tf and cfg.gamma: x = x + (tf_term if cfg.released_numerics else cfg.gamma * tf_term)
     if alpha + beta == 0: raw = torch.zeros_like(x)
     else: raw = (alpha * stats["F"].to(x.dtype) + beta * stats["IG"].to(x.dtype)) * x / (alpha + beta)
-    K = (torch.sigmoid(raw) - 0.5) * 2 * cfg.top if cfg.released_numerics else cfg.top * torch.tanh(raw / 2)
+    K = (_vector_sigmoid(raw) - 0.5) * 2 * cfg.top if cfg.released_numerics else cfg.top * torch.tanh(raw / 2)
     return dict(stats, tf_term=tf_term, x=x, raw=raw, K=K)
 
 # %% ../nbs/12_ktae.ipynb #61bcc57f
@@ -147,6 +213,9 @@ def _presence_counts(ids:torch.Tensor, # [N] token ids of the valid positions, r
     N = ids.shape[0]
     V = int(ids.max().item()) + 1 if N else 1
     Gc = int(gid.max().item()) + 1 if gid.numel() else 1
+    vocab = None
+    if Gc * V >= 2**62:                                   # huge ids: pack dense ranks instead, so the key cannot overflow
+        vocab, ids = torch.unique(ids, return_inverse=True); V = len(vocab)
     key = gid[rows] * V + ids
     if Gc * V < 2**31: key = key.to(torch.int32)
     skey, order = torch.sort(key, stable=True)
@@ -164,7 +233,8 @@ def _presence_counts(ids:torch.Tensor, # [N] token ids of the valid positions, r
     count_w = torch.bincount(u_idx, minlength=U).to(torch.float64) - count_c
     u_key = skey[new_u].long()
     pos2u = torch.empty_like(u_idx); pos2u[order] = u_idx
-    return dict(group=u_key // V, token_id=u_key % V, a=a, b=b, count_c=count_c, count_w=count_w, pos2u=pos2u)
+    tid = u_key % V
+    return dict(group=u_key // V, token_id=tid if vocab is None else vocab[tid], a=a, b=b, count_c=count_c, count_w=count_w, pos2u=pos2u)
 
 # %% ../nbs/12_ktae.ipynb #1ab7768c
 def _rows_view(x, rows):
@@ -187,12 +257,12 @@ def _score_chunk(responses, mask, rows, gid, correct, n_T, n_F, T_c, T_w, cfg, d
     if cfg.released_numerics:   # release grid width: 1 + max over the group's tables of min(R1, C1)
         w = torch.minimum(a + b, a + c).long() + 1
         width = torch.zeros(len(g_rows), dtype=torch.long, device=g.device).scatter_reduce_(0, pc["group"], w, reduce="amax")[pc["group"]]
-    stats = table_statistics(a, b, c, d, cfg, width)
+    stats = _table_statistics(a, b, c, d, cfg, width)
     dt = torch.float32 if cfg.released_numerics else torch.float64
     avg = (T_c[g] + T_w[g]) / 2
-    tf_c = bm25_tf(pc["count_c"].to(dt), T_c[g].to(dt), avg.to(dt), cfg.k1, cfg.b)
-    tf_w = bm25_tf(pc["count_w"].to(dt), T_w[g].to(dt), avg.to(dt), cfg.k1, cfg.b)
-    out = combine_terms(stats, tf_c, tf_w, cfg)
+    tf_c = bm25_tf(pc["count_c"].to(dt), T_c[g], avg, cfg.k1, cfg.b)    # float64 lengths: normaliser rounded once
+    tf_w = bm25_tf(pc["count_w"].to(dt), T_w[g], avg, cfg.k1, cfg.b)
+    out = _combine_terms(stats, tf_c, tf_w, cfg)
     K = out["K"]
     zero = (n_T[g] == 0) | (n_F[g] == 0)                          # one-class groups carry no contrast
     if cfg.ignore_ids: zero |= torch.isin(pc["token_id"], torch.tensor(cfg.ignore_ids, device=K.device))
@@ -257,6 +327,21 @@ def key_token_values(responses:torch.Tensor, # [B, L] token ids
     return _ktae_batch(responses, response_mask, rewards, index, group_size, cfg)[0]
 
 # %% ../nbs/12_ktae.ipynb #b4ae8603
+def _released_grpo(r:torch.Tensor, gid:torch.Tensor, G:int, eps:float) -> torch.Tensor:
+    "GRPO as the release computes it: float32, torch.mean / torch.std over each group's rewards in batch order."
+    r = r.float()
+    n = torch.bincount(gid, minlength=G)
+    order = torch.argsort(gid, stable=True)                        # rows grouped, batch order kept within a group
+    start = torch.cumsum(n, 0) - n
+    mean = torch.zeros(G, dtype=torch.float32, device=r.device); std = torch.ones_like(mean)
+    for size in torch.unique(n).tolist():                          # a few distinct group sizes, not one call per group
+        if size < 2: continue                                      # a group of one: mean 0, std 1 (verl)
+        groups = torch.nonzero(n == size).flatten()
+        vals = r[order[start[groups][:, None] + torch.arange(size, device=r.device)]]   # [groups, size]
+        mean[groups], std[groups] = vals.mean(1), vals.std(1)       # same bits as torch.mean/std of each group
+    den = std[gid] + eps
+    return torch.where(den > 0, (r - mean[gid]) / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(r))
+
 def ktae_advantages(responses:torch.Tensor, # [B, L] token ids
                     response_mask:torch.Tensor, # [B, L] 0/1 response mask
                     rewards, # [B] scalar rewards
@@ -265,13 +350,20 @@ def ktae_advantages(responses:torch.Tensor, # [B, L] token ids
                     preset:str="official", # KTAE preset
                     eps:float=GRPO_EPS, # std epsilon of the estimator
                     estimator:str="grpo", # rollout-level baseline Â: one of `ESTIMATORS` (release: grpo)
+                    *,
+                    outcome_advantage=None, # [B] precomputed rollout-level Â; replaces `estimator` when given
                     **overrides, # KTAEConfig overrides
                    ) -> torch.Tensor: # [B, L] token-level advantages A = (Â + K) * mask
-    "KTAE token advantages: a rollout-level advantage (GRPO's z-score by default) plus the key-token value, masked."
-    if estimator not in ESTIMATORS: raise ValueError(f"unknown `estimator` {estimator!r}; valid: {', '.join(ESTIMATORS)}")
-    K = key_token_values(responses, response_mask, rewards, index, group_size, preset, **overrides)
-    adv = outcome_advantages(torch.as_tensor(rewards).to(K.device), index, group_size, estimator, eps).to(K.dtype)
-    return (adv[:, None] + K) * (response_mask != 0)
+    "KTAE token advantages: a rollout-level advantage (GRPO's z-score by default, or `outcome_advantage`) plus K, masked."
+    cfg = resolve_config(preset, **overrides)
+    if outcome_advantage is None: check_choice(estimator, ESTIMATORS, "estimator"); check_number(eps, "eps", 0)
+    K, (_, _, gid, G, mask) = _ktae_batch(responses, response_mask, rewards, index, group_size, cfg)
+    if outcome_advantage is not None:
+        adv = check_float_tensor(outcome_advantage, "outcome_advantage", (responses.shape[0],), finite=True)
+    elif cfg.released_numerics and estimator == "grpo": adv = _released_grpo(check_rewards(rewards, None), gid, G, eps)
+    else: adv = outcome_advantages(rewards, gid, None, estimator, eps)
+    return (adv.to(K)[:, None] + K) * mask
+
 
 # %% ../nbs/12_ktae.ipynb #777f7e62
 TABLE_COLUMNS = ["group", "token_id", "token", "a", "b", "c", "d", "count_correct", "count_wrong", "p", "F", "IG", "h",
@@ -288,7 +380,7 @@ def key_token_details(responses:torch.Tensor, # [B, L] token ids
                       **overrides, # KTAEConfig overrides
                      ): # ([B, L] K as `key_token_values` gives it, DataFrame one row per (group, distinct valid id))
     "Key-token values of every position and the per-(group, token id) table behind them, from one scoring pass."
-    import numpy as np, pandas as pd
+    import pandas as pd                                                # delayed: keeps `import ktae_lab.ktae` light
     cfg = resolve_config(preset, **overrides)
     B = responses.shape[0] if isinstance(responses, torch.Tensor) else None
     if tokens is not None and (len(tokens) != B): raise ValueError(f"`tokens` has {len(tokens)} rows, expected {B}")

@@ -8,6 +8,7 @@ from scipy.stats import fisher_exact
 
 from ktae_lab.stats import fisher_exact_pvalue, information_gain, fisher_exact_pvalue_released
 from ktae_lab.ktae import key_token_values, ktae_advantages, token_table, resolve_config, _ktae_batch
+from ktae_lab.advantages import outcome_advantages
 from reference_ktae import reference_key_token_values, reference_grpo, reference_token_stats
 
 
@@ -28,7 +29,7 @@ def test_fisher_matches_scipy_on_every_table_up_to_32():
 
 
 def test_released_fisher_float32_defect_counts():
-    # ktae.md §4.6 / §8.3: exhaustive G = 16 -> 920 tables, 20 wrong (max 0.458), 246 of 268 exact-1 miss 1.0
+    # exhaustive G = 16 -> 920 tables, 20 wrong (max 0.458), 246 of 268 exact-1 miss 1.0
     for G, n_tables, n_one, n_miss in [(16, 920, 268, 246), (8, 140, 64, 57)]:
         rows = [(a, b, nT - a, G - nT - b) for nT in range(1, G) for a in range(nT + 1) for b in range(G - nT + 1) if a + b]
         t = torch.tensor(rows); exact = fisher_exact_pvalue(*t.T); p32 = fisher_exact_pvalue_released(*t.T).double()
@@ -205,3 +206,66 @@ def test_bad_input_names_the_argument(kwargs, msg):
     args.update(kwargs)
     with pytest.raises((ValueError, TypeError), match=msg.replace("(", r"\(").replace("`", "`")):
         key_token_values(**args)
+
+
+# ---------------------------------------------------------------- ktae_advantages on top of every estimator
+def _rand_batch(seed=0, G=4, n=6, L=12, V=20):
+    g = torch.Generator().manual_seed(seed)
+    resp = torch.randint(0, V, (G * n, L), generator=g)
+    lens = torch.randint(1, L + 1, (G * n,), generator=g)
+    mask = (torch.arange(L)[None] < lens[:, None]).long()
+    rew = torch.randint(0, 2, (G * n,), generator=g).float()
+    return resp, mask, rew
+
+
+@pytest.mark.parametrize("estimator", ["grpo", "dr_grpo", "batch_std", "rloo"])
+def test_ktae_advantages_is_estimator_plus_K(estimator):
+    resp, mask, rew = _rand_batch(1)
+    idx = np.repeat(np.array(["q0", "q1", "q2", "q3"], dtype=object), 6)
+    A = ktae_advantages(resp, mask, rew, index=idx, estimator=estimator, preset="clean", beta=2.0)
+    K = key_token_values(resp, mask, rew, index=idx, preset="clean", beta=2.0)
+    expect = (outcome_advantages(rew, index=idx, estimator=estimator)[:, None] + K) * mask
+    torch.testing.assert_close(A, expect)
+    assert (A[mask == 0] == 0).all() and torch.isfinite(A).all()
+    # a precomputed rollout advantage replaces the estimator
+    pre = outcome_advantages(rew, index=idx, estimator=estimator)
+    torch.testing.assert_close(ktae_advantages(resp, mask, rew, index=idx, preset="clean", beta=2.0, outcome_advantage=pre), A)
+
+
+def test_ktae_advantages_constant_groups_are_zero():
+    resp, mask, _ = _rand_batch(2)
+    assert (ktae_advantages(resp, mask, torch.ones(24), group_size=6) == 0).all()
+
+
+def test_ktae_advantages_bad_input():
+    resp, mask, rew = _rand_batch(3)
+    with pytest.raises(ValueError, match="valid: grpo, dr_grpo"): ktae_advantages(resp, mask, rew, group_size=6, estimator="gae")
+    with pytest.raises(ValueError, match="unknown KTAE override"): ktae_advantages(resp, mask, rew, group_size=6, betta=2)
+    with pytest.raises(ValueError, match="`outcome_advantage` shape"): ktae_advantages(resp, mask, rew, group_size=6, outcome_advantage=torch.zeros(3))
+    with pytest.raises(TypeError, match="`outcome_advantage` must be a floating-point"): ktae_advantages(resp, mask, rew, group_size=6, outcome_advantage=torch.zeros(24, dtype=torch.long))
+
+
+# ---------------------------------------------------------------- released_numerics: bit for bit
+def test_released_minimal_case_is_the_release_value():
+    r = torch.tensor([[7, 5], [7, 6], [7, 6], [202, 6], [203, 6], [204, 6]]); m = torch.ones(6, 2, dtype=torch.long)
+    w = torch.tensor([1., 0., 0., 0., 0., 0.])
+    K = key_token_values(r, m, w, group_size=6, preset="released")
+    assert K[0, 0].item() == torch.tensor(0.21327794, dtype=torch.float32).item()   # xiaolizh1/KTAE on this batch
+    from reference_ktae import released_float32_advantages
+    ref = released_float32_advantages(r.tolist(), m.tolist(), w.tolist(), [0] * 6)
+    assert torch.equal(ktae_advantages(r, m, w, group_size=6, preset="released"), ref)
+
+
+def test_released_numerics_bit_exact_on_the_shipped_rollouts():
+    from reference_ktae import released_float32_advantages
+    from ktae_lab.data import to_batch, smollm2_rollouts_path
+    b = to_batch(smollm2_rollouts_path())
+    A = ktae_advantages(b.responses, b.response_mask, b.rewards, index=b.index, preset="released", ignore_ids=(151643,))
+    ref = released_float32_advantages(b.responses.tolist(), b.response_mask.tolist(), b.rewards.tolist(), b.index,
+                                      ignore_ids=(151643,))
+    m = b.response_mask.bool()
+    assert int(m.sum()) > 80000
+    assert torch.equal(A[m], ref[m]) and (A[~m] == 0).all()
+    K = key_token_values(b.responses, b.response_mask, b.rewards, index=b.index, preset="released")
+    assert torch.equal(_ktae_batch(b.responses, b.response_mask, b.rewards, b.index, None, resolve_config("released"),
+                                   chunk_tokens=5000)[0], K)                      # chunk size changes nothing
