@@ -155,12 +155,20 @@ def _lock_pid(lock:Path, wait:float=1.0) -> int|None: # pid in the lock file; No
     try: return int(text)
     except ValueError: return None
 
+_HELD = {}  # lock file -> how many times this process holds it (a command and the library function it calls may both lock)
+
 @contextmanager
 def output_lock(path, # the output file to protect; the lock is `<path>.lock` beside it
                ):
     "Hold an exclusive lock on writing `path`; a second writer gets `OutputLockedError` naming the holder's pid."
     path = Path(path)
     lock = path.with_name(path.name + ".lock")
+    key = str(lock.resolve())
+    if _HELD.get(key) and _lock_pid(lock, wait=0) == os.getpid():  # re-entered by the process that holds it
+        _HELD[key] += 1
+        try: yield path
+        finally: _HELD[key] -= 1
+        return
     lock.parent.mkdir(parents=True, exist_ok=True)
     for _ in range(10):
         try: fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -177,8 +185,10 @@ def output_lock(path, # the output file to protect; the lock is `<path>.lock` be
         finally: os.close(fd)
         break
     else: raise OutputLockedError(f"could not take the lock {lock} on {path} after 10 attempts")
+    _HELD[key] = 1
     try: yield path
     finally:
+        _HELD.pop(key, None)
         if _lock_pid(lock, wait=0) == os.getpid(): lock.unlink(missing_ok=True)
 
 # %% ../nbs/01_data.ipynb #41b7c80f
