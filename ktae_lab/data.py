@@ -110,8 +110,12 @@ def read_rollouts(path, # a JSONL file, one rollout per line
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"rollout file not found: {path}")
     recs, version, seen = [], None, {}
-    with path.open(encoding="utf-8") as f:
-        for n, text in enumerate(f, 1):
+    with path.open("rb") as f:
+        for n, raw in enumerate(f, 1):
+            try: text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{path}, line {n}: not UTF-8 text (byte 0x{raw[e.start]:02x} at byte {e.start + 1} of the line); "
+                                 "rollout files are UTF-8 JSONL") from None
             if not text.strip(): continue
             try: obj = json.loads(text)
             except json.JSONDecodeError as e:
@@ -347,7 +351,14 @@ def to_batch(df_or_path, # a rollout DataFrame (as from `read_rollouts`) or a JS
     responses[valid] = flat
     response_mask = torch.zeros((B, L), dtype=torch.long)
     response_mask[valid] = flat_mask
-    rewards = torch.from_numpy(np.array(df["reward"], dtype=np.float64)).to(torch.float32)
+    rw = df["reward"]
+    if rw.dtype == object or rw.dtype == bool:  # strings ("1.0") or booleans would convert silently
+        kinds = set(map(type, rw.tolist()))
+        bad = [k for k in kinds if not issubclass(k, numbers.Real) or issubclass(k, (bool, np.bool_))]
+        if bad:
+            row = next(i for i, v in enumerate(rw.tolist()) if type(v) in bad)
+            raise TypeError(f"row {row}: `reward` must be a number, got {type(rw.iloc[row]).__name__} {rw.iloc[row]!r}")
+    rewards = torch.from_numpy(np.array(rw, dtype=np.float64)).to(torch.float32)
     if not bool(torch.isfinite(rewards).all()):
         row = int((~torch.isfinite(rewards)).nonzero()[0])
         raise ValueError(f"row {row}: `reward` {df['reward'].iloc[row]} is NaN, infinite or beyond the float32 range")
