@@ -9,58 +9,17 @@ from dataclasses import dataclass, asdict, fields, replace
 from pathlib import Path
 import numpy as np
 import torch
+from .task import make_problems, LAB_ALPHABET, lab_tokenizer, score_responses
 from .advantages import outcome_advantages
 from .ktae import key_token_values, resolve_config, parse_overrides
 from .losses import policy_loss, agg_loss, kl_penalty, entropy_from_logits
 from .dapo import overlong_penalty, groups_with_spread, run_preset
 
 # %% auto #0
-__all__ = ['LAB_ALPHABET', 'ALGORITHMS', 'KTAE_SUFFIX', 'RUNTIME_FIELDS', 'METRICS_FILE', 'CONFIG_FILE', 'METRIC_LABELS',
-           'make_problems', 'lab_tokenizer', 'tiny_lm', 'encode_prompts', 'sample_rollouts', 'score_responses',
-           'response_log_probs', 'warm_start', 'evaluate', 'valid_algorithms', 'algorithm_spec', 'LabConfig',
-           'generate_groups', 'cfg_threshold', 'rl_step', 'lab_data', 'WarmStartTooWeak', 'prepare_warm_start',
-           'train_run', 'run_ablation', 'summarize', 'summary_markdown', 'plot_curves']
-
-# %% ../nbs/42_lab.ipynb #65cde236
-def make_problems(n:int, # number of problems to draw
-                  seed:int=0, # numpy seed
-                  min_ops:int=2, # fewest operands
-                  max_ops:int=4, # most operands
-                  max_operand:int=9, # operands are drawn from 1..max_operand
-                  exclude=(), # prompts to leave out (e.g. the held-out set)
-                 ): # pandas DataFrame: prompt, answer, solution (step by step), direct (answer only), n_ops
-    "Draw `n` seeded arithmetic problems with their step-by-step solutions."
-    import pandas as pd
-    if not (isinstance(min_ops, int) and isinstance(max_ops, int) and 2 <= min_ops <= max_ops):
-        raise ValueError(f"need 2 <= `min_ops` <= `max_ops`, got min_ops={min_ops!r}, max_ops={max_ops!r}")
-    if not (isinstance(max_operand, int) and max_operand >= 1): raise ValueError(f"`max_operand` must be an int >= 1, got {max_operand!r}")
-    rng, excluded, rows = np.random.default_rng(seed), set(exclude), []
-    while len(rows) < n:
-        m = int(rng.integers(min_ops, max_ops + 1))
-        ops, signs = rng.integers(1, max_operand + 1, m), rng.choice(["+", "-"], m - 1)
-        prompt = str(ops[0]) + "".join(s + str(o) for s, o in zip(signs, ops[1:])) + ":"
-        if prompt in excluded: continue
-        totals = np.concatenate([[0], np.cumsum(ops * np.r_[1, np.where(signs == "+", 1, -1)])])[1:]
-        steps = [f"{a}{s}{o}={b}" for a, s, o, b in zip(totals[:-1], signs, ops[1:], totals[1:])]
-        rows.append((prompt, str(totals[-1]), ",".join(steps) + f"#{totals[-1]}", f"#{totals[-1]}", m))
-    return pd.DataFrame(rows, columns=["prompt", "answer", "solution", "direct", "n_ops"])
-
-# %% ../nbs/42_lab.ipynb #18339a9a
-LAB_ALPHABET = "0123456789+-=,:#"  # the characters the arithmetic task writes
-
-def lab_tokenizer(alphabet:str=LAB_ALPHABET, # characters of the task, one token each
-                 ): # transformers.PreTrainedTokenizerFast
-    "A character-level fast tokenizer (pad, bos, eos, unk + one token per character), built offline."
-    from tokenizers import Tokenizer, models, pre_tokenizers, decoders, Regex
-    from transformers import PreTrainedTokenizerFast
-    specials = ["<pad>", "<bos>", "<eos>", "<unk>"]
-    chars = list(dict.fromkeys(alphabet))
-    vocab = {t: i for i, t in enumerate(specials + chars)}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
-    tok.decoder = decoders.Fuse()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>",
-                                   pad_token="<pad>", unk_token="<unk>")
+__all__ = ['ALGORITHMS', 'KTAE_SUFFIX', 'RUNTIME_FIELDS', 'METRICS_FILE', 'CONFIG_FILE', 'METRIC_LABELS', 'tiny_lm',
+           'encode_prompts', 'sample_rollouts', 'response_log_probs', 'warm_start', 'evaluate', 'valid_algorithms',
+           'algorithm_spec', 'LabConfig', 'generate_groups', 'cfg_threshold', 'rl_step', 'lab_data', 'WarmStartTooWeak',
+           'prepare_warm_start', 'train_run', 'run_ablation', 'summarize', 'summary_markdown', 'plot_curves']
 
 # %% ../nbs/42_lab.ipynb #c40b5320
 def tiny_lm(tokenizer, # the lab tokenizer (its vocabulary size and special ids are read from it)
@@ -138,25 +97,6 @@ def sample_rollouts(model, # causal LM
         mask, last = torch.cat([mask, one], 1), last + 1
         logits, cache = _forward(model, out[:, t:t + 1], mask, last, cache)
     return out, valid
-
-# %% ../nbs/42_lab.ipynb #00ac31cf
-def score_responses(tokenizer, # the lab tokenizer
-                    responses:torch.Tensor, # [B, L] response ids
-                    response_mask:torch.Tensor, # [B, L] 0/1
-                    answers, # B reference answers (strings)
-                    marker:str="#", # the final answer follows the last marker
-                   ) -> dict: # 'reward' [B] float, 'finished' [B] bool, 'uses_steps' [B] bool (on responses' device)
-    "Rule-based 1/0 reward: the text after the last `marker` equals the reference and the response finished."
-    if len(answers) != responses.shape[0]:
-        raise ValueError(f"`answers` has {len(answers)} entries but `responses` has {responses.shape[0]} rows")
-    eos = tokenizer.eos_token_id
-    finished = ((responses == eos) & response_mask.bool()).any(1)
-    texts = tokenizer.batch_decode((responses * response_mask).tolist(), skip_special_tokens=True)
-    ok = [marker in s and s.rsplit(marker, 1)[1] == str(a) for s, a in zip(texts, answers)]
-    dev = responses.device
-    reward = torch.tensor(ok, dtype=torch.float32, device=dev) * finished
-    steps = torch.tensor(["=" in s for s in texts], dtype=torch.bool, device=dev)
-    return dict(reward=reward, finished=finished, uses_steps=steps)
 
 # %% ../nbs/42_lab.ipynb #e3d6d44f
 def response_log_probs(model, # causal LM
