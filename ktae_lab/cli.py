@@ -8,9 +8,10 @@ import argparse, functools, json, os, sys, time
 from pathlib import Path
 from .data import atomic_write, output_lock, shipped_data_path
 from .ktae import PRESETS, KTAEConfig, parse_overrides, resolve_config, score_rollouts
+from .lm import resolve_device, resolve_dtype
 
 # %% auto #0
-__all__ = ['DTYPES', 'COMMANDS', 'CommandError', 'ArgumentParser', 'error_line', 'command', 'add_ktae_options', 'ktae_overrides',
+__all__ = ['COMMANDS', 'CommandError', 'ArgumentParser', 'error_line', 'command', 'add_ktae_options', 'ktae_overrides',
            'output_file', 'output_dir', 'positive_int', 'seeds_arg', 'dtype_arg', 'device_arg', 'score_main',
            'report_main', 'sample_main', 'parse_lab_fields', 'ablate_main', 'main']
 
@@ -119,26 +120,18 @@ def seeds_arg(text:str) -> int|list[int]:
     if dup: raise argparse.ArgumentTypeError(f"seed(s) {dup} given twice in {text!r}; each seed runs once")
     return vals
 
-DTYPES = ("float32", "float16", "bfloat16", "float64")
-
 def dtype_arg(text:str) -> str:
-    "argparse type for `--dtype`: a torch floating dtype name."
-    if text not in DTYPES: raise argparse.ArgumentTypeError(f"unknown dtype {text!r}; valid: {', '.join(DTYPES)}")
+    "argparse type for `--dtype`: a dtype name that `ktae_lab.lm.resolve_dtype` accepts."
+    try: resolve_dtype(text)
+    except (ValueError, TypeError) as e: raise argparse.ArgumentTypeError(str(e)) from None
     return text
 
 def device_arg(text:str) -> str:
-    "argparse type for `--device`: cpu, cuda[:i] or mps, available on this machine."
-    import torch
-    try: dev = torch.device(text)
-    except (RuntimeError, ValueError, TypeError): raise argparse.ArgumentTypeError(f"unknown device {text!r}; use cpu, cuda, cuda:N or mps") from None
-    if dev.type == "cuda":
-        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if not n: raise argparse.ArgumentTypeError(f"device {text!r}: CUDA is not available on this machine")
-        if dev.index is not None and dev.index >= n: raise argparse.ArgumentTypeError(f"device {text!r}: this machine has {n} CUDA device(s)")
-    elif dev.type == "mps":
-        if not torch.backends.mps.is_available(): raise argparse.ArgumentTypeError(f"device {text!r}: MPS is not available on this machine")
-    elif dev.type != "cpu": raise argparse.ArgumentTypeError(f"unsupported device {text!r}; use cpu, cuda, cuda:N or mps")
+    "argparse type for `--device`: cpu, cuda[:N] or mps, available on this machine (`ktae_lab.lm.resolve_device`)."
+    try: resolve_device(text)
+    except (ValueError, TypeError) as e: raise argparse.ArgumentTypeError(str(e)) from None
     return text
+
 
 # %% ../nbs/49_cli.ipynb #e605d0ae
 def _fmt_group(name, rows, top):

@@ -206,9 +206,9 @@ def _last_line_start(f, end:int) -> int: # offset just after the last b"\n" befo
         pos -= n
     return 0
 
-def _complete_json(line:bytes) -> bool:
-    try: json.loads(line.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError): return False
+def _complete_json(line:bytes) -> bool: # a whole JSON value (bytes that are not UTF-8 are the reader's business)
+    try: json.loads(line.decode("utf-8", errors="replace"))
+    except ValueError: return False
     return True
 
 def repair_jsonl_tail(path, # a JSONL file that a crash may have cut in the middle of its last line
