@@ -231,10 +231,10 @@ def encode_prompts(tokenizer, # a transformers tokenizer
 
 # %% ../nbs/20_lm.ipynb #3bdcfe38
 class Generation(NamedTuple):
-    "What `generate` returns: response ids, their mask and per-token log-probs, all [B, T] (T <= max_new_tokens)."
-    responses:torch.Tensor # [B, T] long sampled ids, pad after a row's EOS
-    response_mask:torch.Tensor # [B, T] long 1 up to and including the first EOS
-    log_probs:torch.Tensor # [B, T] float32 log p(y_t) under the untempered model, 0 where the mask is 0
+    "What `generate` returns: response ids, their mask and per-token log-probs, all [B, max_new_tokens]."
+    responses:torch.Tensor # [B, T] long sampled ids, pad after a row's EOS (T = max_new_tokens)
+    response_mask:torch.Tensor # [B, T] long: 1 up to and including the first EOS
+    log_probs:torch.Tensor # [B, T] float32: log p(y_t) under the untempered model, 0 where the mask is 0
 
 def derive_seed(seed:int, # the run's base seed
                 *keys, # anything with a stable str(): a group id, a call index, ...
@@ -292,7 +292,7 @@ def generate(model, # a transformers causal LM
              temperature:float=1.0, # sampling temperature; 0: greedy
              top_p:float=1.0, # nucleus mass in (0, 1]; 1: off
              generator=None, # torch.Generator or int seed, or a list: one per block of rows (needed when temperature > 0)
-            ) -> Generation: # responses, response_mask, log_probs, each [B, T]
+            ) -> Generation: # responses, response_mask, log_probs, each [B, max_new_tokens]
     "Sample responses for a batch of prompts with one KV-cached loop, seeded by private generators."
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ValueError(f"`max_new_tokens` must be an int >= 1, got {max_new_tokens!r}")
@@ -332,9 +332,7 @@ def generate(model, # a transformers causal LM
         if t + 1 == max_new_tokens or bool(done.all()): break
         mask, last = torch.cat([mask, one], 1), last + 1
         logits, cache = _forward(model, out[:, t:t + 1], mask, last, cache, kw)
-    T = t + 1
-    return Generation(out[:, :T] if T < max_new_tokens else out, valid[:, :T] if T < max_new_tokens else valid,
-                      lp[:, :T] if T < max_new_tokens else lp)
+    return Generation(out, valid, lp)
 
 # %% ../nbs/20_lm.ipynb #20f8d2c9
 def token_log_probs(model, # causal LM
