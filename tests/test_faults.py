@@ -167,3 +167,143 @@ def test_write_rollouts_disk_full_then_resume(tmp_path, monkeypatch):
         write_rollouts([{"group_id": "g", "rollout_id": 1, "token_ids": [2], "reward": 0.0}], p)
     monkeypatch.undo()
     assert read_rollouts(p).rollout_id.tolist() == [0]
+
+
+# ------------------------------------------------------------------------------------------------ kill -9, then resume
+
+def start_and_kill(code, path, min_lines, timeout=120):
+    "Run `code` in a subprocess writing `path`; SIGKILL it once `path` holds `min_lines` lines. Returns the lines then."
+    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    t0 = time.monotonic()
+    try:
+        while time.monotonic() - t0 < timeout:
+            if proc.poll() is not None: raise AssertionError(f"finished before the kill: {proc.stderr.read().decode()[-2000:]}")
+            if Path(path).exists() and Path(path).read_bytes().count(b"\n") >= min_lines: break
+            time.sleep(0.02)
+        else: raise AssertionError("the subprocess never wrote enough")
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill(); proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    return proc.pid
+
+
+ANNOTATE = """
+import sys, time, numpy as np, pandas as pd
+from ktae_lab.epicprm import annotate_dataset, Completion
+SLOW = {slow}
+def comp(q, prefix, n):  # deterministic in (question, prefix), whatever the call order
+    if SLOW: time.sleep(0.02)
+    rng = np.random.default_rng([len(prefix), sum(map(ord, q))])
+    p = 0.8 if len(prefix) <= 2 else 0.05
+    return [Completion("t", bool(x), -0.3, 20) for x in rng.random(n) < p]
+STEPS = [f"Step {{i + 1}}: s{{i}}" for i in range(9)]
+df = pd.DataFrame(dict(id=[f"s{{i}}" for i in range(10)], question=[f"q{{i // 3}}" for i in range(10)], reference_answer="1",
+                       steps=[STEPS[: 4 + i % 5] for i in range(10)], correct=[False] * 10))
+"""
+
+
+def test_annotate_dataset_killed_then_resumed(tmp_path):
+    import pandas as pd
+    path = tmp_path / "ann.jsonl"
+    pid = start_and_kill(ANNOTATE.format(slow=True) + f"annotate_dataset(df, comp, {str(path)!r}, 'epic_binary', progress=False)\n",
+                         path, min_lines=3)
+    assert (tmp_path / "ann.jsonl.lock").read_text().strip() == str(pid)       # the killed writer's lock is left behind
+    with path.open("ab") as f: f.write(b'{"id": "s9", "question": "q3", "sta')   # and, as if killed mid-write, a torn line
+    ns = {}
+    exec(ANNOTATE.format(slow=False), ns)
+    with pytest.warns(UserWarning, match="removed a torn last line"):
+        resumed = ns["annotate_dataset"](ns["df"], ns["comp"], path, "epic_binary", progress=False)
+    full = ns["annotate_dataset"](ns["df"], ns["comp"], None, "epic_binary", progress=False)
+    lines = [json.loads(l) for l in path.read_text().splitlines()]
+    ids = [r["id"] for r in lines]
+    assert sorted(ids) == sorted(full.id) and len(ids) == len(set(ids))        # nothing lost, nothing twice
+    assert resumed.first_error.tolist() == full.first_error.tolist() and resumed.labels.tolist() == full.labels.tolist()
+    assert not (tmp_path / "ann.jsonl.lock").exists()
+
+
+def test_annotate_dataset_second_writer_refused(tmp_path):
+    path = tmp_path / "ann.jsonl"
+    code = ANNOTATE.format(slow=True) + f"annotate_dataset(df, comp, {str(path)!r}, 'epic_binary', progress=False)\n"
+    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], env=ENV, stderr=subprocess.PIPE)
+    try:
+        t0 = time.monotonic()
+        while not (tmp_path / "ann.jsonl.lock").exists() and time.monotonic() - t0 < 60: time.sleep(0.02)
+        ns = {}
+        exec(ANNOTATE.format(slow=False), ns)
+        with pytest.raises(OutputLockedError, match=rf"ann\.jsonl is being written by another process \(pid {proc.pid};"):
+            ns["annotate_dataset"](ns["df"], ns["comp"], path, "epic_binary", progress=False)
+    finally:
+        proc.kill(); proc.wait()
+
+
+def test_annotate_dataset_disk_full_then_resume(tmp_path, monkeypatch):
+    ns = {}
+    exec(ANNOTATE.format(slow=False), ns)
+    path = tmp_path / "ann.jsonl"
+    real = os.write
+    calls = {"n": 0}
+    def write(fd, data):  # the third record's append finds the disk full after 7 bytes
+        calls["n"] += bytes(data[:1]) == b"{"
+        if calls["n"] == 3 and bytes(data[:1]) == b"{": real(fd, bytes(data[:7])); raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd, data)
+    monkeypatch.setattr(os, "write", write)
+    with pytest.raises(OSError, match="could not append to .*ann.jsonl: No space left on device"):
+        ns["annotate_dataset"](ns["df"], ns["comp"], path, "epic_binary", progress=False)
+    monkeypatch.undo()
+    assert [json.loads(l)["id"] for l in path.read_text().splitlines()] == ["s0", "s1"]   # strict JSONL, two records
+    res = ns["annotate_dataset"](ns["df"], ns["comp"], path, "epic_binary", progress=False)
+    assert len(res) == 10 and len(path.read_text().splitlines()) == 10
+
+
+def test_cli_score_disk_full_is_one_line_and_keeps_old_table(tmp_path, monkeypatch, sample_path, run_cli):
+    out = tmp_path / "t.csv"
+    assert run_cli(["score", sample_path, "-o", out])[0] == 0
+    before = out.read_bytes()
+    def full(*a): raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(os, "fsync", full)
+    rc, _, err = run_cli(["score", sample_path, "-o", out, "--preset", "clean"])
+    assert rc == 2 and err == "ktae-lab score: error: No space left on device\n"
+    monkeypatch.undo()
+    assert out.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["t.csv"]
+
+
+ABLATE = """
+import sys, time, torch
+import ktae_lab.lab as lab
+from ktae_lab.lab import LabConfig, run_ablation
+torch.set_num_threads(1)
+TOK = lab.lab_tokenizer()
+def verifier(tokenizer, responses, response_mask, answers, marker="#"):  # deterministic in the responses: mixed groups
+    B, dev = responses.shape[0], responses.device
+    c = ((responses * response_mask).sum(1) % 2).float()
+    ones = torch.ones(B, dtype=torch.bool, device=dev)
+    return dict(reward=c, finished=ones, uses_steps=ones)
+lab.score_responses = verifier
+lab.prepare_warm_start = lambda seed, cfg, progress=False: {{"state": lab._new_policy(TOK, cfg, seed).state_dict()}}
+SLOW = {slow}
+if SLOW:
+    real_step = lab.rl_step
+    def slow_step(*a, **k): time.sleep(0.15); return real_step(*a, **k)
+    lab.rl_step = slow_step
+cfg = LabConfig(n_train=300, n_heldout=16, min_ops=2, max_ops=2, max_operand=3, steps=6, prompts_per_step=4, group_size=4,
+                max_new_tokens=12, overlong_buffer=4, eval_every=2, warm_steps=0, warm_batch=16, progress=False)
+"""
+
+
+def test_ablate_killed_then_resumed(tmp_path):
+    import pandas as pd
+    out = tmp_path / "runs"
+    code = ABLATE.format(slow=True) + f"run_ablation(['grpo', 'grpo+ktae'], 2, cfg, {str(out)!r}, progress=False)\n"
+    start_and_kill(code, out / "metrics.csv", min_lines=1 + 7, timeout=300)    # header + one finished run, then kill
+    partial = pd.read_csv(out / "metrics.csv")                                 # complete CSV (written atomically)
+    assert len(partial) % 7 == 0 and not partial.duplicated(["algo", "seed", "step"]).any()
+    ns = {}
+    exec(ABLATE.format(slow=False), ns)
+    df = ns["run_ablation"](["grpo", "grpo+ktae"], 2, ns["cfg"], out, progress=False)
+    final = pd.read_csv(out / "metrics.csv")
+    assert len(final) == 2 * 2 * 7 and not final.duplicated(["algo", "seed", "step"]).any()  # nothing lost, nothing twice
+    keep = ["algo", "seed", "step", "accuracy"]
+    merged = partial[keep].merge(final[keep], on=["algo", "seed", "step"], suffixes=("_before", "_after"))
+    assert len(merged) == len(partial) and (merged.accuracy_before.fillna(-1) == merged.accuracy_after.fillna(-1)).all()
+    assert not (out / "metrics.csv.lock").exists()
