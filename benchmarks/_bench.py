@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def repo_module(relpath):
-    "Import a Python file of this checkout by path (e.g. 'tests/reference_ktae.py'), without touching sys.path."
+    "Import a Python file of this checkout by path (e.g. 'tests/reference_ktae.py'), without editing the import path."
     path = REPO / relpath
     spec = importlib.util.spec_from_file_location(path.stem, path)
     mod = importlib.util.module_from_spec(spec)
