@@ -1,4 +1,4 @@
-"""Tests for ktae_lab.lab: task, tokenizer, sampler, rewards, RL step wiring, ablation runner and CLI."""
+"""Tests for ktae_lab.lab: task, tokenizer, sampler, rewards, RL step wiring and ablation runner (the `ktae-lab ablate` command: test_cli.py)."""
 import json
 import numpy as np
 import pandas as pd
@@ -9,8 +9,7 @@ from hypothesis import given, settings, strategies as st
 import ktae_lab.lab as lab
 from ktae_lab.lab import (LabConfig, make_problems, lab_tokenizer, tiny_lm, encode_prompts, sample_rollouts,
                           score_responses, response_log_probs, algorithm_spec, valid_algorithms, rl_step,
-                          prepare_warm_start, WarmStartTooWeak, train_run, run_ablation, summarize, plot_curves,
-                          ablate_main)
+                          prepare_warm_start, WarmStartTooWeak, train_run, run_ablation, summarize, plot_curves)
 
 torch.set_num_threads(1)
 TOK = lab_tokenizer()
@@ -228,28 +227,6 @@ def test_tiny_ablation_writes_tidy_outputs(tmp_path, scripted_rewards, monkeypat
     with pytest.raises(ValueError, match="another configuration.*lr"):
         run_ablation(["grpo"], 1, LabConfig(**{**TINY, "lr": 1.0}), tmp_path, progress=False)
     fig, axes = plot_curves(df, ["eval_acc", "entropy"]); assert axes.shape == (1, 2)
-
-
-def test_ablate_main_bad_input(tmp_path, capsys):
-    assert ablate_main(["--algos", "grpo,ppo", "--out", str(tmp_path)]) == 2
-    assert "valid algorithms: grpo, grpo+ktae" in capsys.readouterr().err
-    assert ablate_main(["--ktae", "betta=2", "--out", str(tmp_path)]) == 2
-    assert "valid names" in capsys.readouterr().err
-    assert ablate_main(["--set", "colour=red", "--out", str(tmp_path)]) == 2
-    assert "unknown LabConfig field" in capsys.readouterr().err
-    assert ablate_main(["--seeds", "0", "--out", str(tmp_path)]) == 2
-
-
-def test_ablate_main_tiny_run(tmp_path, scripted_rewards, monkeypatch, capsys):
-    _fake_warm(monkeypatch)
-    args = ["--algos", "grpo,grpo+ktae", "--seeds", "1", "--steps", "2", "--eval-every", "1", "--out", str(tmp_path),
-            "--ktae", "beta=2,gamma=0", "--no-progress"] + [f"--set={k}={v}" for k, v in TINY.items() if k not in ("steps", "eval_every", "progress")]
-    assert ablate_main(args) == 0
-    out = capsys.readouterr().out
-    assert "| grpo+ktae |" in out and "metrics.csv" in out
-    assert json.loads((tmp_path / "config.json").read_text())["ktae"] == {"beta": 2.0, "gamma": 0.0}
-    # the same directory with a different KTAE override is refused
-    assert ablate_main([a if a != "beta=2,gamma=0" else "beta=3" for a in args]) == 2
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
