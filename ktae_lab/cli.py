@@ -6,7 +6,7 @@
 from __future__ import annotations
 import argparse, functools, json, os, sys, time
 from pathlib import Path
-from .data import atomic_write, output_lock, shipped_data_path
+from .data import atomic_write, check_output_lock, shipped_data_path
 from .ktae import PRESETS, KTAEConfig, parse_overrides, resolve_config, score_rollouts
 from .lm import resolve_device, resolve_dtype
 
@@ -228,15 +228,15 @@ def sample_main(argv:list[str]|None=None) -> int:
     cfg.validate()
     problems = load_problems(a.problems if a.problems is not None else shipped_data_path("problems.jsonl"))
     out = output_file(a.out)
-    with output_lock(out):   # refuse a second writer before spending a minute loading the model
-        import torch
-        from ktae_lab.lm import load_model
-        if a.threads is not None: torch.set_num_threads(a.threads)
-        if a.no_progress:  # also transformers' own bars (loading weights)
-            import transformers; transformers.utils.logging.disable_progress_bar()
-        model, tok, name = load_model(a.model, a.gguf_file, device=a.device, dtype=a.dtype)
-        stats = sample_rollouts(problems, model, tok, out, cfg, model_name=name, overwrite=a.overwrite, limit=a.limit,
-                                progress=not a.no_progress)
+    check_output_lock(out)   # refuse a second writer before spending a minute loading the model
+    import torch
+    from ktae_lab.lm import load_model
+    if a.threads is not None: torch.set_num_threads(a.threads)
+    if a.no_progress:  # also transformers' own bars (loading weights)
+        import transformers; transformers.utils.logging.disable_progress_bar()
+    model, tok, name = load_model(a.model, a.gguf_file, device=a.device, dtype=a.dtype)
+    stats = sample_rollouts(problems, model, tok, out, cfg, model_name=name, overwrite=a.overwrite, limit=a.limit,
+                            progress=not a.no_progress)   # holds output_lock(out) while it writes
     print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in stats.items()}))
     return 0
 
@@ -302,9 +302,9 @@ def ablate_main(argv:list[str]|None=None) -> int:
     out = output_dir(a.out)
     import torch
     torch.set_num_threads(cfg.threads)
+    check_output_lock(out / METRICS_FILE)   # a second run into this folder is refused before any work
     t0 = time.perf_counter()
-    with output_lock(out / METRICS_FILE):
-        df = run_ablation(algos, a.seeds, cfg, out, workers=a.workers, progress=cfg.progress)
+    df = run_ablation(algos, a.seeds, cfg, out, workers=a.workers, progress=cfg.progress)   # holds the lock while it writes
     print((out / "summary.md").read_text())
     print(f"wrote {out / METRICS_FILE} ({len(df)} rows), {out / 'curves.png'}, {out / 'summary.csv'}, "
           f"{out / 'summary.md'} in {time.perf_counter() - t0:.0f} s")

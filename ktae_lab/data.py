@@ -14,8 +14,9 @@ import torch
 
 # %% auto #0
 __all__ = ['SCHEMA_VERSION', 'REQUIRED_FIELDS', 'OPTIONAL_DEFAULTS', 'ROLLOUT_FIELDS', 'validate_rollout', 'read_rollouts',
-           'OutputLockedError', 'output_lock', 'repair_jsonl_tail', 'atomic_write', 'append_jsonl', 'write_rollouts',
-           'RolloutBatch', 'to_batch', 'shipped_data_path', 'sample_rollouts_path', 'smollm2_rollouts_path']
+           'OutputLockedError', 'output_lock', 'check_output_lock', 'repair_jsonl_tail', 'atomic_write', 'append_jsonl',
+           'write_rollouts', 'RolloutBatch', 'to_batch', 'shipped_data_path', 'sample_rollouts_path',
+           'smollm2_rollouts_path']
 
 # %% ../nbs/01_data.ipynb #414cff82
 SCHEMA_VERSION = "1"  # the rollout schema this module reads and writes
@@ -159,7 +160,9 @@ def _lock_pid(lock:Path, wait:float=1.0) -> int|None: # pid in the lock file; No
     try: return int(text)
     except ValueError: return None
 
-_HELD = {}  # lock file -> how many times this process holds it (a command and the library function it calls may both lock)
+def _locked(path, lock, pid) -> OutputLockedError:
+    return OutputLockedError(f"{path} is being written by another process (pid {pid}; lock file {lock}); "
+                             "wait for it to finish, or delete the lock file if that process is gone")
 
 @contextmanager
 def output_lock(path, # the output file to protect; the lock is `<path>.lock` beside it
@@ -167,20 +170,12 @@ def output_lock(path, # the output file to protect; the lock is `<path>.lock` be
     "Hold an exclusive lock on writing `path`; a second writer gets `OutputLockedError` naming the holder's pid."
     path = Path(path)
     lock = path.with_name(path.name + ".lock")
-    key = str(lock.resolve())
-    if _HELD.get(key) and _lock_pid(lock, wait=0) == os.getpid():  # re-entered by the process that holds it
-        _HELD[key] += 1
-        try: yield path
-        finally: _HELD[key] -= 1
-        return
     lock.parent.mkdir(parents=True, exist_ok=True)
     for _ in range(10):
         try: fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             pid = _lock_pid(lock)
-            if pid is not None and _pid_alive(pid):
-                raise OutputLockedError(f"{path} is being written by another process (pid {pid}; lock file {lock}); "
-                                        "wait for it to finish, or delete the lock file if that process is gone") from None
+            if pid is not None and _pid_alive(pid): raise _locked(path, lock, pid) from None
             try: lock.unlink()  # stale: its owner died (or never wrote a pid); take it over
             except FileNotFoundError: pass
             continue
@@ -189,11 +184,18 @@ def output_lock(path, # the output file to protect; the lock is `<path>.lock` be
         finally: os.close(fd)
         break
     else: raise OutputLockedError(f"could not take the lock {lock} on {path} after 10 attempts")
-    _HELD[key] = 1
     try: yield path
     finally:
-        _HELD.pop(key, None)
         if _lock_pid(lock, wait=0) == os.getpid(): lock.unlink(missing_ok=True)
+
+def check_output_lock(path, # an output file about to be written
+                     ) -> None:
+    "Raise `OutputLockedError` now if a live process holds `path`'s lock (fail early, before slow work; no lock is taken)."
+    path = Path(path)
+    lock = path.with_name(path.name + ".lock")
+    pid = _lock_pid(lock, wait=0)
+    if pid is not None and _pid_alive(pid): raise _locked(path, lock, pid)
+
 
 # %% ../nbs/01_data.ipynb #41b7c80f
 def _last_line_start(f, end:int) -> int: # offset just after the last b"\n" before `end` (0 when none)

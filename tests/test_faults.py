@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from ktae_lab.data import (OutputLockedError, append_jsonl, atomic_write, output_lock, read_rollouts,
+from ktae_lab.data import (OutputLockedError, append_jsonl, atomic_write, check_output_lock, output_lock, read_rollouts,
                            repair_jsonl_tail, write_rollouts)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -58,6 +58,19 @@ def test_second_writer_in_another_process_is_refused(tmp_path):
     finally:
         holder.kill(); holder.wait()
     with output_lock(out): pass  # the holder was killed: its lock is stale and taken over
+
+
+def test_second_writer_in_the_same_process_is_refused_and_check_only_looks(tmp_path):
+    out = tmp_path / "o.jsonl"
+    check_output_lock(out)                                        # free
+    with output_lock(out):
+        with pytest.raises(OutputLockedError, match=rf"\(pid {os.getpid()};"):
+            with output_lock(out): pass
+        with pytest.raises(OutputLockedError, match="is being written by another process"): check_output_lock(out)
+        assert (tmp_path / "o.jsonl.lock").read_text().strip() == str(os.getpid())   # the holder keeps its lock
+    (tmp_path / "o.jsonl.lock").write_text(f"{dead_pid()}\n")
+    check_output_lock(out)                                        # stale: not an error, and left for output_lock to take over
+    assert (tmp_path / "o.jsonl.lock").exists()
 
 
 def test_stale_lock_of_dead_pid_is_taken_over(tmp_path):
