@@ -1,4 +1,4 @@
-"""Speed of the ablation lab: one RL step (16 prompts x 8 rollouts), sampler vs `generate`, and the default ablation.
+"""Speed of the ablation lab: one RL step (16 prompts x 8 rollouts), `ktae_lab.lm.generate` vs `model.generate`, the default ablation.
 
     python benchmarks/bench_lab.py                 # all three (the ablation takes minutes)
     python benchmarks/bench_lab.py --no-ablation   # step and sampler timings only
@@ -44,9 +44,10 @@ def time_sampler(cfg, warm, n):
     tok, (train, _) = lab.lab_tokenizer(), lab.lab_data(cfg)
     pol = lab._new_policy(tok, cfg, 0); pol.load_state_dict(warm["state"])
     rows = np.repeat(np.arange(cfg.prompts_per_step), cfg.group_size)
-    ids, am = lab.encode_prompts(tok, list(train["prompt"].to_numpy()[rows]), lab._device(cfg))
+    ids, am = lab._encode(tok, train["prompt"].to_numpy()[rows], lab._device(cfg))
+    from ktae_lab.lm import generate
     def ours():
-        lab.sample_rollouts(pol, ids, am, cfg.max_new_tokens, tok.eos_token_id, tok.pad_token_id, 1.0, torch.Generator().manual_seed(0))
+        generate(pol, ids, am, cfg.max_new_tokens, tok.eos_token_id, tok.pad_token_id, 1.0, generator=torch.Generator().manual_seed(0))
     @torch.no_grad()
     def hf():
         pol.generate(input_ids=ids, attention_mask=am, do_sample=True, top_k=0, top_p=1.0, max_new_tokens=cfg.max_new_tokens,
