@@ -427,7 +427,7 @@ def train_run(algo:str, # algorithm name, e.g. "grpo+ktae"
         if st.get("identity") != ident:
             raise ValueError(f"checkpoint {str(ckpt)!r} belongs to another run or configuration; delete it or choose another output")
         policy.load_state_dict(st["policy"]); opt.load_state_dict(st["optimizer"]); sched.load_state_dict(st["scheduler"])
-        rng.bit_generator.state = st["rng"]; gen.set_state(st["generator"].cpu() if dev.type == "cpu" else st["generator"])
+        rng.bit_generator.state = st["rng"]; gen.set_state(st["generator"].cpu())   # RNG states are CPU byte tensors
         rows, start = st["rows"], st["step"] + 1
     else: rows, start = [dict(algo=spec["name"], seed=seed, step=0, **ev(0))], 1
     for step in tqdm(range(start, cfg.steps + 1), desc=f"{spec['name']} seed {seed}", disable=not progress, leave=False):
