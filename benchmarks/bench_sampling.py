@@ -43,9 +43,9 @@ def main(argv=None):
     rates, slot_rates = [], []
     for r in range(a.repeats):
         batch = problems[r * a.problems_per_batch:(r + 1) * a.problems_per_batch] or problems[:a.problems_per_batch]
-        prompts = [render_prompt(tok, p["question"], a.system_prompt) for p in batch]
+        prompts = [render_prompt(tok, p["question"], a.system_prompt, True) for p in batch]
         cfg = SampleConfig(num_rollouts=a.num_rollouts, temperature=a.temperature, top_p=0.95, max_new_tokens=a.max_new_tokens,
-                           seed=r, system_prompt=a.system_prompt)
+                           seed=r, system_prompt=a.system_prompt, problems_per_batch=a.problems_per_batch)
         out = []
         dt, = timed(lambda: out.append(generate_group_batch(lm, tok, prompts, [p["problem_id"] for p in batch], cfg)), repeats=1)
         rows = out[0]
