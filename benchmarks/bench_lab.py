@@ -1,15 +1,15 @@
-"""Speed of the ablation lab: one RL step (16 prompts x 8 rollouts), sampler vs `generate`, and the default ablation.
+"""Speed of the ablation lab: one RL step (16 prompts x 8 rollouts), `ktae_lab.lm.generate` vs `model.generate`, the default ablation.
 
-    python benchmarks/bench_lab.py                 # all three (the ablation takes minutes)
-    python benchmarks/bench_lab.py --no-ablation   # step and sampler timings only
+    python -m benchmarks.bench_lab                 # all three (the ablation takes minutes; run from the repository root)
+    python -m benchmarks.bench_lab --no-ablation   # step and sampler timings only
+    python -m benchmarks.bench_lab --small         # a 5-algorithm x 8-step ablation: its summary and a checksum of its metrics
 Targets (issue 7): one step <= 0.5 s, the default ablation (4 algorithms x 3 seeds) <= 15 min on a 2-core CPU.
 """
-import argparse, os, statistics, sys, tempfile, time
-from pathlib import Path
+import argparse, os, statistics, tempfile, time
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a checkout without installing
+from benchmarks._bench import median_time, ratio, times as timed
 
 
 def load():
@@ -30,11 +30,9 @@ def time_steps(cfg, algos, n, warm):
         ref = lab._new_policy(tok, cfg, 0); ref.load_state_dict(warm["state"]); ref.requires_grad_(False)
         opt = torch.optim.AdamW(pol.parameters(), lr=cfg.lr)
         rng, gen = np.random.default_rng(0), torch.Generator(lab._device(cfg)).manual_seed(0)
-        lab.rl_step(pol, opt, tok, train, cfg, spec, rng, gen, ref, prompt_len)           # warm-up
-        ts, rounds = [], []
-        for _ in range(n):
-            t = time.perf_counter(); m = lab.rl_step(pol, opt, tok, train, cfg, spec, rng, gen, ref, prompt_len)
-            ts.append(time.perf_counter() - t); rounds.append(m["gen_rounds"])
+        rounds = []
+        step = lambda: rounds.append(lab.rl_step(pol, opt, tok, train, cfg, spec, rng, gen, ref, prompt_len)["gen_rounds"])
+        ts = timed(step, repeats=n, warmup=1); rounds = rounds[1:]                            # the warm-up step not counted
         out[name] = (statistics.median(ts), min(ts), max(ts), statistics.mean(rounds))
     return out
 
@@ -44,20 +42,31 @@ def time_sampler(cfg, warm, n):
     tok, (train, _) = lab.lab_tokenizer(), lab.lab_data(cfg)
     pol = lab._new_policy(tok, cfg, 0); pol.load_state_dict(warm["state"])
     rows = np.repeat(np.arange(cfg.prompts_per_step), cfg.group_size)
-    ids, am = lab.encode_prompts(tok, list(train["prompt"].to_numpy()[rows]), lab._device(cfg))
+    ids, am = lab._encode(tok, train["prompt"].to_numpy()[rows], lab._device(cfg))
+    from ktae_lab.lm import generate
     def ours():
-        lab.sample_rollouts(pol, ids, am, cfg.max_new_tokens, tok.eos_token_id, tok.pad_token_id, 1.0, torch.Generator().manual_seed(0))
+        generate(pol, ids, am, cfg.max_new_tokens, tok.eos_token_id, tok.pad_token_id, 1.0, generator=torch.Generator().manual_seed(0))
     @torch.no_grad()
     def hf():
         pol.generate(input_ids=ids, attention_mask=am, do_sample=True, top_k=0, top_p=1.0, max_new_tokens=cfg.max_new_tokens,
                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     res = {}
     for name, f in [("KV-cached loop", ours), ("model.generate", hf)]:
-        f(); ts = []
-        for _ in range(n):
-            t = time.perf_counter(); f(); ts.append(time.perf_counter() - t)
-        res[name] = statistics.median(ts)
+        res[name] = median_time(f, repeats=n, warmup=1)
     return res
+
+
+def small(lab):
+    "A small fixed ablation; the SHA-256 of its per-step metrics (all but step_time) must not change between versions."
+    import hashlib
+    cfg = lab.LabConfig(steps=8, warm_steps=300, eval_every=4, n_train=3000, n_heldout=64, prompts_per_step=8, group_size=4,
+                        progress=False)
+    t = time.perf_counter()
+    df = lab.run_ablation(("grpo", "grpo+ktae", "drgrpo+ktae", "dapo", "dapo+ktae"), [0], cfg, None, progress=False)
+    print(f"small ablation (5 algorithms x 1 seed x {cfg.steps} steps): {time.perf_counter() - t:.0f} s; {load()}")
+    csv = df.drop(columns=["step_time"]).to_csv(index=False, float_format="%.10g")
+    print(lab.summarize(df).drop(columns=["step_time"]).round(6).to_string())
+    print("metrics sha256 (without step_time):", hashlib.sha256(csv.encode()).hexdigest())
 
 
 def main():
@@ -66,9 +75,11 @@ def main():
     p.add_argument("--steps", type=int, default=10, help="timed RL steps per algorithm")
     p.add_argument("--no-ablation", action="store_true", help="skip the default ablation")
     p.add_argument("--workers", type=int, default=1, help="processes for the ablation")
+    p.add_argument("--small", action="store_true", help="only the small fixed ablation (figures to compare across versions)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     from ktae_lab import lab
+    if a.small: return small(lab)
     cfg = lab.LabConfig(threads=a.threads, progress=False)
     print(f"torch {torch.__version__}, {a.threads} thread(s), device {lab._device(cfg)}; {load()}")
     t = time.perf_counter(); warm = lab.prepare_warm_start(0, cfg)
@@ -78,7 +89,7 @@ def main():
               f"(min {lo:.3f}, max {hi:.3f}; {rounds:.1f} generation rounds)  target <= 0.5 s")
     s = time_sampler(cfg, warm, 5)
     print(f"sampling {cfg.prompts_per_step * cfg.group_size} rollouts: KV-cached loop {s['KV-cached loop']:.3f} s, "
-          f"model.generate {s['model.generate']:.3f} s, ratio {s['model.generate'] / s['KV-cached loop']:.2f}x")
+          f"model.generate {s['model.generate']:.3f} s, ratio {ratio(s['model.generate'], s['KV-cached loop']):.2f}x")
     print(load())
     if a.no_ablation: return
     with tempfile.TemporaryDirectory() as d:
