@@ -7,11 +7,11 @@ from __future__ import annotations
 import dataclasses, math
 from dataclasses import dataclass, field, fields
 import numpy as np
-import pandas as pd
 import torch
 from .core import (group_ids, group_sum, check_token_batch, check_rewards, check_number, check_choice,
-                           check_float_tensor)
-from .stats import (fisher_exact_pvalue, fisher_exact_pvalue_released, fisher_weight, information_gain,
+                           check_float_tensor, check_tensor, check_shape)
+from .stats import (as_tables, fisher_exact_pvalue, fisher_exact_pvalue_released, fisher_weight, information_gain,
+                            information_gain_released,
                             cohens_h, bm25_tf, frequency_direction, P_TRANSFORMS, TF_KINDS, FISHER_RTOL, H_EPS,
                             TF_EPS, BM25_K1, BM25_B)
 from .advantages import outcome_advantages, ESTIMATORS, GRPO_EPS
@@ -60,6 +60,7 @@ _FLOAT_RANGES = {  # field: (low, high, low_open) -- every float field of KTAECo
 def validate_config(cfg:KTAEConfig, # a configuration to check
                    ) -> KTAEConfig: # the same configuration, with `ignore_ids` as a tuple of ints
     "Check every field of a KTAEConfig: types, finiteness and ranges; errors name the field."
+    if not isinstance(cfg, KTAEConfig): raise TypeError(f"`cfg` must be a KTAEConfig (see `resolve_config`), got {type(cfg).__name__}")
     for f in fields(KTAEConfig):
         v = getattr(cfg, f.name)
         if f.name in _FLOAT_RANGES:
@@ -96,6 +97,8 @@ def resolve_config(preset:str|KTAEConfig="official", # preset name, or a KTAECon
 def parse_overrides(spec:str|list|tuple|None, # "k=v,k=v" or a list of "k=v"; ignore_ids as "0;2" or "0 2"
                    ) -> dict: # typed overrides for `resolve_config`
     "Parse 'name=value' KTAE overrides (from a command line or a widget) into typed values."
+    if spec is not None and not isinstance(spec, (str, list, tuple)):
+        raise TypeError(f"`spec` must be a str like 'beta=2,use_tf=false' or a list of 'name=value' strings, got {type(spec).__name__}")
     if not spec: return {}
     items = [x for part in ([spec] if isinstance(spec, str) else list(spec)) for x in str(part).split(",") if x.strip()]
     types = {f.name: f.default for f in fields(KTAEConfig)}
@@ -117,41 +120,78 @@ def parse_overrides(spec:str|list|tuple|None, # "k=v,k=v" or a list of "k=v"; ig
     return out
 
 # %% ../nbs/12_ktae.ipynb #72ac5996
+def _distinct_rows(cols:list) -> tuple[torch.Tensor, torch.Tensor]: # (index of each distinct row's first occurrence, inverse)
+    "Distinct rows of a few non-negative integer columns: one packed int64 key when it fits, else a row-wise unique."
+    M = [int(c.max().item()) + 1 if c.numel() else 1 for c in cols]
+    if math.prod(M) < 2**62:
+        key = torch.zeros_like(cols[0], dtype=torch.long)
+        for c, m in zip(cols, M): key = key * m + c.long()
+        uk, inv = torch.unique(key, return_inverse=True)
+    else: uk, inv = torch.unique(torch.stack([c.long() for c in cols], 1), dim=0, return_inverse=True)
+    n = inv.shape[0]
+    first = torch.full((len(uk),), n, dtype=torch.long, device=inv.device).scatter_reduce_(
+        0, inv, torch.arange(n, device=inv.device), reduce="amin")
+    return first, inv
+
 def table_statistics(a, b, c, d, # [U] float64 cells of the presence tables
                      cfg:KTAEConfig, # estimator configuration
                      width:torch.Tensor|None=None, # [U] release grid width per table (released_numerics only)
                     ) -> dict: # p, F, IG, h per table
     "p-value, Fisher weight F, information gain and Cohen's h of each table, scoring each distinct table once."
-    M = int(max(a.max(), b.max(), c.max(), d.max()).item()) + 1 if a.numel() else 1
-    key = ((a * M + b) * M + c) * M + d
-    if cfg.released_numerics and width is not None: key = key * (4 * M) + width
-    uk, inv = torch.unique(key.long(), return_inverse=True)
-    first = torch.full((len(uk),), len(key), dtype=torch.long, device=key.device).scatter_reduce_(
-        0, inv, torch.arange(len(key), device=key.device), reduce="amin")
+    if not isinstance(cfg, KTAEConfig): raise TypeError(f"`cfg` must be a KTAEConfig (see `resolve_config`), got {type(cfg).__name__}")
+    a, b, c, d = as_tables(a, b, c, d)
+    if width is not None: check_tensor(width, "width"); check_shape(width, "width", a.shape, "[U]")
+    return _table_statistics(a, b, c, d, validate_config(cfg), width)
+
+def _table_statistics(a, b, c, d, cfg, width=None):
+    "`table_statistics` on validated float64 cells."
+    released = cfg.released_numerics
+    first, inv = _distinct_rows([a, b, c, d] + ([width] if released and width is not None else []))
     ua, ub, uc, ud = a[first], b[first], c[first], d[first]
-    if cfg.released_numerics:
-        f32 = torch.float32
-        if width is None: p = fisher_exact_pvalue_released(ua, ub, uc, ud)
-        else:
-            uw = width[first]; p = torch.empty(len(uk), dtype=f32, device=a.device)
-            for w in torch.unique(uw).tolist():                 # a handful of distinct widths (<= G + 1)
-                sel = uw == w; p[sel] = fisher_exact_pvalue_released(ua[sel], ub[sel], uc[sel], ud[sel], width=int(w))
-        F = fisher_weight(p, cfg.p_transform)                   # the release's `p != 1.0` float comparison
-        ig = information_gain(ua, ub, uc, ud, dtype=f32)
+    f32 = torch.float32
+    # the Fisher sum runs over a grid; its rounding depends on the grid width, so tables are scored in buckets of
+    # one width: their own support (exact) or the release's group-wide width. Results never depend on the batch.
+    if released and width is not None: uw = width[first]
+    else:
+        R1, C1, N = ua + ub, ua + uc, ua + ub + uc + ud
+        uw = (torch.minimum(R1, C1) - (R1 + C1 - N).clamp_min(0)).long() + 1
+    p = torch.empty(len(first), dtype=f32 if released else torch.float64, device=a.device)
+    for w in torch.unique(uw).tolist():                                   # a handful of distinct widths (<= G + 1)
+        sel = uw == w
+        if released: p[sel] = fisher_exact_pvalue_released(ua[sel], ub[sel], uc[sel], ud[sel], width=int(w) if width is not None else None)
+        else: p[sel] = fisher_exact_pvalue(ua[sel], ub[sel], uc[sel], ud[sel], rtol=cfg.fisher_rtol)
+    if released:
+        F = fisher_weight(p, cfg.p_transform)                             # the release's `p != 1.0` float comparison
+        ig = information_gain_released(ua, ub, uc, ud)
         h = cohens_h(ua, ub, uc, ud, half=cfg.half_h, eps=cfg.h_eps, dtype=f32)
     else:
-        p = fisher_exact_pvalue(ua, ub, uc, ud, rtol=cfg.fisher_rtol)
-        F = fisher_weight(p, cfg.p_transform, exact_one=p == 1.0)  # exact p is exactly 1.0 when it should be
+        F = fisher_weight(p, cfg.p_transform, exact_one=p == 1.0)          # exact p is exactly 1.0 when it should be
         ig = information_gain(ua, ub, uc, ud)
         h = cohens_h(ua, ub, uc, ud, half=cfg.half_h, eps=cfg.h_eps)
     return {k: v[inv] for k, v in dict(p=p, F=F, IG=ig, h=h).items()}
 
+
 # %% ../nbs/12_ktae.ipynb #f382c889
+def _vector_sigmoid(x:torch.Tensor) -> torch.Tensor:
+    "torch.sigmoid with every element on the CPU's vectorised path (its scalar tail path rounds differently)."
+    n = x.numel()
+    pad = (-n) % 64                                         # whole SIMD blocks on AVX2 and AVX-512 alike
+    flat = torch.cat([x.reshape(-1), x.new_zeros(pad)]) if pad else x.reshape(-1)
+    return torch.sigmoid(flat)[:n].reshape(x.shape)
+
 def combine_terms(stats:dict, # p, F, IG, h per (group, id)
                   tf_c:torch.Tensor, tf_w:torch.Tensor, # [U] BM25 tf in correct / incorrect rollouts
                   cfg:KTAEConfig, # estimator configuration
                  ) -> dict: # adds tf_term, x, raw, K
     "Direction x, raw score and key-token value K from the per-table statistics and frequency terms."
+    if not isinstance(cfg, KTAEConfig): raise TypeError(f"`cfg` must be a KTAEConfig (see `resolve_config`), got {type(cfg).__name__}")
+    missing = [k for k in ("F", "IG", "h") if not isinstance(stats, dict) or k not in stats]
+    if missing: raise ValueError(f"`stats` lacks {missing}: pass the dict that `table_statistics` returns")
+    check_float_tensor(tf_c, "tf_c", finite=True); check_float_tensor(tf_w, "tf_w", tf_c.shape, "[U]", finite=True)
+    return _combine_terms(stats, tf_c, tf_w, validate_config(cfg))
+
+def _combine_terms(stats, tf_c, tf_w, cfg):
+    "`combine_terms` on validated inputs."
     alpha = cfg.alpha if cfg.use_fisher else 0.0
     beta = cfg.beta if cfg.use_ig else 0.0
     tf_term = frequency_direction(tf_c, tf_w, cfg.tf_kind, cfg.tf_eps)
@@ -160,7 +200,7 @@ def combine_terms(stats:dict, # p, F, IG, h per (group, id)
     if cfg.use_tf and cfg.gamma: x = x + (tf_term if cfg.released_numerics else cfg.gamma * tf_term)
     if alpha + beta == 0: raw = torch.zeros_like(x)
     else: raw = (alpha * stats["F"].to(x.dtype) + beta * stats["IG"].to(x.dtype)) * x / (alpha + beta)
-    K = (torch.sigmoid(raw) - 0.5) * 2 * cfg.top if cfg.released_numerics else cfg.top * torch.tanh(raw / 2)
+    K = (_vector_sigmoid(raw) - 0.5) * 2 * cfg.top if cfg.released_numerics else cfg.top * torch.tanh(raw / 2)
     return dict(stats, tf_term=tf_term, x=x, raw=raw, K=K)
 
 # %% ../nbs/12_ktae.ipynb #61bcc57f
@@ -173,6 +213,9 @@ def _presence_counts(ids:torch.Tensor, # [N] token ids of the valid positions, r
     N = ids.shape[0]
     V = int(ids.max().item()) + 1 if N else 1
     Gc = int(gid.max().item()) + 1 if gid.numel() else 1
+    vocab = None
+    if Gc * V >= 2**62:                                   # huge ids: pack dense ranks instead, so the key cannot overflow
+        vocab, ids = torch.unique(ids, return_inverse=True); V = len(vocab)
     key = gid[rows] * V + ids
     if Gc * V < 2**31: key = key.to(torch.int32)
     skey, order = torch.sort(key, stable=True)
@@ -190,7 +233,8 @@ def _presence_counts(ids:torch.Tensor, # [N] token ids of the valid positions, r
     count_w = torch.bincount(u_idx, minlength=U).to(torch.float64) - count_c
     u_key = skey[new_u].long()
     pos2u = torch.empty_like(u_idx); pos2u[order] = u_idx
-    return dict(group=u_key // V, token_id=u_key % V, a=a, b=b, count_c=count_c, count_w=count_w, pos2u=pos2u)
+    tid = u_key % V
+    return dict(group=u_key // V, token_id=tid if vocab is None else vocab[tid], a=a, b=b, count_c=count_c, count_w=count_w, pos2u=pos2u)
 
 # %% ../nbs/12_ktae.ipynb #1ab7768c
 def _rows_view(x, rows):
@@ -213,12 +257,12 @@ def _score_chunk(responses, mask, rows, gid, correct, n_T, n_F, T_c, T_w, cfg, d
     if cfg.released_numerics:   # release grid width: 1 + max over the group's tables of min(R1, C1)
         w = torch.minimum(a + b, a + c).long() + 1
         width = torch.zeros(len(g_rows), dtype=torch.long, device=g.device).scatter_reduce_(0, pc["group"], w, reduce="amax")[pc["group"]]
-    stats = table_statistics(a, b, c, d, cfg, width)
+    stats = _table_statistics(a, b, c, d, cfg, width)
     dt = torch.float32 if cfg.released_numerics else torch.float64
     avg = (T_c[g] + T_w[g]) / 2
-    tf_c = bm25_tf(pc["count_c"].to(dt), T_c[g].to(dt), avg.to(dt), cfg.k1, cfg.b)
-    tf_w = bm25_tf(pc["count_w"].to(dt), T_w[g].to(dt), avg.to(dt), cfg.k1, cfg.b)
-    out = combine_terms(stats, tf_c, tf_w, cfg)
+    tf_c = bm25_tf(pc["count_c"].to(dt), T_c[g], avg, cfg.k1, cfg.b)    # float64 lengths: normaliser rounded once
+    tf_w = bm25_tf(pc["count_w"].to(dt), T_w[g], avg, cfg.k1, cfg.b)
+    out = _combine_terms(stats, tf_c, tf_w, cfg)
     K = out["K"]
     zero = (n_T[g] == 0) | (n_F[g] == 0)                          # one-class groups carry no contrast
     if cfg.ignore_ids: zero |= torch.isin(pc["token_id"], torch.tensor(cfg.ignore_ids, device=K.device))
@@ -336,7 +380,7 @@ def key_token_details(responses:torch.Tensor, # [B, L] token ids
                       **overrides, # KTAEConfig overrides
                      ): # ([B, L] K as `key_token_values` gives it, DataFrame one row per (group, distinct valid id))
     "Key-token values of every position and the per-(group, token id) table behind them, from one scoring pass."
-    import numpy as np, pandas as pd
+    import pandas as pd                                                # delayed: keeps `import ktae_lab.ktae` light
     cfg = resolve_config(preset, **overrides)
     B = responses.shape[0] if isinstance(responses, torch.Tensor) else None
     if tokens is not None and (len(tokens) != B): raise ValueError(f"`tokens` has {len(tokens)} rows, expected {B}")
