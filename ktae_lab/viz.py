@@ -22,10 +22,10 @@ from .epicprm import EPIC_ALPHA
 
 # %% auto #0
 __all__ = ['KTAE_GREEN', 'KTAE_RED', 'TOOLTIP_CSS', 'TOOLTIP_SCRIPT', 'PLOT_FONTSIZE', 'STEP_COLORS', 'score_colors',
-           'clean_token', 'token_text', 'display_token', 'tooltip_parts', 'token_tooltip', 'legend_html', 'token_html',
-           'TokenView', 'tooltip_table_html', 'compact_token_html', 'tooltip_script_hash', 'stats_per_position',
-           'rank_key_tokens', 'contrast_note', 'GroupView', 'top_tokens_html', 'explain_groups', 'explain_group',
-           'as_batch', 'plot_text', 'plot_top_tokens', 'plot_k_distribution', 'plot_rollout_advantage',
+           'clean_token', 'token_text', 'display_token', 'tooltip_parts', 'tooltip_text', 'token_tooltip',
+           'legend_html', 'token_html', 'TokenView', 'tooltip_table_html', 'compact_token_html', 'tooltip_script_hash',
+           'stats_per_position', 'rank_key_tokens', 'contrast_note', 'GroupView', 'top_tokens_html', 'explain_groups',
+           'explain_group', 'as_batch', 'plot_text', 'plot_top_tokens', 'plot_k_distribution', 'plot_rollout_advantage',
            'plot_contingency', 'figure_html', 'agg_figure', 'group_figures_html', 'annotation_steps', 'annotation_html',
            'plot_search_path', 'AnnotationView']
 
@@ -115,17 +115,22 @@ def tooltip_parts(tok:str, # raw token string
     if has("K") and label != "K": rest.append(f"K = {float(stats['K']):+.6f}")
     return [head, f"{label} = {float(score):+.6f}", *abcd, *occ, "\n".join(rest)]
 
+def tooltip_text(parts:list, # `tooltip_parts` output
+                ) -> str: # plain text, several lines
+    "Lay out a token's tooltip pieces as lines of text (the report's hover script lays them out the same way)."
+    head, value, a, b, c, d, cc, cw, rest = parts
+    lines = [head, value]
+    if a is not None: lines += [_TIP_HEADER, f"correct    {a:7d}  {c:6d}", f"wrong      {b:7d}  {d:6d}"]
+    if cc is not None: lines.append(f"occurrences: correct {cc}, wrong {cw}")
+    return "\n".join(lines + ([rest] if rest else []))
+
 def token_tooltip(tok:str, # raw token string
                   score:float, # the value shown by the colour
                   stats:dict|None=None, # the token's row of `token_table` (a, b, c, d, p, F, IG, h, ...), or None
                   label:str="K", # what the score is called
                  ) -> str: # plain text, several lines
     "The hover text of one token: the exact value, its contingency table and its statistics."
-    head, value, a, b, c, d, cc, cw, rest = tooltip_parts(tok, score, stats, label)
-    lines = [head, value]
-    if a is not None: lines += [_TIP_HEADER, f"correct    {a:7d}  {c:6d}", f"wrong      {b:7d}  {d:6d}"]
-    if cc is not None: lines.append(f"occurrences: correct {cc}, wrong {cw}")
-    return "\n".join(lines + ([rest] if rest else []))
+    return tooltip_text(tooltip_parts(tok, score, stats, label))
 
 def _has(stats, k):
     "True when `stats` holds a non-missing value for `k`."
