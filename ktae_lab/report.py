@@ -4,19 +4,22 @@
 
 # %% ../nbs/31_report.ipynb #bdd7ef5e
 from __future__ import annotations
-import argparse, dataclasses, html, sys
+import argparse, dataclasses, html, os, sys
+import multiprocessing as mp
+from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 from .advantages import GRPO_EPS
 from .ktae import resolve_config
-from .viz import (explain_groups, as_batch, contrast_note, display_token, TOOLTIP_CSS, TOOLTIP_SCRIPT,
-                          tooltip_script_hash)
+from .viz import (explain_groups, as_batch, contrast_note, display_token, group_figures_html, TOOLTIP_CSS,
+                          TOOLTIP_SCRIPT, tooltip_script_hash)
 
 
 # %% auto #0
-__all__ = ['report_html', 'write_report', 'report_main']
+__all__ = ['report_html', 'draw_group_figures', 'write_report', 'report_main']
 
 # %% ../nbs/31_report.ipynb #89413b54
 _PAGE_CSS = """
@@ -42,6 +45,7 @@ def report_html(rollouts, # RolloutBatch, rollout DataFrame or JSONL path
                 progress:bool|None=None, # tqdm progress bar (None: only on a terminal)
                 estimator:str="grpo", # rollout-level Â of the token advantages (see `ktae_lab.advantages.ESTIMATORS`)
                 eps:float=GRPO_EPS, # std epsilon of the estimator
+                workers:int|None=None, # processes drawing the plots (None: the CPU cores this process may use, at most 4)
                 **overrides, # KTAE config overrides
                ) -> str: # a complete HTML document
     "A self-contained HTML page: per group, rollouts coloured by K with hover statistics, top key tokens and plots."
@@ -58,6 +62,7 @@ def report_html(rollouts, # RolloutBatch, rollout DataFrame or JSONL path
     prompts = _prompts(batch)
     sections, summary, links = [], [], []
     views = explain_groups(batch, groups, preset, estimator, eps, **overrides)   # one vectorised KTAE call for all groups
+    figures = draw_group_figures(views, top, workers) if plots else [False] * len(views)
     for i, (g, gv) in enumerate(zip(groups, tqdm(views, desc="groups", disable=(not sys.stderr.isatty()) if progress is None else not progress))):
         prompt = f'<div class="prompt">{html.escape(prompts[g])}</div>' if prompts.get(g) else ""
         note = contrast_note(len(gv.rows), int(gv.correct.sum()))
@@ -67,7 +72,7 @@ def report_html(rollouts, # RolloutBatch, rollout DataFrame or JSONL path
         links.append(f'<a href="#group-{i}" class="{"flat" if note else "mixed"}" '
                      f'title="{html.escape(note or "mixed: correct and wrong rollouts")}">{html.escape(str(g))}{"" if note else " ●"}</a>')
         sections.append(f'<section id="group-{i}"><h2>Group {html.escape(str(g))}</h2>{prompt}{flat}'
-                        f'{gv.to_html(top=top, plots=plots, uid=str(i))}</section>')
+                        f'{gv.to_html(top=top, plots=figures[i], uid=str(i))}</section>')
     n_correct = int((batch.rewards > cfg.correct_threshold).sum())
     n_mixed = sum(1 for v in views if not contrast_note(len(v.rows), int(v.correct.sum())))
     cfg_rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>" for k, v in _config_items(cfg))
@@ -112,6 +117,35 @@ def _prompts(batch) -> dict:
 def _config_items(cfg):
     "(name, value) pairs of a config dataclass (or its __dict__)."
     return [(f.name, getattr(cfg, f.name)) for f in dataclasses.fields(cfg)] if dataclasses.is_dataclass(cfg) else list(vars(cfg).items())
+
+
+# %% ../nbs/31_report.ipynb #96ab218a
+_TO_DRAW = []   # (GroupView, top) pairs, set before the workers fork: they read them from memory, nothing is pickled
+
+def _figures(i):
+    "Worker: the plots of the i-th group to draw, as HTML."
+    torch.set_num_threads(1)                      # two cores, two workers: no thread pools inside them
+    gv, top = _TO_DRAW[i]
+    return group_figures_html(gv, top=top)
+
+def draw_group_figures(views:list, # GroupViews from `explain_groups`
+                       top:int=10, # key tokens per side
+                       workers:int|None=None, # processes (None: usable CPU cores, at most 4; 1: in this process)
+                      ) -> list[str]: # each group's plots as HTML (`group_figures_html`), in order
+    "Each group's plots, drawn in parallel worker processes when several cores are free."
+    if workers is None: workers = min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+    if not (isinstance(workers, int) and workers >= 1): raise ValueError(f"`workers` must be an int >= 1, got {workers!r}")
+    busy = [i for i, v in enumerate(views) if not contrast_note(len(v.rows), int(v.correct.sum()))]
+    out = [group_figures_html(v, top=top) if i not in set(busy) else None for i, v in enumerate(views)]   # sentences
+    if workers == 1 or len(busy) < 2 or "fork" not in mp.get_all_start_methods():
+        for i in busy: out[i] = group_figures_html(views[i], top=top)
+        return out
+    _TO_DRAW[:] = [(views[i], top) for i in busy]
+    try:
+        with ProcessPoolExecutor(min(workers, len(busy)), mp_context=mp.get_context("fork")) as pool:
+            for i, h in zip(busy, pool.map(_figures, range(len(busy)))): out[i] = h
+    finally: _TO_DRAW.clear()
+    return out
 
 
 # %% ../nbs/31_report.ipynb #0ddceb78

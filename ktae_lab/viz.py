@@ -346,11 +346,14 @@ class GroupView:
         return (f"group {self.group!r}: {n} rollouts, {nc} correct, {n - nc} wrong, "
                 + (note if note else f"{len(self.table)} distinct tokens"))
 
-    def to_html(self, top:int=8, plots:bool=False, uid:str|None=None) -> str:
-        "The group as HTML: summary, top key tokens, every rollout coloured by K (optionally the plots); `uid`: compact cells."
+    def to_html(self, top:int=8, # key tokens per side
+                plots:bool|str=False, # draw the plots; or their HTML, already drawn (`group_figures_html`)
+                uid:str|None=None, # page-unique id: compact cells with one tooltip table (`tooltip_table_html`)
+               ) -> str: # HTML fragment
+        "The group as HTML: summary, top key tokens, every rollout coloured by K (optionally the plots)."
         parts = [f'<div class="ktae-group"{f" id=ktae-g{uid} data-tab={uid}" if uid is not None else ""}>'
                  f'<h3 style="margin:4px 0">{html.escape(self.summary())}</h3>', top_tokens_html(self.top_tokens(top))]
-        if plots: parts.append(group_figures_html(self, top=top))
+        if plots: parts.append(plots if isinstance(plots, str) else group_figures_html(self, top=top))
         parts.append(legend_html(self.vmax, "K"))
         if uid is not None:
             parts.append(tooltip_table_html(self.table, uid, self.vmax))
@@ -529,9 +532,9 @@ def plot_k_distribution(K, # [B, L] key-token values
     lim = max(1e-6, float(K[m].abs().max()) if m.any() else 1.0)
     edges = np.linspace(-lim, lim, bins + 1)
     for vals, col, name in ((kc, KTAE_GREEN, "correct"), (kw, KTAE_RED, "wrong")):
-        ax.hist(vals, bins=edges, alpha=0.55, color=np.array(col) / 255,
+        ax.hist(vals, bins=edges, alpha=0.55, color=np.array(col) / 255, histtype="stepfilled",
                 label=f"{name} rollouts ({vals.size} tokens, mean {vals.mean() if vals.size else 0:+.3f})")
-    ax.set_xlabel("K at each valid position"); ax.set_ylabel("tokens"); ax.legend(fontsize=PLOT_FONTSIZE)
+    ax.set_xlabel("K at each valid position"); ax.set_ylabel("tokens"); ax.legend(fontsize=PLOT_FONTSIZE, loc="upper left")
     ax.set_title("distribution of K")
     return fig, ax
 
@@ -559,7 +562,7 @@ def plot_rollout_advantage(advantages, # [n] token-level advantages Â + K at va
     ax.axhline(0, color="#999", lw=0.6)
     if tokens is not None and len(a) <= 60: ax.set_xticks(np.arange(len(a)), [_label(t) for t in tokens], rotation=90, fontsize=PLOT_FONTSIZE)
     else: ax.set_xlabel("position")
-    ax.set_ylabel("advantage"); ax.legend(fontsize=PLOT_FONTSIZE); ax.set_title("per-position advantage")
+    ax.set_ylabel("advantage"); ax.legend(fontsize=PLOT_FONTSIZE, loc="upper right"); ax.set_title("per-position advantage")
     return fig, ax
 
 # %% ../nbs/30_viz.ipynb #0e05da50
@@ -583,10 +586,11 @@ def plot_contingency(row, # one `token_table` row (Series or dict with a, b, c, 
 def figure_html(fig, # a matplotlib Figure
                 alt:str="figure", # alt text
                 dpi:int=90, # resolution
+                tight:bool=True, # crop to the drawn content (costs a second drawing); False: the figure as laid out
                ) -> str: # '<img src="data:image/png;base64,...">'
     "A matplotlib figure as an inline base64 PNG <img> (closes pyplot's copy)."
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=dpi, **({"bbox_inches": "tight"} if tight else {}))
     if getattr(fig.canvas, "manager", None) is not None:
         import matplotlib.pyplot as plt          # only figures made by pyplot are registered there
         plt.close(fig)
@@ -598,6 +602,8 @@ def agg_figure(figsize=(6, 3)):
     fig = Figure(figsize=figsize); FigureCanvasAgg(fig)
     return fig
 
+_CHAR_IN = 0.08  # inches per character of 9-10 pt DejaVu Sans, rounded up (widest common glyphs ~0.075)
+
 def group_figures_html(gv:GroupView, # from `explain_group`
                        rollout:int=0, # which rollout's per-position advantage to draw (index in the group)
                        top:int=10, # tokens per side in the bar chart
@@ -607,20 +613,28 @@ def group_figures_html(gv:GroupView, # from `explain_group`
     note = contrast_note(len(gv.rows), int(gv.correct.sum()))
     if note or not len(gv.table) or not (gv.table.K != 0).any():
         return f"<p class='ktae-figs'><i>No plots: {html.escape(note or 'every K is 0')}.</i></p>"
-    n_top = len(pd.concat(rank_key_tokens(gv.table, top)))
-    fig = agg_figure((13, 3.2 + max(3.0, 0.26 * n_top)))
-    gs = fig.add_gridspec(2, 3, width_ratios=[1.3, 1.3, 0.8], height_ratios=[max(3.0, 0.26 * n_top), 3.2], hspace=0.55, wspace=0.45)
-    plot_top_tokens(gv.table, n=top, ax=fig.add_subplot(gs[0, 0]))
-    plot_k_distribution(gv.K, gv.response_mask, gv.rewards, gv.config.correct_threshold if gv.config is not None else 0.0,
-                        ax=fig.add_subplot(gs[0, 1]))
-    plot_contingency(gv.table.loc[gv.table.K.abs().idxmax()], ax=fig.add_subplot(gs[0, 2]))
+    pos, neg = rank_key_tokens(gv.table, top)
+    names = pd.concat([pos, neg])["token" if "token" in gv.table else "token_id"].tolist()
     shown = [j for j, v in enumerate(gv.views) if v is not None]
-    if shown:
-        j = rollout if rollout in shown else shown[0]; m = gv.response_mask[j]
-        ax = fig.add_subplot(gs[1, :])
-        plot_rollout_advantage(gv.advantages[j][m], float(gv.rollout_advantages[j]), gv.views[j].tokens, ax=ax)
-        ax.set_title(plot_text(f"per-position advantage of rollout {gv.rollout_ids[j]}"))
-    return f'<div class="ktae-figs">{figure_html(fig, f"plots of group {gv.group}", dpi=dpi)}</div>'
+    j = rollout if rollout in shown else shown[0]
+    m, toks = gv.response_mask[j], gv.views[j].tokens
+    # a fixed layout in inches, sized from the longest labels, instead of bbox_inches="tight" (which draws twice)
+    char = _CHAR_IN
+    lab = max(0.6, char * max(len(_label(x)) for x in names) + 0.35)             # top-token labels, left of the bars
+    bottom = max(0.55, char * max(len(_label(x)) for x in toks) + 0.45) if len(toks) <= 60 else 0.55   # rotated tick labels
+    H1, H2 = max(2.6, 0.24 * len(names)), 2.4
+    x1 = lab; x2 = x1 + 3.4 + 0.85; x3 = x2 + 3.6 + 1.0; W = x3 + 2.0 + 0.3
+    y2 = bottom; y1 = y2 + H2 + 1.2; H = y1 + H1 + 0.7
+    fig = agg_figure((W, H))
+    ax_at = lambda x, y, w, h: fig.add_axes((x / W, y / H, w / W, h / H))
+    plot_top_tokens(gv.table, n=top, ax=ax_at(x1, y1, 3.4, H1))
+    plot_k_distribution(gv.K, gv.response_mask, gv.rewards, gv.config.correct_threshold if gv.config is not None else 0.0,
+                        ax=ax_at(x2, y1, 3.6, H1))
+    plot_contingency(gv.table.loc[gv.table.K.abs().idxmax()], ax=ax_at(x3, y1, 2.0, min(H1, 2.4)))
+    ax = ax_at(0.9, y2, W - 1.2, H2)
+    plot_rollout_advantage(gv.advantages[j][m], float(gv.rollout_advantages[j]), toks, ax=ax)
+    ax.set_title(plot_text(f"per-position advantage of rollout {gv.rollout_ids[j]}"))
+    return f'<div class="ktae-figs">{figure_html(fig, f"plots of group {gv.group}", dpi=dpi, tight=False)}</div>'
 
 
 # %% ../nbs/30_viz.ipynb #e5691c6c
