@@ -90,7 +90,7 @@ def report_html(rollouts, # RolloutBatch, rollout DataFrame or JSONL path
             f'red ones lower it. Hover a token for its exact value, its 2×2 presence table and its statistics. '
             f'Only a group with both correct and wrong rollouts (● below) has key tokens.</p>'
             f'<details><summary>KTAE configuration</summary><table class="cfg">{cfg_rows}</table></details>'
-            f'<nav>{"".join(links)}</nav>{_summary_table(summary)}{"".join(sections)}'
+            f'<nav>{" ".join(links)}</nav>{_summary_table(summary)}{"".join(sections)}'
             f'<script>{TOOLTIP_SCRIPT}</script></body></html>\n')
 
 def _summary_row(i, g, gv, note) -> str:

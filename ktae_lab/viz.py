@@ -26,8 +26,8 @@ __all__ = ['KTAE_GREEN', 'KTAE_RED', 'TOOLTIP_CSS', 'TOOLTIP_SCRIPT', 'PLOT_FONT
            'legend_html', 'token_html', 'TokenView', 'tooltip_table_html', 'compact_token_html', 'tooltip_script_hash',
            'stats_per_position', 'rank_key_tokens', 'contrast_note', 'GroupView', 'top_tokens_html', 'explain_groups',
            'explain_group', 'as_batch', 'plot_text', 'plot_top_tokens', 'plot_k_distribution', 'plot_rollout_advantage',
-           'plot_contingency', 'figure_html', 'agg_figure', 'group_figures_html', 'annotation_steps', 'annotation_html',
-           'plot_search_path', 'AnnotationView']
+           'plot_contingency', 'figure_html', 'agg_figure', 'group_figure', 'group_figures_html', 'annotation_steps',
+           'annotation_html', 'plot_search_path', 'AnnotationView']
 
 # %% ../nbs/30_viz.ipynb #d44205db
 KTAE_GREEN = (26, 152, 80)   # RGB of positive values (ColorBrewer RdYlGn's dark green, as in Captum's viz)
@@ -380,13 +380,16 @@ def top_tokens_html(table, # rows with `K`, `a..d`, and `token` or `token_id`
     head = "".join(f"<th style='padding:0 6px'>{c}</th>" for c in ["token"] + cols)
     body = "".join(
         f"<tr><td class='ktae-tok' style='background:{col}'>{display_token(t)}</td>"
-        + "".join(f"<td style='padding:0 6px;text-align:right'>{_fmt(r[c])}</td>" for c in cols) + "</tr>"
+        + "".join(f"<td style='padding:0 6px;text-align:right'>{_fmt(r[c], c in _SIGNED)}</td>" for c in cols) + "</tr>"
         for t, col, r in zip(toks, colors, table[cols].to_dict("records")))
     return f"<table class='ktae-top' style='font-size:0.85em;border-collapse:collapse'><tr>{head}</tr>{body}</table>"
 
-def _fmt(v):
-    "Short number formatting for tables."
+_SIGNED = {"K", "h", "x", "raw", "tf_term"}   # columns whose sign matters: shown with + or -
+
+def _fmt(v, signed=True):
+    "Short number formatting for tables: signed values with 4 decimals, others to 4 significant digits."
     if isinstance(v, (int, np.integer)): return str(int(v))
+    if not signed: return f"{float(v):.4g}"
     return f"{float(v):+.4f}" if abs(float(v)) < 1e4 else f"{float(v):.3g}"
 
 # %% ../nbs/30_viz.ipynb #afe4765d
@@ -535,6 +538,7 @@ def plot_k_distribution(K, # [B, L] key-token values
         ax.hist(vals, bins=edges, alpha=0.55, color=np.array(col) / 255, histtype="stepfilled",
                 label=f"{name} rollouts ({vals.size} tokens, mean {vals.mean() if vals.size else 0:+.3f})")
     ax.set_xlabel("K at each valid position"); ax.set_ylabel("tokens"); ax.legend(fontsize=PLOT_FONTSIZE, loc="upper left")
+    ax.set_ylim(0, ax.get_ylim()[1] * 1.3)                       # headroom: the legend never covers a bar
     ax.set_title("distribution of K")
     return fig, ax
 
@@ -557,7 +561,7 @@ def plot_rollout_advantage(advantages, # [n] token-level advantages Â + K at va
                       np.hstack([x + 0.425, a[:, None]]), np.hstack([x + 0.425, 0 * x])], 1)   # [n, 4, 2] one rectangle per position
     ax.add_collection(PolyCollection(verts, facecolors=cols, edgecolors="none", label="token-level Â + K"))  # one artist, not n patches
     ax.set_xlim(-1, len(a)); lo, hi = min(0.0, a.min(), rollout_advantage), max(0.0, a.max(), rollout_advantage)
-    ax.set_ylim(lo - 0.08 * (hi - lo + 1e-9), hi + 0.08 * (hi - lo + 1e-9))
+    ax.set_ylim(lo - 0.08 * (hi - lo + 1e-9), hi + 0.35 * (hi - lo + 1e-9))     # headroom for the legend
     ax.axhline(rollout_advantage, color="k", ls="--", lw=1, label=f"rollout-level Â = {rollout_advantage:+.3f}")
     ax.axhline(0, color="#999", lw=0.6)
     if tokens is not None and len(a) <= 60: ax.set_xticks(np.arange(len(a)), [_label(t) for t in tokens], rotation=90, fontsize=PLOT_FONTSIZE)
@@ -579,7 +583,8 @@ def plot_contingency(row, # one `token_table` row (Series or dict with a, b, c, 
     ax.set_xticks([0, 1], ["present", "absent"]); ax.set_yticks([0, 1], ["correct", "wrong"])
     name = _label(row["token"]) if "token" in row and isinstance(row["token"], str) else (f"⟨{int(row['token_id'])}⟩" if "token_id" in row else "token")
     stats = "  ".join(f"{k}={float(row[k]):.3g}" for k in ("p", "F", "IG", "h") if k in row)
-    ax.set_title(f"{name}" + (f"  K={float(row['K']):+.3f}" if "K" in row else "") + (f"\n{stats}" if stats else ""), fontsize=9)
+    ax.set_title(f"token {name}" + (f": K = {float(row['K']):+.3f}" if "K" in row else "") + (f"\n{stats}" if stats else ""),
+                 fontsize=PLOT_FONTSIZE)
     return fig, ax
 
 # %% ../nbs/30_viz.ipynb #3d79319c
@@ -604,15 +609,12 @@ def agg_figure(figsize=(6, 3)):
 
 _CHAR_IN = 0.08  # inches per character of 9-10 pt DejaVu Sans, rounded up (widest common glyphs ~0.075)
 
-def group_figures_html(gv:GroupView, # from `explain_group`
-                       rollout:int=0, # which rollout's per-position advantage to draw (index in the group)
-                       top:int=10, # tokens per side in the bar chart
-                       dpi:int=80, # resolution
-                      ) -> str: # HTML: one inline image with the four plots, or a sentence for a group without contrast
-    "The group's four plots (top tokens, K distribution, strongest token's table, per-position advantage) as one inline PNG."
-    note = contrast_note(len(gv.rows), int(gv.correct.sum()))
-    if note or not len(gv.table) or not (gv.table.K != 0).any():
-        return f"<p class='ktae-figs'><i>No plots: {html.escape(note or 'every K is 0')}.</i></p>"
+def group_figure(gv:GroupView, # from `explain_group`, a group with contrast
+                 rollout:int=0, # which rollout's per-position advantage to draw (index in the group)
+                 top:int=10, # tokens per side in the bar chart
+                ): # an Agg Figure with the four plots, laid out to hold its longest labels
+    "The group's four plots in one figure: top tokens, K distribution, strongest token's table, per-position advantage."
+    if not len(gv.table) or not (gv.table.K != 0).any(): raise ValueError("every K of this group is 0: there is nothing to plot")
     pos, neg = rank_key_tokens(gv.table, top)
     names = pd.concat([pos, neg])["token" if "token" in gv.table else "token_id"].tolist()
     shown = [j for j, v in enumerate(gv.views) if v is not None]
@@ -630,10 +632,25 @@ def group_figures_html(gv:GroupView, # from `explain_group`
     plot_top_tokens(gv.table, n=top, ax=ax_at(x1, y1, 3.4, H1))
     plot_k_distribution(gv.K, gv.response_mask, gv.rewards, gv.config.correct_threshold if gv.config is not None else 0.0,
                         ax=ax_at(x2, y1, 3.6, H1))
-    plot_contingency(gv.table.loc[gv.table.K.abs().idxmax()], ax=ax_at(x3, y1, 2.0, min(H1, 2.4)))
+    best = pd.concat([pos.head(1), neg.head(1)])                     # the strongest token: largest |K|, then smallest p
+    best = best.iloc[np.lexsort((best.p.to_numpy() if "p" in best else np.zeros(len(best)), -best.K.abs().to_numpy()))[0]]
+    hc = min(H1, 2.4)
+    plot_contingency(best, ax=ax_at(x3, y1 + H1 - hc, 2.0, hc))
     ax = ax_at(0.9, y2, W - 1.2, H2)
     plot_rollout_advantage(gv.advantages[j][m], float(gv.rollout_advantages[j]), toks, ax=ax)
     ax.set_title(plot_text(f"per-position advantage of rollout {gv.rollout_ids[j]}"))
+    return fig
+
+def group_figures_html(gv:GroupView, # from `explain_group`
+                       rollout:int=0, # which rollout's per-position advantage to draw (index in the group)
+                       top:int=10, # tokens per side in the bar chart
+                       dpi:int=80, # resolution
+                      ) -> str: # HTML: one inline image with the four plots, or a sentence for a group without contrast
+    "The group's four plots (`group_figure`) as one inline PNG, or why there are none."
+    note = contrast_note(len(gv.rows), int(gv.correct.sum()))
+    if note or not len(gv.table) or not (gv.table.K != 0).any():
+        return f"<p class='ktae-figs'><i>No plots: {html.escape(note or 'every K is 0')}.</i></p>"
+    fig = group_figure(gv, rollout, top)
     return f'<div class="ktae-figs">{figure_html(fig, f"plots of group {gv.group}", dpi=dpi, tight=False)}</div>'
 
 

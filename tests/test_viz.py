@@ -273,9 +273,11 @@ def test_plot_top_tokens(worked):
 def test_plot_k_distribution(worked):
     gv = explain_group(worked)
     fig, ax = plot_k_distribution(gv.K, gv.response_mask, gv.rewards)
-    n = len(ax.patches) // 2
-    correct = sum(p.get_height() for p in ax.patches[:n]); wrong = sum(p.get_height() for p in ax.patches[n:])
-    assert (correct, wrong) == (11, 12)                                           # T_c = 11, T_w = 12 valid tokens
+    assert len(ax.patches) == 2                                                    # one filled histogram per class
+    counts = [int(re.search(r"\((\d+) tokens", t.get_text()).group(1)) for t in ax.get_legend().get_texts()]
+    assert counts == [11, 12]                                                      # T_c = 11, T_w = 12 valid tokens
+    top = max(p.get_path().vertices[:, 1].max() for p in ax.patches)
+    assert top == 5 and ax.get_ylim()[1] >= 1.3 * top - 1e-9                       # tallest bin (K = -1 in wrong rollouts), headroom
     with pytest.raises(ValueError, match="does not match"): plot_k_distribution(gv.K, gv.response_mask[:, :2], gv.rewards)
     with pytest.raises(ValueError, match="one entry per row"): plot_k_distribution(gv.K, gv.response_mask, gv.rewards[:2])
 
@@ -295,7 +297,7 @@ def test_plot_rollout_advantage(worked):
 def test_plot_contingency():
     fig, ax = plot_contingency(dict(token="Ġx", token_id=12, a=2, b=1, c=0, d=1, K=0.272122, p=1.0, IG=0.311))
     assert [t.get_text() for t in ax.texts] == ["2", "0", "1", "1"]
-    assert "·x" in ax.get_title() and "K=+0.272" in ax.get_title()
+    assert "token ·x: K = +0.272" in ax.get_title()
     with pytest.raises(ValueError, match="a, b, c, d"): plot_contingency(dict(a=1))
 
 
@@ -547,3 +549,34 @@ def test_tooltip_table_escapes_and_checks():
     with pytest.raises(ValueError, match="missing from the group's table"): compact_token_html(["a"], [-1])
     with pytest.raises(ValueError, match="`rows` has 2"): compact_token_html(["a"], [0, 1])
     assert tooltip_text(tooltip_parts("a", -0.5)) == "'a'\nK = -0.500000"
+
+
+def _texts_outside(fig):
+    "Texts of a drawn figure whose box sticks out of the figure (a cut label)."
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer(); W, H = fig.bbox.width, fig.bbox.height
+    out = []
+    for t in fig.findobj(lambda o: hasattr(o, "get_window_extent") and hasattr(o, "get_text") and o.get_text() and o.get_visible()):
+        b = t.get_window_extent(r)
+        if b.x0 < -1 or b.y0 < -1 or b.x1 > W + 1 or b.y1 > H + 1: out.append(t.get_text())
+    return out
+
+
+def test_group_figure_holds_its_labels(tmp_path):
+    "The fixed layout (no bbox_inches='tight') is sized from the labels: long and '$' tokens stay inside the image."
+    from ktae_lab.viz import group_figure
+    long = ["Ġsupercalifragilistic", "Ġ$$", "Ġ\\frac{1}{2}", "ĊĊ", "Ġx"]
+    recs = [dict(group_id="long", rollout_id=i, token_ids=ids, tokens=[long[t - 1] for t in ids], reward=r)
+            for i, (ids, r) in enumerate([([1, 2, 5], 1.0), ([1, 3, 5], 1.0), ([4, 5], 0.0), ([4, 2], 0.0)])]
+    p = tmp_path / "long.jsonl"; p.write_text("\n".join(json.dumps(r) for r in recs) + "\n")
+    fig = group_figure(explain_group(p, "long"))
+    assert _texts_outside(fig) == []
+    fig = group_figure(explain_group(write_worked_example(tmp_path / "w.jsonl"), "g8"))
+    assert _texts_outside(fig) == []
+
+
+def test_cut_label_detector_catches_a_cut_label():
+    "Control: a label placed past the edge is reported."
+    fig = agg_figure((3, 2)); ax = fig.add_axes((0.0, 0.2, 0.8, 0.7))
+    ax.set_yticks([0], ["a very long label that cannot fit"])
+    assert "a very long label that cannot fit" in _texts_outside(fig)
