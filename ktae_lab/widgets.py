@@ -62,7 +62,7 @@ class KeyTokenExplorer:
                  top_n:int=10, # tokens per side in the bar chart
                  max_table_rows:int=200, # rows shown in the table widget (`table` keeps all)
                  show_plots:bool=True, # draw the plots (each redraw costs ~0.2 s per figure)
-                 dpi:int=72, # plot resolution
+                 dpi:int=90, # plot resolution (9 pt labels at 90 dpi: 11 px)
                  estimator:str="grpo", # initial rollout-level Â (one of `ktae_lab.advantages.ESTIMATORS`)
                 ):
         self.top_n, self.max_table_rows, self.dpi, self.group_view, self.table, self.error = top_n, max_table_rows, dpi, None, None, None
@@ -185,7 +185,7 @@ class KeyTokenExplorer:
         for name in which:
             self._figs.pop(name, None)
             if name == "top":
-                fig = agg_figure((5.5, 3.5)); plot_top_tokens(gv.table, n=self.top_n, ax=fig.subplots())
+                fig = agg_figure((5.5, max(3.5, 0.27 * 2 * self.top_n + 1))); plot_top_tokens(gv.table, n=self.top_n, ax=fig.subplots())
             elif name == "dist":
                 fig = agg_figure((5.5, 3)); plot_k_distribution(gv.K, gv.response_mask, gv.rewards, gv.config.correct_threshold, ax=fig.subplots())
             elif name == "adv":
@@ -282,7 +282,7 @@ class AnnotationExplorer:
         self.probes = self.view.probes()
         self.probes_view.value = self.probes.to_html(float_format=lambda v: f"{v:.4g}") if len(self.probes) else "<i>no probes</i>"
         if self.show_plot.value:
-            fig = agg_figure((9, 3.4)); self.view.plot(ax=fig.subplots()); self.plot.value = figure_html(fig, "search path", dpi=72)
+            fig = agg_figure((9, 3.4)); self.view.plot(ax=fig.subplots()); self.plot.value = figure_html(fig, "search path", dpi=90)
         else: self.plot.value = ""
 
     def _fail(self, msg):
