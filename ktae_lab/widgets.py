@@ -7,7 +7,6 @@ from __future__ import annotations
 import html, json
 from pathlib import Path
 import numpy as np
-import ipywidgets as W
 import pandas as pd
 from .advantages import ESTIMATORS
 from .ktae import PRESETS
@@ -65,6 +64,7 @@ class KeyTokenExplorer:
                  dpi:int=90, # plot resolution (9 pt labels at 90 dpi: 11 px)
                  estimator:str="grpo", # initial rollout-level Â (one of `ktae_lab.advantages.ESTIMATORS`)
                 ):
+        import ipywidgets as W   # here, not at the top: importing ktae_lab stays light without a notebook (tests/test_packaging.py)
         self.top_n, self.max_table_rows, self.dpi, self.group_view, self.table, self.error = top_n, max_table_rows, dpi, None, None, None
         self._figs = {}
         self._busy = False
@@ -243,6 +243,7 @@ class AnnotationExplorer:
                  steps:list|None=None, # per-annotation step lists (needed for Annotation objects)
                  show_plot:bool=True, # draw the search-path chart
                 ):
+        import ipywidgets as W   # here, not at the top: importing ktae_lab stays light without a notebook (tests/test_packaging.py)
         self.view, self.probes, self.error = None, None, None
         try: self.items = self._items(annotations, steps)
         except Exception as e: self.items, self.error = [], f"{type(e).__name__}: {e}"
