@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from .core import check_token_batch, check_rewards
 from .data import to_batch
@@ -559,14 +560,17 @@ def plot_rollout_advantage(advantages, # [n] token-level advantages Â + K at va
     x = np.arange(len(a), dtype=float)[:, None]
     verts = np.stack([np.hstack([x - 0.425, 0 * x]), np.hstack([x - 0.425, a[:, None]]),
                       np.hstack([x + 0.425, a[:, None]]), np.hstack([x + 0.425, 0 * x])], 1)   # [n, 4, 2] one rectangle per position
-    ax.add_collection(PolyCollection(verts, facecolors=cols, edgecolors="none", label="token-level Â + K"))  # one artist, not n patches
+    ax.add_collection(PolyCollection(verts, facecolors=cols, edgecolors="none"))       # one artist, not n patches
     ax.set_xlim(-1, len(a)); lo, hi = min(0.0, a.min(), rollout_advantage), max(0.0, a.max(), rollout_advantage)
     ax.set_ylim(lo - 0.08 * (hi - lo + 1e-9), hi + 0.35 * (hi - lo + 1e-9))     # headroom for the legend
     ax.axhline(rollout_advantage, color="k", ls="--", lw=1, label=f"rollout-level Â = {rollout_advantage:+.3f}")
     ax.axhline(0, color="#999", lw=0.6)
     if tokens is not None and len(a) <= 60: ax.set_xticks(np.arange(len(a)), [_label(t) for t in tokens], rotation=90, fontsize=PLOT_FONTSIZE)
     else: ax.set_xlabel("position")
-    ax.set_ylabel("advantage"); ax.legend(fontsize=PLOT_FONTSIZE, loc="upper right"); ax.set_title("per-position advantage")
+    ax.set_ylabel("advantage"); ax.legend(handles=[Patch(color=np.array(KTAE_GREEN) / 255, label="Â + K, K > 0"),
+                                         Patch(color=np.array(KTAE_RED) / 255, label="Â + K, K < 0"),
+                                         Patch(color="0.6", label="K = 0"), *ax.get_legend_handles_labels()[0]],
+                                fontsize=PLOT_FONTSIZE, loc="upper right", ncols=2); ax.set_title("per-position advantage")
     return fig, ax
 
 # %% ../nbs/30_viz.ipynb #0e05da50
