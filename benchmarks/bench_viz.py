@@ -4,9 +4,11 @@
 - explain_group: one group of G x L Zipf-like tokens (KTAE + table + views), median time.
 - KeyTokenExplorer: one knob change with and without the four plots.
 - report_html: the shipped sample, with and without plots; page size.
+- report_html on the shipped real rollouts (data/smollm2_rollouts.jsonl, 85,000 tokens): time and page size (--real).
 
     python -m benchmarks.bench_viz            # default sizes (about a minute on 2 busy CPU cores)
     python -m benchmarks.bench_viz --quick    # smaller
+    python -m benchmarks.bench_viz --real     # also the real-rollouts report (about 15 s a run on 2 idle cores)
 """
 import argparse, os
 import torch
@@ -29,6 +31,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--real", action="store_true", help="also time the report of the shipped SmolLM2 rollouts")
     a = ap.parse_args()
     from types import SimpleNamespace
     from ktae_lab.viz import token_html, explain_group
@@ -48,7 +51,7 @@ def main():
     v = gv.views[0]
     for n in ([256, 1024] if a.quick else [1000, 3000]):
         n = min(n, len(v.tokens))
-        toks, sc, st = v.tokens[:n], v.scores[:n], v.stats[:n]
+        toks, sc, st = v.tokens[:n], v.scores[:n], v.position_stats()[:n]
         h = token_html(toks, sc, st)
         t = median_time(lambda: token_html(toks, sc, st), r)
         t0 = median_time(lambda: token_html(toks, sc), r)
@@ -70,6 +73,13 @@ def main():
     pagep = report_html(path)
     print(f"report_html on the sample (5 groups, 40 rollouts): {t:.2f} s without plots ({len(page) / 1024:.0f} KiB), "
           f"{tp:.2f} s with plots ({len(pagep) / 1024:.0f} KiB)")
+    if a.real:
+        from ktae_lab.data import smollm2_rollouts_path
+        real = smollm2_rollouts_path()
+        tr = median_time(lambda: report_html(real), max(1, r // 2))
+        pager = report_html(real)
+        print(f"report_html on the SmolLM2 rollouts (66 groups, 1056 rollouts, 85,104 tokens): {tr:.1f} s with plots, "
+              f"{len(pager.encode()) / 2**20:.2f} MiB")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@
 from __future__ import annotations
 import argparse, functools, json, os, sys, time
 from pathlib import Path
+from .advantages import ESTIMATORS
 from .data import atomic_write, check_output_lock, shipped_data_path
 from .ktae import PRESETS, KTAEConfig, parse_overrides, resolve_config, score_rollouts
 from .lm import resolve_device, resolve_dtype
@@ -181,6 +182,7 @@ def report_main(argv:list[str]|None=None) -> int:
     p.add_argument("--max-groups", type=positive_int, default=None, help="only the first N groups")
     p.add_argument("--no-plots", action="store_true", help="leave out the plots (faster, smaller page)")
     p.add_argument("--title", default="Key tokens of the rollouts", help="page title")
+    p.add_argument("--estimator", choices=ESTIMATORS, default="grpo", help="rollout-level advantage added to K (default: grpo, as the release)")
     a = p.parse_args(argv)
     overrides = ktae_overrides(a)
     out = output_file(a.out)
@@ -189,7 +191,7 @@ def report_main(argv:list[str]|None=None) -> int:
     clash = set(overrides) & set(inspect.signature(report_html).parameters)
     preset, overrides = (resolve_config(a.preset, **overrides), {}) if clash else (a.preset, overrides)
     page = report_html(a.rollouts, preset=preset, top=a.top, max_groups=a.max_groups, plots=not a.no_plots,
-                       title=a.title, **overrides)
+                       title=a.title, estimator=a.estimator, **overrides)
     atomic_write(out, page)
     print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB)")
     return 0

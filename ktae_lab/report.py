@@ -4,38 +4,51 @@
 
 # %% ../nbs/31_report.ipynb #bdd7ef5e
 from __future__ import annotations
-import html, sys
+import dataclasses, html, os, sys
+import multiprocessing as mp
+from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 import numpy as np
-from .viz import explain_groups, as_batch
+import torch
+from tqdm.auto import tqdm
+from .advantages import GRPO_EPS
+from .ktae import resolve_config
+from .viz import (explain_groups, as_batch, contrast_note, display_token, group_figures_html, TOOLTIP_CSS,
+                          TOOLTIP_SCRIPT, tooltip_script_hash)
+
 
 # %% auto #0
-__all__ = ['report_html', 'write_report']
+__all__ = ['report_html', 'draw_group_figures', 'write_report']
 
 # %% ../nbs/31_report.ipynb #89413b54
 _PAGE_CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:24px auto;max-width:1200px;padding:0 16px;color:#222}
 h1{margin-bottom:0} .sub{color:#666;margin-top:4px} section{border-top:2px solid #ddd;margin-top:28px;padding-top:8px}
 .prompt{background:#f6f6f6;padding:6px 10px;border-left:3px solid #999;white-space:pre-wrap;font-size:0.9em}
-table.cfg td{padding:0 8px 0 0;font-size:0.85em} nav a{margin-right:10px}
+table.cfg td{padding:0 8px 0 0;font-size:0.85em} nav{line-height:1.8} nav a{margin-right:10px;white-space:nowrap}
+nav a.flat{color:#888} .mixed{font-weight:bold}
 table.overview{border-collapse:collapse;margin-top:10px;font-size:0.9em} table.overview td,table.overview th{border-bottom:1px solid #ddd;padding:2px 10px;text-align:left}
 """
-_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+
+def _csp() -> str:
+    "The page's Content-Security-Policy: nothing from the network, inline styles, data: images, the hover script only."
+    return f"default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src {tooltip_script_hash()}"
 
 def report_html(rollouts, # RolloutBatch, rollout DataFrame or JSONL path
                 preset:str="official", # KTAE preset
                 groups:list|None=None, # group ids to include (default: all, in file order)
                 max_groups:int|None=None, # keep only the first n groups
                 top:int=10, # key tokens per side in tables and bar charts
-                plots:bool=True, # include the four plots per group
+                plots:bool=True, # include the plots (one figure per group with contrast)
                 title:str="Key tokens of the rollouts", # page heading
                 progress:bool|None=None, # tqdm progress bar (None: only on a terminal)
+                estimator:str="grpo", # rollout-level Â of the token advantages (see `ktae_lab.advantages.ESTIMATORS`)
+                eps:float=GRPO_EPS, # std epsilon of the estimator
+                workers:int|None=None, # processes drawing the plots (None: the CPU cores this process may use, at most 4)
                 **overrides, # KTAE config overrides
                ) -> str: # a complete HTML document
-    "A self-contained HTML page: per group, rollouts coloured by K with tooltips, top key tokens and plots."
-    from ktae_lab.ktae import resolve_config
-    from tqdm.auto import tqdm
+    "A self-contained HTML page: per group, rollouts coloured by K with hover statistics, top key tokens and plots."
     cfg = resolve_config(preset, **overrides)
     batch = as_batch(rollouts)
     all_groups = list(dict.fromkeys(np.asarray(batch.index, dtype=object).tolist()))
@@ -47,46 +60,53 @@ def report_html(rollouts, # RolloutBatch, rollout DataFrame or JSONL path
         groups = groups[:max_groups]
     source = str(rollouts) if isinstance(rollouts, (str, Path)) else type(rollouts).__name__
     prompts = _prompts(batch)
-    sections, summary = [], []
-    views = explain_groups(batch, groups, preset, **overrides)              # one vectorised KTAE call for all groups
+    sections, summary, links = [], [], []
+    views = explain_groups(batch, groups, preset, estimator, eps, **overrides)   # one vectorised KTAE call for all groups
+    figures = draw_group_figures(views, top, workers) if plots else [False] * len(views)
     for i, (g, gv) in enumerate(zip(groups, tqdm(views, desc="groups", disable=(not sys.stderr.isatty()) if progress is None else not progress))):
         prompt = f'<div class="prompt">{html.escape(prompts[g])}</div>' if prompts.get(g) else ""
-        one_class = "" if 0 < int(gv.correct.sum()) < len(gv.rows) else \
-            "<p><i>All rollouts of this group are correct, or all wrong: KTAE gives K = 0 everywhere (and GRPO Â = 0).</i></p>"
-        summary.append(_summary_row(i, g, gv))
-        sections.append(f'<section id="group-{i}"><h2>Group {html.escape(str(g))}</h2>{prompt}{one_class}'
-                        f'{gv.to_html(top=top, plots=plots)}</section>')
+        note = contrast_note(len(gv.rows), int(gv.correct.sum()))
+        flat = (f"<p><i>All rollouts of this group are {'correct' if gv.correct.any() else 'wrong'}: no contrast, so KTAE "
+                f"gives K = 0 to every token (and GRPO Â = 0 to every rollout).</i></p>") if note else ""
+        summary.append(_summary_row(i, g, gv, note))
+        links.append(f'<a href="#group-{i}" class="{"flat" if note else "mixed"}" '
+                     f'title="{html.escape(note or "mixed: correct and wrong rollouts")}">{html.escape(str(g))}{"" if note else " ●"}</a>')
+        sections.append(f'<section id="group-{i}"><h2>Group {html.escape(str(g))}</h2>{prompt}{flat}'
+                        f'{gv.to_html(top=top, plots=figures[i], uid=str(i))}</section>')
     n_correct = int((batch.rewards > cfg.correct_threshold).sum())
-    nav = "".join(f'<a href="#group-{i}">{html.escape(str(g))}</a>' for i, g in enumerate(groups))
+    n_mixed = sum(1 for v in views if not contrast_note(len(v.rows), int(v.correct.sum())))
     cfg_rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>" for k, v in _config_items(cfg))
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
+            f'<meta http-equiv="Content-Security-Policy" content="{_csp()}">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f'<title>{html.escape(title)}</title><style>{_PAGE_CSS}</style></head><body>'
+            f'<title>{html.escape(title)}</title><style>{_PAGE_CSS}{TOOLTIP_CSS}</style></head><body>'
             f'<h1>{html.escape(title)}</h1>'
             f'<p class="sub">{html.escape(source)} · {len(all_groups)} groups, {len(batch.index)} rollouts, '
-            f'{n_correct} correct · showing {len(groups)} group(s) · preset <b>{html.escape(str(preset))}</b> · {stamp}</p>'
+            f'{n_correct} correct · showing {len(groups)} group(s), {n_mixed} with both correct and wrong rollouts · '
+            f'preset <b>{html.escape(str(preset))}</b> · Â: {html.escape(estimator)} · {stamp}</p>'
             f'<p>Every token is coloured by its key-token value K (KTAE, arXiv 2505.16826): green tokens are more '
             f'often found in the group\'s correct rollouts and raise the advantage of every rollout that uses them, '
-            f'red ones lower it. Hover a token for its exact value, its 2×2 presence table and its statistics.</p>'
+            f'red ones lower it. Hover a token for its exact value, its 2×2 presence table and its statistics. '
+            f'Only a group with both correct and wrong rollouts (● below) has key tokens.</p>'
             f'<details><summary>KTAE configuration</summary><table class="cfg">{cfg_rows}</table></details>'
-            f'<nav>{nav}</nav>{_summary_table(summary)}{"".join(sections)}</body></html>\n')
+            f'<nav>{" ".join(links)}</nav>{_summary_table(summary)}{"".join(sections)}'
+            f'<script>{TOOLTIP_SCRIPT}</script></body></html>\n')
 
-def _summary_row(i, g, gv) -> str:
-    "One line of the overview table: group, counts, strongest positive and negative tokens."
-    from ktae_lab.viz import display_token
+def _summary_row(i, g, gv, note) -> str:
+    "One line of the overview table: group, counts, contrast, strongest positive and negative tokens."
     t = gv.top_tokens(3)
     def toks(sub): return " ".join(f"<code>{display_token(x) if isinstance(x, str) else x}</code>" for x in
                                    (sub["token"] if "token" in sub else sub["token_id"]).tolist()) or "—"
     n, nc = len(gv.rows), int(gv.correct.sum())
     return (f'<tr><td><a href="#group-{i}">{html.escape(str(g))}</a></td><td>{n}</td><td>{nc}</td>'
+            f'<td>{html.escape(note) if note else "<span class=mixed>mixed</span>"}</td>'
             f'<td>{toks(t[t.K > 0])}</td><td>{toks(t[t.K < 0])}</td></tr>')
 
 def _summary_table(rows) -> str:
     "The overview table of all groups."
-    return ('<table class="overview"><tr><th>group</th><th>rollouts</th><th>correct</th><th>top rewarded tokens</th>'
-            f'<th>top punished tokens</th></tr>{"".join(rows)}</table>')
+    return ('<table class="overview"><tr><th>group</th><th>rollouts</th><th>correct</th><th>contrast</th>'
+            f'<th>top rewarded tokens</th><th>top punished tokens</th></tr>{"".join(rows)}</table>')
 
 def _prompts(batch) -> dict:
     "The first prompt of each group, when the rollout frame has a `prompt` column."
@@ -96,8 +116,37 @@ def _prompts(batch) -> dict:
 
 def _config_items(cfg):
     "(name, value) pairs of a config dataclass (or its __dict__)."
-    import dataclasses
     return [(f.name, getattr(cfg, f.name)) for f in dataclasses.fields(cfg)] if dataclasses.is_dataclass(cfg) else list(vars(cfg).items())
+
+
+# %% ../nbs/31_report.ipynb #96ab218a
+_TO_DRAW = []   # (GroupView, top) pairs, set before the workers fork: they read them from memory, nothing is pickled
+
+def _figures(i):
+    "Worker: the plots of the i-th group to draw, as HTML."
+    torch.set_num_threads(1)                      # two cores, two workers: no thread pools inside them
+    gv, top = _TO_DRAW[i]
+    return group_figures_html(gv, top=top)
+
+def draw_group_figures(views:list, # GroupViews from `explain_groups`
+                       top:int=10, # key tokens per side
+                       workers:int|None=None, # processes (None: usable CPU cores, at most 4; 1: in this process)
+                      ) -> list[str]: # each group's plots as HTML (`group_figures_html`), in order
+    "Each group's plots, drawn in parallel worker processes when several cores are free."
+    if workers is None: workers = min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+    if not (isinstance(workers, int) and workers >= 1): raise ValueError(f"`workers` must be an int >= 1, got {workers!r}")
+    busy = [i for i, v in enumerate(views) if not contrast_note(len(v.rows), int(v.correct.sum()))]
+    out = [group_figures_html(v, top=top) if i not in set(busy) else None for i, v in enumerate(views)]   # sentences
+    if workers == 1 or len(busy) < 2 or "fork" not in mp.get_all_start_methods():
+        for i in busy: out[i] = group_figures_html(views[i], top=top)
+        return out
+    _TO_DRAW[:] = [(views[i], top) for i in busy]
+    try:
+        with ProcessPoolExecutor(min(workers, len(busy)), mp_context=mp.get_context("fork")) as pool:
+            for i, h in zip(busy, pool.map(_figures, range(len(busy)))): out[i] = h
+    finally: _TO_DRAW.clear()
+    return out
+
 
 # %% ../nbs/31_report.ipynb #0ddceb78
 def write_report(rollouts, # RolloutBatch, rollout DataFrame or JSONL path

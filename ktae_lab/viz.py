@@ -4,18 +4,31 @@
 
 # %% ../nbs/30_viz.ipynb #db5fe820
 from __future__ import annotations
-import base64, html, io, math
+import base64, hashlib, html, io, json, math
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
+import pandas as pd
 import torch
+from matplotlib.collections import PolyCollection
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from .core import check_token_batch, check_rewards
+from .data import to_batch
+from .advantages import outcome_advantages, GRPO_EPS
+from .ktae import key_token_details, ktae_advantages, resolve_config
+from .epicprm import EPIC_ALPHA
+
 
 # %% auto #0
-__all__ = ['KTAE_GREEN', 'KTAE_RED', 'STEP_COLORS', 'score_colors', 'clean_token', 'display_token', 'token_tooltip',
-           'legend_html', 'token_html', 'TokenView', 'stats_per_position', 'rank_key_tokens', 'GroupView',
-           'top_tokens_html', 'explain_groups', 'explain_group', 'as_batch', 'plot_top_tokens', 'plot_k_distribution',
-           'plot_rollout_advantage', 'plot_contingency', 'figure_html', 'agg_figure', 'group_figures_html',
-           'annotation_steps', 'annotation_html', 'plot_search_path', 'AnnotationView']
+__all__ = ['KTAE_GREEN', 'KTAE_RED', 'TOOLTIP_CSS', 'TOOLTIP_SCRIPT', 'PLOT_FONTSIZE', 'STEP_COLORS', 'score_colors',
+           'clean_token', 'token_text', 'display_token', 'tooltip_parts', 'tooltip_text', 'token_tooltip',
+           'legend_html', 'token_html', 'TokenView', 'tooltip_table_html', 'compact_token_html', 'tooltip_script_hash',
+           'stats_per_position', 'rank_key_tokens', 'contrast_note', 'GroupView', 'top_tokens_html', 'explain_groups',
+           'explain_group', 'as_batch', 'plot_text', 'plot_top_tokens', 'plot_k_distribution', 'plot_rollout_advantage',
+           'plot_contingency', 'figure_html', 'agg_figure', 'group_figure', 'group_figures_html', 'annotation_steps',
+           'annotation_html', 'plot_search_path', 'AnnotationView']
 
 # %% ../nbs/30_viz.ipynb #d44205db
 KTAE_GREEN = (26, 152, 80)   # RGB of positive values (ColorBrewer RdYlGn's dark green, as in Captum's viz)
@@ -67,19 +80,50 @@ def clean_token(tok:str, # a raw token string as the tokenizer shows it
     return "".join(_MARKERS.get(ch, ch) for ch in t)
 
 # %% ../nbs/30_viz.ipynb #cae2ff8c
-def display_token(tok:str, # a raw token string
-                  show_spaces:bool=False, # draw every space as '·'
-                 ) -> str: # escaped HTML for the cell's text
-    "Escaped HTML for one token, with BPE markers cleaned and whitespace made visible."
+def token_text(tok:str, # a raw token string
+               show_spaces:bool=False, # draw every space as '·'
+              ) -> str: # plain text, whitespace made visible
+    "A token as the reader should see it: BPE markers cleaned, newline as '↵', tab as '⇥', blank as '␣', empty as '∅'."
     t = clean_token(tok)
     if t == "": return "∅"
     if t.strip(" ") == "": return "␣" * len(t)
     if show_spaces: t = t.replace(" ", "·")
-    t = html.escape(t, quote=True).replace("\t", "⇥")
-    return t.replace("\r\n", "\n").replace("\n", "↵<br>")
+    return t.replace("\t", "⇥").replace("\r\n", "\n").replace("\n", "↵")
+
+def display_token(tok:str, # a raw token string
+                  show_spaces:bool=False, # draw every space as '·'
+                 ) -> str: # escaped HTML for the cell's text
+    "Escaped HTML for one token: `token_text`, HTML-escaped, with a line break after each '↵'."
+    return html.escape(token_text(tok, show_spaces), quote=True).replace("↵", "↵<br>")
+
 
 # %% ../nbs/30_viz.ipynb #8c7e46d3
 _STAT_FORMAT = (("p", "p"), ("F", "F"), ("IG", "IG"), ("h", "h"), ("tf_term", "tf"), ("x", "x"), ("raw", "raw"))
+_TIP_HEADER = "           present  absent"
+
+def tooltip_parts(tok:str, # raw token string
+                  score:float, # the value shown by the colour
+                  stats:dict|None=None, # the token's row of `token_table` (a, b, c, d, p, F, IG, h, ...), or None
+                  label:str="K", # what the score is called
+                 ) -> list: # [head, value line, a, b, c, d, count_correct, count_wrong, statistics lines] (None where absent)
+    "The formatted pieces of a token's hover text (shared by the `title` tooltips and the report's hover script)."
+    has = lambda k: stats is not None and _has(stats, k)
+    head = f"'{token_text(tok)}'" + (f"   id {int(stats['token_id'])}" if has("token_id") else "")
+    abcd = [int(stats[k]) for k in "abcd"] if all(has(k) for k in "abcd") else [None] * 4
+    occ = [int(stats["count_correct"]), int(stats["count_wrong"])] if has("count_correct") and has("count_wrong") else [None] * 2
+    vals = [f"{name} = {float(stats[k]):.4g}" for k, name in _STAT_FORMAT if has(k)]
+    rest = ["  ".join(vals[i:i + 3]) for i in range(0, len(vals), 3)]
+    if has("K") and label != "K": rest.append(f"K = {float(stats['K']):+.6f}")
+    return [head, f"{label} = {float(score):+.6f}", *abcd, *occ, "\n".join(rest)]
+
+def tooltip_text(parts:list, # `tooltip_parts` output
+                ) -> str: # plain text, several lines
+    "Lay out a token's tooltip pieces as lines of text (the report's hover script lays them out the same way)."
+    head, value, a, b, c, d, cc, cw, rest = parts
+    lines = [head, value]
+    if a is not None: lines += [_TIP_HEADER, f"correct    {a:7d}  {c:6d}", f"wrong      {b:7d}  {d:6d}"]
+    if cc is not None: lines.append(f"occurrences: correct {cc}, wrong {cw}")
+    return "\n".join(lines + ([rest] if rest else []))
 
 def token_tooltip(tok:str, # raw token string
                   score:float, # the value shown by the colour
@@ -87,25 +131,13 @@ def token_tooltip(tok:str, # raw token string
                   label:str="K", # what the score is called
                  ) -> str: # plain text, several lines
     "The hover text of one token: the exact value, its contingency table and its statistics."
-    lines = [f"{clean_token(tok)!r}" + (f"   id {int(stats['token_id'])}" if stats and _has(stats, "token_id") else ""),
-             f"{label} = {float(score):+.6f}"]
-    if stats:
-        if all(_has(stats, k) for k in "abcd"):
-            a, b, c, d = (int(stats[k]) for k in "abcd")
-            lines += ["           present  absent",
-                      f"correct    {a:7d}  {c:6d}",
-                      f"wrong      {b:7d}  {d:6d}"]
-        if _has(stats, "count_correct") and _has(stats, "count_wrong"):
-            lines.append(f"occurrences: correct {int(stats['count_correct'])}, wrong {int(stats['count_wrong'])}")
-        vals = [f"{name} = {float(stats[k]):.4g}" for k, name in _STAT_FORMAT if _has(stats, k)]
-        for i in range(0, len(vals), 3): lines.append("  ".join(vals[i:i + 3]))
-        if _has(stats, "K") and label != "K": lines.append(f"K = {float(stats['K']):+.6f}")
-    return "\n".join(lines)
+    return tooltip_text(tooltip_parts(tok, score, stats, label))
 
 def _has(stats, k):
     "True when `stats` holds a non-missing value for `k`."
     v = stats.get(k) if hasattr(stats, "get") else None
     return v is not None and not (isinstance(v, float) and math.isnan(v))
+
 
 # %% ../nbs/30_viz.ipynb #2c1ea8c5
 def legend_html(vmax:float=1.0, # |value| of full colour
@@ -168,18 +200,90 @@ class TokenView:
     "One rollout's tokens and scores; displays itself as coloured HTML in a notebook."
     tokens: list          # [n] raw token strings (valid positions)
     scores: object        # [n] values shown by the colour
-    stats: object = None  # per-token dicts / DataFrame for tooltips
+    stats: object = None  # per-token dicts / DataFrame for tooltips (or give `ids` and `table`)
     title: str | None = None
     vmax: float | None = None
     label: str = "K"
+    ids: list | None = None   # [n] token ids, to look each position up in `table` when `stats` is None
+    table: object = None      # the group's `token_table` rows (one per token id)
     def __post_init__(self):
         self.scores = _as_float_array(self.scores, "scores")   # validate early, not at display time
         if len(self.tokens) != len(self.scores):
             raise ValueError(f"`tokens` has {len(self.tokens)} entries but `scores` has {len(self.scores)}")
-    def to_html(self, legend:bool=True) -> str: return token_html(self.tokens, self.scores, self.stats, self.vmax, self.title, self.label, legend)
+        if self.ids is not None and len(self.ids) != len(self.tokens):
+            raise ValueError(f"`ids` has {len(self.ids)} entries but there are {len(self.tokens)} tokens")
+    def position_stats(self) -> list | None:
+        "Each position's statistics row: `stats`, or looked up by id in `table` (on demand: a long rollout costs only when shown)."
+        if self.stats is not None or self.table is None or self.ids is None: return self.stats
+        return stats_per_position(self.ids, self.table)
+    def to_html(self, legend:bool=True) -> str:
+        return token_html(self.tokens, self.scores, self.position_stats(), self.vmax, self.title, self.label, legend)
     def _repr_html_(self) -> str: return self.to_html()
     def __repr__(self):
         return f"TokenView({self.title or 'rollout'!s}: {len(self.tokens)} tokens, {self.label} in [{self.scores.min():+.3f}, {self.scores.max():+.3f}])"
+
+
+# %% ../nbs/30_viz.ipynb #4e64ca64
+def tooltip_table_html(table, # one group's `token_table` rows; cell `data-t="i"` refers to row i
+                       uid:str, # page-unique id of the group (the container is `<div id="ktae-g{uid}" data-tab="{uid}">`)
+                       vmax:float=1.0, # |K| of full colour
+                      ) -> str: # <script type="application/json"> with each row's tooltip pieces, <style> with its colour
+    "Each distinct token's tooltip pieces (JSON) and colour (a style rule), written once for a group's compact cells."
+    if not str(uid).replace("-", "").isalnum(): raise ValueError(f"`uid` must be letters, digits and '-', got {uid!r}")
+    toks = table["token"].fillna("").tolist() if "token" in table else [f"⟨{int(i)}⟩" for i in table.token_id]
+    K = table.K.to_numpy(dtype=float)
+    recs = table.to_dict("records")
+    rows = [tooltip_parts(t, k, r) for t, k, r in zip(toks, K.tolist(), recs)]
+    data = json.dumps(rows, ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c")   # no '</script>' inside
+    ink = np.abs(K) / vmax > 0.6
+    rules = "".join(f'#ktae-g{uid} [data-t="{i}"]{{background:{c}{";color:#fff" if w else ""}}}'
+                    for i, (c, w, k) in enumerate(zip(score_colors(K, vmax), ink, K)) if k != 0)
+    return f'<script type="application/json" id="ktae-tab-{uid}">{data}</script><style>{rules}</style>'
+
+def compact_token_html(tokens:list[str], # [n] raw token strings of one rollout
+                       rows, # [n] each token's row in the group's `tooltip_table_html`
+                       show_spaces:bool=False, # draw spaces as '·'
+                      ) -> str: # HTML fragment: `<div class="ktae-tokens">` of `<span data-t>` cells
+    "One rollout's tokens as compact cells: colour and hover text come from the group's table, written once."
+    rows = np.asarray(rows)
+    if len(rows) != len(tokens): raise ValueError(f"`tokens` has {len(tokens)} entries but `rows` has {len(rows)}")
+    if (rows < 0).any(): raise ValueError("`rows` has negative entries: a token is missing from the group's table")
+    return ('<div class="ktae-tokens">'
+            + "".join(f'<span data-t="{r}">{display_token(t, show_spaces)}</span>' for t, r in zip(tokens, rows.tolist()))
+            + "</div>")
+
+
+# %% ../nbs/30_viz.ipynb #d1db0671
+TOOLTIP_CSS = (".ktae-tokens{font-family:ui-monospace,Menlo,Consolas,monospace;line-height:1.9;font-size:0.92em}"
+               ".ktae-tokens [data-t]{padding:1px 2px;margin:0 1px;border-radius:3px;white-space:pre-wrap;border:1px solid #eee}"
+               ".ktae-tokens [data-t]:hover{outline:2px solid #333}"
+               ".ktae-tip{position:fixed;display:none;z-index:10;background:#fffff4;color:#111;border:1px solid #888;"
+               "padding:4px 7px;font:13px/1.35 ui-monospace,Menlo,Consolas,monospace;white-space:pre;pointer-events:none;"
+               "box-shadow:0 2px 6px rgba(0,0,0,.25)}")
+
+TOOLTIP_SCRIPT = """(function(){
+var H="%s", cache={}, tip=document.createElement("div");
+tip.className="ktae-tip"; tip.setAttribute("role","tooltip"); document.body.appendChild(tip);
+function pad(v,w){v=String(v);while(v.length<w)v=" "+v;return v;}
+function text(r){var L=[r[0],r[1]];
+ if(r[2]!==null)L.push(H,"correct    "+pad(r[2],7)+"  "+pad(r[4],6),"wrong      "+pad(r[3],7)+"  "+pad(r[5],6));
+ if(r[6]!==null)L.push("occurrences: correct "+r[6]+", wrong "+r[7]);
+ if(r[8])L.push(r[8]); return L.join("\\n");}
+function rows(id){if(!(id in cache))cache[id]=JSON.parse(document.getElementById("ktae-tab-"+id).textContent);return cache[id];}
+document.addEventListener("mouseover",function(e){
+ var c=e.target.closest?e.target.closest("[data-t]"):null, g=c?c.closest("[data-tab]"):null;
+ if(!g){tip.style.display="none";return;}
+ tip.textContent=text(rows(g.getAttribute("data-tab"))[+c.getAttribute("data-t")]);
+ tip.style.display="block";
+ var b=c.getBoundingClientRect(), x=Math.min(b.left,window.innerWidth-tip.offsetWidth-8), y=b.bottom+6;
+ if(y+tip.offsetHeight>window.innerHeight)y=b.top-tip.offsetHeight-6;
+ tip.style.left=Math.max(4,x)+"px"; tip.style.top=Math.max(4,y)+"px";});
+})();""" % _TIP_HEADER
+
+def tooltip_script_hash() -> str: # the CSP source that allows exactly `TOOLTIP_SCRIPT`
+    "The Content-Security-Policy hash source ('sha256-...') of the hover script."
+    return "'sha256-" + base64.b64encode(hashlib.sha256(TOOLTIP_SCRIPT.encode("utf-8")).digest()).decode("ascii") + "'"
+
 
 # %% ../nbs/30_viz.ipynb #cd4e2c50
 def stats_per_position(token_ids, # [n] token ids of one rollout's valid positions
@@ -205,6 +309,13 @@ def rank_key_tokens(table, # `token_table` rows (columns K, and p / count_correc
     return pos.drop(columns=["_occ", "_p"]), neg.drop(columns=["_occ", "_p"])
 
 # %% ../nbs/30_viz.ipynb #ce54a3f8
+def contrast_note(n:int, # rollouts in the group
+                  n_correct:int, # correct ones
+                 ) -> str: # '' for a mixed group, else why K is 0 everywhere
+    "Why a group has no key tokens: all its rollouts are correct, or all wrong, so nothing separates them."
+    if 0 < n_correct < n: return ""
+    return f"no contrast, K = 0 (all {'correct' if n_correct else 'wrong'})"
+
 @dataclass
 class GroupView:
     "KTAE's view of one group: K per position, advantages, the per-token table and a TokenView per rollout."
@@ -216,35 +327,48 @@ class GroupView:
     response_mask: torch.Tensor   # [n, L] bool
     responses: torch.Tensor       # [n, L] token ids
     K: torch.Tensor               # [n, L] key-token values (0 at masked positions)
-    advantages: torch.Tensor      # [n, L] A = Â + K (0 at masked positions)
-    rollout_advantages: torch.Tensor  # [n] GRPO Â
+    advantages: torch.Tensor      # [n, L] A = (Â + K) * mask, from `ktae_advantages` with `estimator`
+    rollout_advantages: torch.Tensor  # [n] the rollout-level Â of `estimator`
     table: object                 # token_table rows of this group
     views: list                   # [n] TokenView coloured by K (None for an empty rollout)
     config: object = None         # the resolved KTAEConfig
     vmax: float = 1.0
+    estimator: str = "grpo"       # the rollout-level estimator behind Â
 
-    def top_tokens(self, n:int=10) -> "pd.DataFrame":
+    def top_tokens(self, n:int=10) -> pd.DataFrame:
         "The n most positive and n most negative key tokens of the group (K != 0), strongest first."
-        import pandas as pd
         pos, neg = rank_key_tokens(self.table, n)
         return pd.concat([pos, neg], ignore_index=True)
 
     def summary(self) -> str:
+        "One line of prose: the group, its rollouts, correct and wrong, and whether K can be non-zero."
         n, nc = len(self.rows), int(self.correct.sum())
-        return f"group {self.group!r}: {n} rollouts, {nc} correct, {n - nc} wrong, {len(self.table)} distinct tokens"
+        note = contrast_note(n, nc)
+        return (f"group {self.group!r}: {n} rollouts, {nc} correct, {n - nc} wrong, "
+                + (note if note else f"{len(self.table)} distinct tokens"))
 
-    def to_html(self, top:int=8, plots:bool=False) -> str:
+    def to_html(self, top:int=8, # key tokens per side
+                plots:bool|str=False, # draw the plots; or their HTML, already drawn (`group_figures_html`)
+                uid:str|None=None, # page-unique id: compact cells with one tooltip table (`tooltip_table_html`)
+               ) -> str: # HTML fragment
         "The group as HTML: summary, top key tokens, every rollout coloured by K (optionally the plots)."
-        parts = [f'<div class="ktae-group"><h3 style="margin:4px 0">{html.escape(self.summary())}</h3>',
-                 top_tokens_html(self.top_tokens(top))]
-        if plots: parts.append(group_figures_html(self, top=top))
+        parts = [f'<div class="ktae-group"{f" id=ktae-g{uid} data-tab={uid}" if uid is not None else ""}>'
+                 f'<h3 style="margin:4px 0">{html.escape(self.summary())}</h3>', top_tokens_html(self.top_tokens(top))]
+        if plots: parts.append(plots if isinstance(plots, str) else group_figures_html(self, top=top))
         parts.append(legend_html(self.vmax, "K"))
-        parts += [v.to_html(legend=False) if v is not None else
-                  f"<p><i>rollout {self.rollout_ids[j]}: empty (no valid tokens)</i></p>" for j, v in enumerate(self.views)]
+        if uid is not None:
+            parts.append(tooltip_table_html(self.table, uid, self.vmax))
+            where = pd.Index(self.table.token_id)
+        for j, v in enumerate(self.views):
+            if v is None: parts.append(f"<p><i>rollout {self.rollout_ids[j]}: empty (no valid tokens)</i></p>")
+            elif uid is None: parts.append(v.to_html(legend=False))
+            else: parts.append(f'<div style="font-weight:bold;margin:6px 0 2px">{html.escape(v.title or "")}</div>'
+                               + compact_token_html(v.tokens, where.get_indexer(v.ids)))
         return "".join(parts) + "</div>"
 
     def _repr_html_(self) -> str: return self.to_html()
     def __repr__(self): return f"GroupView({self.summary()})"
+
 
 # %% ../nbs/30_viz.ipynb #b7d7b644
 def top_tokens_html(table, # rows with `K`, `a..d`, and `token` or `token_id`
@@ -257,25 +381,27 @@ def top_tokens_html(table, # rows with `K`, `a..d`, and `token` or `token_id`
     head = "".join(f"<th style='padding:0 6px'>{c}</th>" for c in ["token"] + cols)
     body = "".join(
         f"<tr><td class='ktae-tok' style='background:{col}'>{display_token(t)}</td>"
-        + "".join(f"<td style='padding:0 6px;text-align:right'>{_fmt(r[c])}</td>" for c in cols) + "</tr>"
+        + "".join(f"<td style='padding:0 6px;text-align:right'>{_fmt(r[c], c in _SIGNED)}</td>" for c in cols) + "</tr>"
         for t, col, r in zip(toks, colors, table[cols].to_dict("records")))
     return f"<table class='ktae-top' style='font-size:0.85em;border-collapse:collapse'><tr>{head}</tr>{body}</table>"
 
-def _fmt(v):
-    "Short number formatting for tables."
+_SIGNED = {"K", "h", "x", "raw", "tf_term"}   # columns whose sign matters: shown with + or -
+
+def _fmt(v, signed=True):
+    "Short number formatting for tables: signed values with 4 decimals, others to 4 significant digits."
     if isinstance(v, (int, np.integer)): return str(int(v))
+    if not signed: return f"{float(v):.4g}"
     return f"{float(v):+.4f}" if abs(float(v)) < 1e4 else f"{float(v):.3g}"
 
 # %% ../nbs/30_viz.ipynb #afe4765d
 def explain_groups(rollouts, # RolloutBatch, rollout DataFrame, or path to a rollout JSONL file
                    groups:list|None=None, # group ids (default: every group, in order of appearance)
                    preset:str="official", # KTAE preset
+                   estimator:str="grpo", # rollout-level Â: one of `ktae_lab.advantages.ESTIMATORS`
+                   eps:float=GRPO_EPS, # std epsilon of the estimator
                    **overrides, # KTAE config overrides (alpha, beta, gamma, top, use_*, ignore_ids, ...)
                   ) -> list[GroupView]:
     "Score the chosen groups with one KTAE call and return a GroupView per group."
-    import pandas as pd
-    from ktae_lab.ktae import key_token_details, resolve_config
-    from ktae_lab.advantages import grpo_advantages
     batch = as_batch(rollouts)
     index = pd.Series(np.asarray(batch.index, dtype=object))
     present = list(dict.fromkeys(index.tolist()))
@@ -285,28 +411,31 @@ def explain_groups(rollouts, # RolloutBatch, rollout DataFrame, or path to a rol
     cfg = resolve_config(preset, **overrides)
     rows = np.flatnonzero(index.isin(groups).to_numpy())                  # batch rows of the chosen groups
     sel = torch.as_tensor(rows)
-    resp, mask, rew = batch.responses[sel], batch.response_mask[sel], batch.rewards[sel]
+    resp, mask = batch.responses[sel], batch.response_mask[sel]
+    check_token_batch(resp, mask)
+    rew = check_rewards(batch.rewards[sel], len(rows))
     idx = index.iloc[rows].tolist()
-    adv_hat = grpo_advantages(rew, index=idx)                                           # [n]
+    A = ktae_advantages(resp, mask, rew, index=idx, preset=preset, eps=eps, estimator=estimator, **overrides)   # [n, L]
+    adv_hat = outcome_advantages(rew, idx, None, estimator, eps)                                            # [n] its Â
     toks = [batch.tokens[r] for r in rows] if batch.tokens is not None else None
-    K, table = key_token_details(resp, mask, rew, index=idx, preset=preset, tokens=toks, **overrides)  # one pass, all groups
+    K, table = key_token_details(resp, mask, rew, index=idx, preset=preset, tokens=toks, **overrides)  # K and the table, one pass
     rids = _rollout_ids(batch, rows)
     local = index.iloc[rows].reset_index(drop=True)
     tables = dict(tuple(table.groupby("group", sort=False)))
     out = []
     for g in groups:                 # cutting and rendering are per group by nature; the scoring above is batched
         j = np.flatnonzero((local == g).to_numpy())
-        out.append(_group_view(g, rows[j].tolist(), [rids[i] for i in j], resp[j], mask[j], rew[j], K[j], adv_hat[j],
-                               tables.get(g, table.iloc[:0]).reset_index(drop=True), [toks[i] for i in j] if toks else None, cfg))
+        out.append(_group_view(g, rows[j].tolist(), [rids[i] for i in j], resp[j], mask[j], rew[j], K[j], A[j], adv_hat[j],
+                               tables.get(g, table.iloc[:0]).reset_index(drop=True), [toks[i] for i in j] if toks else None,
+                               cfg, estimator))
     return out
 
-def _group_view(group, rows, rids, resp, mask, rew, K, adv_hat, table, toks, cfg) -> GroupView:
+def _group_view(group, rows, rids, resp, mask, rew, K, A, adv_hat, table, toks, cfg, estimator) -> GroupView:
     "Assemble one group's GroupView from its slice of the batched results."
     keep = mask.bool().any(0)                                     # drop columns padded in every row of the group
     last = int(torch.nonzero(keep).max()) + 1 if keep.any() else 0
-    resp, mask, K = resp[:, :last], mask[:, :last], K[:, :last]
+    resp, mask, K, A = resp[:, :last], mask[:, :last], K[:, :last], A[:, :last]
     mb = mask.bool()
-    A = (adv_hat[:, None] + K) * mask.to(K.dtype)
     correct = rew > cfg.correct_threshold
     vmax = float(cfg.top) if cfg.top > 0 else 1.0
     views = []
@@ -316,13 +445,15 @@ def _group_view(group, rows, rids, resp, mask, rew, K, adv_hat, table, toks, cfg
         ids = resp[j][mb[j]].tolist()
         t = [toks[j][p] for p in pos] if toks else [f"⟨{i}⟩" for i in ids]
         title = (f"rollout {rids[j]} · reward {float(rew[j]):g} · {'correct' if correct[j] else 'wrong'}"
-                 f" · Â = {float(adv_hat[j]):+.3f}")
-        views.append(TokenView(t, K[j][mb[j]], stats_per_position(ids, table), title=title, vmax=vmax))
-    return GroupView(group, rows, rids, rew, correct, mb, resp, K, A, adv_hat, table, views, cfg, vmax)
+                 f" · Â ({estimator}) = {float(adv_hat[j]):+.3f}")
+        views.append(TokenView(t, K[j][mb[j]], title=title, vmax=vmax, ids=ids, table=table))
+    return GroupView(group, rows, rids, rew, correct, mb, resp, K, A, adv_hat, table, views, cfg, vmax, estimator)
 
 def explain_group(rollouts, # RolloutBatch, rollout DataFrame, or path to a rollout JSONL file
                   group=None, # group id (default: the first group in the batch)
                   preset:str="official", # KTAE preset
+                  estimator:str="grpo", # rollout-level Â: one of `ktae_lab.advantages.ESTIMATORS`
+                  eps:float=GRPO_EPS, # std epsilon of the estimator
                   **overrides, # KTAE config overrides
                  ) -> GroupView:
     "Score one group with KTAE and return its GroupView (tokens coloured by K, table, advantages)."
@@ -330,12 +461,11 @@ def explain_group(rollouts, # RolloutBatch, rollout DataFrame, or path to a roll
     if group is None:
         if len(batch.index) == 0: raise ValueError("the rollouts are empty: no group to explain")
         group = batch.index[0]
-    return explain_groups(batch, [group], preset, **overrides)[0]
+    return explain_groups(batch, [group], preset, estimator, eps, **overrides)[0]
 
 def as_batch(rollouts):
     "A RolloutBatch from a RolloutBatch, a rollout DataFrame or a JSONL path."
     if hasattr(rollouts, "responses") and hasattr(rollouts, "index"): return rollouts
-    from ktae_lab.data import to_batch
     if isinstance(rollouts, (str, Path)) and not Path(rollouts).exists():
         raise FileNotFoundError(f"rollout file not found: {rollouts}")
     return to_batch(rollouts)
@@ -347,16 +477,25 @@ def _rollout_ids(batch, rows):
         return [int(x) if x == x else int(r) for x, r in zip(f["rollout_id"].iloc[rows].tolist(), rows)]
     return [int(r) for r in rows]
 
+
 # %% ../nbs/30_viz.ipynb #3160aa1d
+PLOT_FONTSIZE = 9  # the smallest text in our figures, in points
+
 def _axes(ax, figsize):
-    "The given axes, or a new pyplot figure's."
+    "The given axes, or a new pyplot figure's (pyplot imported here: only interactive use needs its global state)."
     if ax is not None: return ax.figure, ax
     import matplotlib.pyplot as plt
     return plt.subplots(figsize=figsize)
 
+def plot_text(s:str, # any text: a token, a method name
+             ) -> str: # the same text, safe for matplotlib (every '$' escaped, so no mathtext)
+    "Text for a matplotlib label: '$' escaped so that mathtext never parses it."
+    return str(s).replace("$", r"\$")
+
 def _label(tok) -> str:
-    "A token as a short, quoted plot label with visible whitespace."
-    return repr(clean_token(tok)) if isinstance(tok, str) else f"⟨{tok}⟩"
+    "A token as a plot label: `token_text` with visible spaces, mathtext-safe."
+    return plot_text(token_text(tok, show_spaces=True)) if isinstance(tok, str) else f"⟨{tok}⟩"
+
 
 # %% ../nbs/30_viz.ipynb #0a93ae92
 def plot_top_tokens(table, # `token_table` output (columns `K`, `token` or `token_id`, optional `group`)
@@ -368,16 +507,15 @@ def plot_top_tokens(table, # `token_table` output (columns `K`, `token` or `toke
     t = table if group is None else table[table["group"] == group]
     if "K" not in t: raise ValueError("`table` needs a `K` column (from `token_table`)")
     pos, neg = rank_key_tokens(t, n)
-    import pandas as pd
-    sel = pd.concat([neg.iloc[::-1], pos.iloc[::-1]])             # strongest positive at the top
+    sel = pd.concat([neg, pos.iloc[::-1]])                        # bottom to top: K ascending, strongest positive on top
     fig, ax = _axes(ax, (6, max(2.0, 0.28 * len(sel) + 1)))
     labels = [_label(x) for x in (sel["token"] if "token" in sel else sel["token_id"])]
     k = sel.K.to_numpy(dtype=float)
     ax.barh(range(len(k)), k, color=[f"#{'%02x%02x%02x' % (KTAE_GREEN if v > 0 else KTAE_RED)}" for v in k])
-    ax.set_yticks(range(len(k)), labels, fontsize=8)
+    ax.set_yticks(range(len(k)), labels, fontsize=PLOT_FONTSIZE)
     ax.axvline(0, color="k", lw=0.8)
     ax.set_xlabel("key-token value K")
-    ax.set_title(f"top key tokens{'' if group is None else f' of group {group!r}'}" if len(k) else "no key tokens (all K = 0)")
+    ax.set_title(plot_text(f"top key tokens{'' if group is None else f' of group {group!r}'}") if len(k) else "no key tokens (all K = 0)")
     return fig, ax
 
 # %% ../nbs/30_viz.ipynb #31197800
@@ -398,9 +536,10 @@ def plot_k_distribution(K, # [B, L] key-token values
     lim = max(1e-6, float(K[m].abs().max()) if m.any() else 1.0)
     edges = np.linspace(-lim, lim, bins + 1)
     for vals, col, name in ((kc, KTAE_GREEN, "correct"), (kw, KTAE_RED, "wrong")):
-        ax.hist(vals, bins=edges, alpha=0.55, color=np.array(col) / 255,
+        ax.hist(vals, bins=edges, alpha=0.55, color=np.array(col) / 255, histtype="stepfilled",
                 label=f"{name} rollouts ({vals.size} tokens, mean {vals.mean() if vals.size else 0:+.3f})")
-    ax.set_xlabel("K at each valid position"); ax.set_ylabel("tokens"); ax.legend(fontsize=8)
+    ax.set_xlabel("K at each valid position"); ax.set_ylabel("tokens"); ax.legend(fontsize=PLOT_FONTSIZE, loc="upper left")
+    ax.set_ylim(0, ax.get_ylim()[1] * 1.3)                       # headroom: the legend never covers a bar
     ax.set_title("distribution of K")
     return fig, ax
 
@@ -416,13 +555,22 @@ def plot_rollout_advantage(advantages, # [n] token-level advantages Â + K at va
         raise ValueError(f"`tokens` has {len(tokens)} entries but `advantages` has {len(a)}")
     fig, ax = _axes(ax, (max(6, min(16, 0.22 * len(a))), 3))
     k = a - rollout_advantage
-    ax.bar(np.arange(len(a)), a, color=[np.array(KTAE_GREEN if v > 0 else KTAE_RED) / 255 if v else (0.6, 0.6, 0.6) for v in k], width=0.85,
-           label="token-level Â + K")
+    cols = np.where((k > 0)[:, None], np.array(KTAE_GREEN) / 255, np.array(KTAE_RED) / 255)
+    cols[k == 0] = 0.6                                                     # K = 0: grey
+    x = np.arange(len(a), dtype=float)[:, None]
+    verts = np.stack([np.hstack([x - 0.425, 0 * x]), np.hstack([x - 0.425, a[:, None]]),
+                      np.hstack([x + 0.425, a[:, None]]), np.hstack([x + 0.425, 0 * x])], 1)   # [n, 4, 2] one rectangle per position
+    ax.add_collection(PolyCollection(verts, facecolors=cols, edgecolors="none"))       # one artist, not n patches
+    ax.set_xlim(-1, len(a)); lo, hi = min(0.0, a.min(), rollout_advantage), max(0.0, a.max(), rollout_advantage)
+    ax.set_ylim(lo - 0.08 * (hi - lo + 1e-9), hi + 0.35 * (hi - lo + 1e-9))     # headroom for the legend
     ax.axhline(rollout_advantage, color="k", ls="--", lw=1, label=f"rollout-level Â = {rollout_advantage:+.3f}")
     ax.axhline(0, color="#999", lw=0.6)
-    if tokens is not None and len(a) <= 60: ax.set_xticks(np.arange(len(a)), [_label(t) for t in tokens], rotation=90, fontsize=7)
+    if tokens is not None and len(a) <= 60: ax.set_xticks(np.arange(len(a)), [_label(t) for t in tokens], rotation=90, fontsize=PLOT_FONTSIZE)
     else: ax.set_xlabel("position")
-    ax.set_ylabel("advantage"); ax.legend(fontsize=8); ax.set_title("per-position advantage")
+    ax.set_ylabel("advantage"); ax.legend(handles=[Patch(color=np.array(KTAE_GREEN) / 255, label="Â + K, K > 0"),
+                                         Patch(color=np.array(KTAE_RED) / 255, label="Â + K, K < 0"),
+                                         Patch(color="0.6", label="K = 0"), *ax.get_legend_handles_labels()[0]],
+                                fontsize=PLOT_FONTSIZE, loc="upper right", ncols=2); ax.set_title("per-position advantage")
     return fig, ax
 
 # %% ../nbs/30_viz.ipynb #0e05da50
@@ -439,48 +587,76 @@ def plot_contingency(row, # one `token_table` row (Series or dict with a, b, c, 
     ax.set_xticks([0, 1], ["present", "absent"]); ax.set_yticks([0, 1], ["correct", "wrong"])
     name = _label(row["token"]) if "token" in row and isinstance(row["token"], str) else (f"⟨{int(row['token_id'])}⟩" if "token_id" in row else "token")
     stats = "  ".join(f"{k}={float(row[k]):.3g}" for k in ("p", "F", "IG", "h") if k in row)
-    ax.set_title(f"{name}" + (f"  K={float(row['K']):+.3f}" if "K" in row else "") + (f"\n{stats}" if stats else ""), fontsize=9)
+    ax.set_title(f"token {name}" + (f": K = {float(row['K']):+.3f}" if "K" in row else "") + (f"\n{stats}" if stats else ""),
+                 fontsize=PLOT_FONTSIZE)
     return fig, ax
 
 # %% ../nbs/30_viz.ipynb #3d79319c
 def figure_html(fig, # a matplotlib Figure
                 alt:str="figure", # alt text
                 dpi:int=90, # resolution
+                tight:bool=True, # crop to the drawn content (costs a second drawing); False: the figure as laid out
                ) -> str: # '<img src="data:image/png;base64,...">'
     "A matplotlib figure as an inline base64 PNG <img> (closes pyplot's copy)."
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=dpi, **({"bbox_inches": "tight"} if tight else {}))
     if getattr(fig.canvas, "manager", None) is not None:
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot as plt          # only figures made by pyplot are registered there
         plt.close(fig)
     b64 = base64.b64encode(buf.getvalue()).decode("ascii")
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{b64}" style="max-width:100%">'
 
 def agg_figure(figsize=(6, 3)):
     "A Figure rendered by Agg, outside pyplot (no global state, no display)."
-    from matplotlib.figure import Figure
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
     fig = Figure(figsize=figsize); FigureCanvasAgg(fig)
+    return fig
+
+_CHAR_IN = 0.08  # inches per character of 9-10 pt DejaVu Sans, rounded up (widest common glyphs ~0.075)
+
+def group_figure(gv:GroupView, # from `explain_group`, a group with contrast
+                 rollout:int=0, # which rollout's per-position advantage to draw (index in the group)
+                 top:int=10, # tokens per side in the bar chart
+                ): # an Agg Figure with the four plots, laid out to hold its longest labels
+    "The group's four plots in one figure: top tokens, K distribution, strongest token's table, per-position advantage."
+    if not len(gv.table) or not (gv.table.K != 0).any(): raise ValueError("every K of this group is 0: there is nothing to plot")
+    pos, neg = rank_key_tokens(gv.table, top)
+    names = pd.concat([pos, neg])["token" if "token" in gv.table else "token_id"].tolist()
+    shown = [j for j, v in enumerate(gv.views) if v is not None]
+    j = rollout if rollout in shown else shown[0]
+    m, toks = gv.response_mask[j], gv.views[j].tokens
+    # a fixed layout in inches, sized from the longest labels, instead of bbox_inches="tight" (which draws twice)
+    char = _CHAR_IN
+    lab = max(0.6, char * max(len(_label(x)) for x in names) + 0.35)             # top-token labels, left of the bars
+    bottom = max(0.55, char * max(len(_label(x)) for x in toks) + 0.45) if len(toks) <= 60 else 0.55   # rotated tick labels
+    H1, H2 = max(2.6, 0.24 * len(names)), 2.4
+    x1 = lab; x2 = x1 + 3.4 + 0.85; x3 = x2 + 3.6 + 1.0; W = x3 + 2.0 + 0.3
+    y2 = bottom; y1 = y2 + H2 + 1.2; H = y1 + H1 + 0.7
+    fig = agg_figure((W, H))
+    ax_at = lambda x, y, w, h: fig.add_axes((x / W, y / H, w / W, h / H))
+    plot_top_tokens(gv.table, n=top, ax=ax_at(x1, y1, 3.4, H1))
+    plot_k_distribution(gv.K, gv.response_mask, gv.rewards, gv.config.correct_threshold if gv.config is not None else 0.0,
+                        ax=ax_at(x2, y1, 3.6, H1))
+    best = pd.concat([pos.head(1), neg.head(1)])                     # the strongest token: largest |K|, then smallest p
+    best = best.iloc[np.lexsort((best.p.to_numpy() if "p" in best else np.zeros(len(best)), -best.K.abs().to_numpy()))[0]]
+    hc = min(H1, 2.4)
+    plot_contingency(best, ax=ax_at(x3, y1 + H1 - hc, 2.0, hc))
+    ax = ax_at(0.9, y2, W - 1.2, H2)
+    plot_rollout_advantage(gv.advantages[j][m], float(gv.rollout_advantages[j]), toks, ax=ax)
+    ax.set_title(plot_text(f"per-position advantage of rollout {gv.rollout_ids[j]}"))
     return fig
 
 def group_figures_html(gv:GroupView, # from `explain_group`
                        rollout:int=0, # which rollout's per-position advantage to draw (index in the group)
                        top:int=10, # tokens per side in the bar chart
-                      ) -> str: # HTML with four inline images
-    "The group's four plots (top tokens, K distribution, per-position advantage, strongest token's table) as inline PNGs."
-    out = []
-    fig = agg_figure((6, 3.5)); plot_top_tokens(gv.table, n=top, ax=fig.subplots()); out.append(figure_html(fig, "top key tokens"))
-    fig = agg_figure((6, 3)); plot_k_distribution(gv.K, gv.response_mask, gv.rewards, gv.config.correct_threshold if gv.config is not None else 0.0, ax=fig.subplots())
-    out.append(figure_html(fig, "distribution of K"))
-    shown = [j for j, v in enumerate(gv.views) if v is not None]
-    if shown:
-        j = rollout if rollout in shown else shown[0]; m = gv.response_mask[j]
-        fig = agg_figure((9, 3)); plot_rollout_advantage(gv.advantages[j][m], float(gv.rollout_advantages[j]), gv.views[j].tokens, ax=fig.subplots())
-        out.append(figure_html(fig, "per-position advantage"))
-    if len(gv.table):
-        row = gv.table.loc[gv.table.K.abs().idxmax()]
-        fig = agg_figure((3.6, 3)); plot_contingency(row, ax=fig.subplots()); out.append(figure_html(fig, "contingency table"))
-    return '<div class="ktae-figs" style="display:flex;flex-wrap:wrap;gap:8px;align-items:flex-start">' + "".join(out) + "</div>"
+                       dpi:int=80, # resolution
+                      ) -> str: # HTML: one inline image with the four plots, or a sentence for a group without contrast
+    "The group's four plots (`group_figure`) as one inline PNG, or why there are none."
+    note = contrast_note(len(gv.rows), int(gv.correct.sum()))
+    if note or not len(gv.table) or not (gv.table.K != 0).any():
+        return f"<p class='ktae-figs'><i>No plots: {html.escape(note or 'every K is 0')}.</i></p>"
+    fig = group_figure(gv, rollout, top)
+    return f'<div class="ktae-figs">{figure_html(fig, f"plots of group {gv.group}", dpi=dpi, tight=False)}</div>'
+
 
 # %% ../nbs/30_viz.ipynb #e5691c6c
 STEP_COLORS = {1: "#d9f0e3", 0: "#f8d7d5", "first": "#eb9893", None: "#eeeeee"}   # fine, wrong, first error, unlabelled
@@ -554,30 +730,39 @@ def annotation_html(annotation, # an Annotation or an annotation record (dict)
 def plot_search_path(annotation, # an Annotation or an annotation record
                      num_steps:int|None=None, # number of steps (default: len(labels))
                      ax=None, # matplotlib axes
+                     alpha:float=EPIC_ALPHA, # EpicPRM's error rule: a prefix is an error when V < alpha * V0
                     ):
     "Probe estimates in search order, their intervals, V0 and the first error of one EpicPRM annotation."
     probes = list(_get(annotation, "probes") or [])
     labels, fe, base = _get(annotation, "labels"), _get(annotation, "first_error"), _get(annotation, "baseline")
     fe = None if fe is None else int(fe)
     S = num_steps if num_steps is not None else (len(labels) if labels is not None else 1 + max([_get(p, "step") for p in probes] + [0]))
-    fig, ax = _axes(ax, (7, 3.2))
+    fig, ax = _axes(ax, (9, 3.4))
     steps = np.array([_get(p, "step") for p in probes], dtype=float)
     est = np.array([float(_get(p, "estimate")) for p in probes])
     bad = np.array([bool(_get(p, "is_error")) for p in probes], dtype=bool)
     if len(probes):
         ax.plot(steps, est, "-", color="0.6", lw=1, zorder=1, label="search path")
         ax.scatter(steps, est, c=[np.array(KTAE_RED if b else KTAE_GREEN) / 255 for b in bad], s=60, zorder=2)
-        for n, (s, e) in enumerate(zip(steps, est), 1): ax.annotate(str(n), (s, e), xytext=(4, 4), textcoords="offset points", fontsize=8)
+        for col, what in ((KTAE_GREEN, "prefix judged fine"), (KTAE_RED, "prefix judged an error")):
+            ax.scatter([], [], color=np.array(col) / 255, s=60, label=what)          # legend entries for the two verdicts
+        for n, (s, e) in enumerate(zip(steps, est), 1): ax.annotate(str(n), (s, e), xytext=(4, 4), textcoords="offset points", fontsize=PLOT_FONTSIZE)
         for n, p in enumerate(probes, 1):
             if _get(p, "lo") is not None:
                 y = -0.06 - 0.05 * n
-                ax.plot([_get(p, "lo") - 0.4, _get(p, "hi") + 0.4], [y, y], lw=4, color="tab:blue", alpha=0.35, solid_capstyle="butt")
-    if base is not None and _get(base, "v0") is not None: ax.axhline(float(_get(base, "v0")), ls="--", color="k", lw=1, label="V0 (question)")
+                ax.plot([_get(p, "lo") - 0.4, _get(p, "hi") + 0.4], [y, y], lw=4, color="tab:blue", alpha=0.35, solid_capstyle="butt",
+                        label=None if n > 1 else "search interval [lo, hi] at each probe (probe 1 on top)")
+    v0 = _get(base, "v0") if base is not None else None
+    if v0 is not None:
+        ax.axhline(float(v0), ls="--", color="k", lw=1, label=f"V0 = {float(v0):.2f} (the question's value)")
+        ax.axhline(alpha * float(v0), ls=":", color=np.array(KTAE_RED) / 255, lw=1.5,
+                   label=f"error threshold {alpha:g} × V0 = {alpha * float(v0):.2f}")
     if fe is not None: ax.axvspan(fe - 0.5, fe + 0.5, color=np.array(KTAE_RED) / 255, alpha=0.15, label=f"first error: step {fe}")
     ax.set_xlim(-1.5, S - 0.5); ax.set_ylim(-0.1 - 0.05 * len(probes), 1.05)
     ax.set_xlabel("step (last step of the probed prefix)"); ax.set_ylabel("estimated value V")
-    ax.set_title(f"{_get(annotation, 'method')}: {len(probes)} probes")
-    if ax.get_legend_handles_labels()[0]: ax.legend(fontsize=7, loc="upper right")
+    ax.set_title(plot_text(f"{_get(annotation, 'method')}: {len(probes)} probes"))
+    if ax.get_legend_handles_labels()[0]:                   # legend outside the axes: it never hides a probe
+        ax.legend(fontsize=PLOT_FONTSIZE, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     return fig, ax
 
 # %% ../nbs/30_viz.ipynb #0a995d86
@@ -597,5 +782,13 @@ class AnnotationView:
         cols = ["step", "estimate", "count_estimate", "lo", "hi", "is_error", "rollouts", "tokens"]
         rows = [{c: _get(p, c) for c in cols} for p in (_get(self.annotation, "probes") or [])]
         return pd.DataFrame(rows, columns=cols, index=pd.RangeIndex(1, len(rows) + 1, name="probe"))
+    def summary(self) -> str:
+        "One sentence: the steps, where the first error is, and what the search cost."
+        a, n = self.annotation, len(self.steps)
+        probes, fe = _get(a, "probes") or [], _get(a, "first_error")
+        if _get(a, "status", "ok") == "skipped": found = "skipped (the pilot found too few successes to annotate it)"
+        else: found = "no error found" if fe is None else f"first error at step {int(fe)}"
+        cost = f"{len(probes)} probe{'s' if len(probes) != 1 else ''}, {int(_get(a, 'rollouts', 0))} rollouts, {int(_get(a, 'tokens', 0)):,} tokens"
+        return f"{n} steps: {found}, by {_get(a, 'method')} with {cost}."
     def __repr__(self):
         return f"AnnotationView({len(self.steps)} steps, first error {_get(self.annotation, 'first_error')}, {len(_get(self.annotation, 'probes') or [])} probes)"

@@ -4,13 +4,18 @@
 
 # %% ../nbs/32_widgets.ipynb #fb7604b7
 from __future__ import annotations
-import html
+import html, json
+from pathlib import Path
 import numpy as np
-from .viz import (explain_group, as_batch, token_html, figure_html, agg_figure, plot_top_tokens,
-                          plot_k_distribution, plot_rollout_advantage, plot_contingency, stats_per_position, AnnotationView)
+import pandas as pd
+from .advantages import ESTIMATORS
+from .ktae import PRESETS
+from .viz import (explain_group, as_batch, token_html, token_text, figure_html, agg_figure, plot_top_tokens,
+                          plot_k_distribution, plot_rollout_advantage, plot_contingency, contrast_note, AnnotationView)
+
 
 # %% auto #0
-__all__ = ['parse_ids', 'KeyTokenExplorer', 'load_annotation_records', 'AnnotationExplorer']
+__all__ = ['parse_ids', 'order_by_abs_k', 'KeyTokenExplorer', 'load_annotation_records', 'AnnotationExplorer']
 
 # %% ../nbs/32_widgets.ipynb #16f7aa1d
 _KNOBS = ("alpha", "beta", "gamma", "top", "use_fisher", "use_ig", "use_h", "use_tf", "ignore_ids")
@@ -25,7 +30,29 @@ def parse_ids(text:str, # comma- or space-separated non-negative ints, e.g. "151
     if any(i < 0 for i in ids): raise ValueError(f"ignored ids must be >= 0, got {text!r}")
     return ids
 
+
+# %% ../nbs/32_widgets.ipynb #60174941
+def order_by_abs_k(table:pd.DataFrame, # `token_table` rows (K; p, count_correct, count_wrong when present)
+                   ascending:bool=False, # smallest |K| first
+                  ) -> pd.DataFrame: # the rows, by |K|, ties alternating rewarded and punished by evidence
+    "Rows ordered by |K|; within equal |K|, the strongest evidence first, rewarded and punished in turn."
+    occ = table.count_correct + table.count_wrong if {"count_correct", "count_wrong"} <= set(table) else 0
+    t = table.assign(_a=table.K.abs(), _p=table.p if "p" in table else 0.0, _o=occ, _s=np.sign(table.K))
+    t = t.assign(_r=t.sort_values(["_a", "_p", "_o"], ascending=[False, True, False], kind="stable")
+                   .groupby(["_a", "_s"], sort=False).cumcount().reindex(t.index))       # rank among equal |K|, per sign
+    t = t.sort_values(["_a", "_r", "_s"], ascending=[ascending, True, False], kind="stable")
+    return t.drop(columns=["_a", "_p", "_o", "_s", "_r"])
+
+
 # %% ../nbs/32_widgets.ipynb #3b17ec6d
+def _group_labels(batch, correct_threshold:float=0.0) -> list[tuple[str, object]]:
+    "Dropdown options for the groups: '● g (3 of 8 correct)' for a mixed group, 'g (no contrast: all correct)' otherwise."
+    index = pd.Series(np.asarray(batch.index, dtype=object))
+    ok = pd.Series((batch.rewards > correct_threshold).numpy()).groupby(index, sort=False)
+    n, nc = ok.size(), ok.sum()
+    return [(f"● {g} ({int(c)} of {int(k)} correct)" if 0 < c < k else f"{g} (no contrast: all {'correct' if c else 'wrong'})", g)
+            for g, k, c in zip(n.index, n.to_numpy(), nc.to_numpy())]
+
 class KeyTokenExplorer:
     "An ipywidgets app: a group's rollouts coloured by K, plots and the per-token table, live under KTAE's knobs."
     def __init__(self, rollouts, # RolloutBatch, rollout DataFrame or JSONL path
@@ -34,44 +61,51 @@ class KeyTokenExplorer:
                  top_n:int=10, # tokens per side in the bar chart
                  max_table_rows:int=200, # rows shown in the table widget (`table` keeps all)
                  show_plots:bool=True, # draw the plots (each redraw costs ~0.2 s per figure)
-                 dpi:int=72, # plot resolution
+                 dpi:int=90, # plot resolution (9 pt labels at 90 dpi: 11 px)
+                 estimator:str="grpo", # initial rollout-level Â (one of `ktae_lab.advantages.ESTIMATORS`)
                 ):
-        import ipywidgets as W
+        import ipywidgets as W   # here, not at the top: importing ktae_lab stays light without a notebook (tests/test_packaging.py)
         self.top_n, self.max_table_rows, self.dpi, self.group_view, self.table, self.error = top_n, max_table_rows, dpi, None, None, None
         self._figs = {}
         self._busy = False
-        try: self.batch = as_batch(rollouts); groups = list(dict.fromkeys(np.asarray(self.batch.index, dtype=object).tolist()))
-        except Exception as e: self.batch, groups, self.error = None, [], f"{type(e).__name__}: {e}"
-        from ktae_lab.ktae import PRESETS
-        if preset not in PRESETS: raise ValueError(f"unknown preset {preset!r}; choose one of {list(PRESETS)}")
+        if preset not in PRESETS: raise ValueError(f"unknown `preset` {preset!r}; valid presets: {sorted(PRESETS)}")
+        if estimator not in ESTIMATORS: raise ValueError(f"unknown `estimator` {estimator!r}; valid: {', '.join(ESTIMATORS)}")
         cfg = PRESETS[preset]
-        slider = dict(continuous_update=False, readout_format=".2f", style={"description_width": "70px"})
-        self.group = W.Dropdown(options=[(str(g), g) for g in groups], value=group if group in groups else (groups[0] if groups else None), description="group")
-        self.rollout = W.Dropdown(options=[], description="rollout")
-        self.preset = W.Dropdown(options=list(PRESETS), value=preset, description="preset")
-        self.alpha = W.FloatSlider(value=cfg.alpha, min=0, max=4, step=0.1, description="alpha (F)", **slider)
-        self.beta = W.FloatSlider(value=cfg.beta, min=0, max=4, step=0.1, description="beta (IG)", **slider)
-        self.gamma = W.FloatSlider(value=cfg.gamma, min=0, max=4, step=0.1, description="gamma (TF)", **slider)
-        self.top = W.FloatSlider(value=cfg.top, min=0.1, max=3, step=0.1, description="top", **slider)
+        try: self.batch = as_batch(rollouts); options = _group_labels(self.batch, cfg.correct_threshold)
+        except Exception as e: self.batch, options, self.error = None, [], f"{type(e).__name__}: {e}"
+        groups = [g for _, g in options]
+        wide = dict(style={"description_width": "initial"})
+        slider = dict(continuous_update=False, readout_format=".2f", **wide)
+        self.group = W.Dropdown(options=options, value=group if group in groups else (groups[0] if groups else None),
+                                description="group", layout=W.Layout(width="420px"), **wide)
+        self.rollout = W.Dropdown(options=[], description="rollout", layout=W.Layout(width="520px"), **wide)
+        self.preset = W.Dropdown(options=list(PRESETS), value=preset, description="preset", layout=W.Layout(width="200px"), **wide)
+        self.estimator = W.Dropdown(options=list(ESTIMATORS), value=estimator, description="Â estimator", layout=W.Layout(width="240px"), **wide)
+        self.alpha = W.FloatSlider(value=cfg.alpha, min=0, max=4, step=0.1, description="alpha (Fisher F)", **slider)
+        self.beta = W.FloatSlider(value=cfg.beta, min=0, max=4, step=0.1, description="beta (info gain)", **slider)
+        self.gamma = W.FloatSlider(value=cfg.gamma, min=0, max=4, step=0.1, description="gamma (TF term)", **slider)
+        self.top = W.FloatSlider(value=cfg.top, min=0.1, max=3, step=0.1, description="top (largest |K|)", **slider)
         self.use_fisher = W.Checkbox(value=cfg.use_fisher, description="Fisher F", indent=False)
         self.use_ig = W.Checkbox(value=cfg.use_ig, description="info gain", indent=False)
         self.use_h = W.Checkbox(value=cfg.use_h, description="Cohen h", indent=False)
         self.use_tf = W.Checkbox(value=cfg.use_tf, description="TF term", indent=False)
-        self.ignore_ids = W.Text(value=", ".join(map(str, cfg.ignore_ids)), description="ignore ids", continuous_update=False)
-        self.color_by = W.ToggleButtons(options=[("K", "K"), ("Â + K", "A")], value="K", description="colour by")
-        self.token = W.Dropdown(options=[], description="token")
-        self.sort_by = W.Dropdown(options=["K", "|K|", "p", "IG", "h", "a", "b", "count_correct", "count_wrong", "token_id"], value="|K|", description="sort by")
+        self.ignore_ids = W.Text(value=", ".join(map(str, cfg.ignore_ids)), description="ignore ids", continuous_update=False,
+                                 placeholder="e.g. 2, 151645", layout=W.Layout(width="300px"), **wide)
+        self.color_by = W.ToggleButtons(options=[("K", "K"), ("Â + K", "A")], value="K", description="colour by", **wide)
+        self.token = W.Dropdown(options=[], description="token", layout=W.Layout(width="420px"), **wide)
+        self.sort_by = W.Dropdown(options=["|K|", "K", "p", "IG", "h", "a", "b", "count_correct", "count_wrong", "token_id"],
+                                  value="|K|", description="sort by", layout=W.Layout(width="240px"), **wide)
         self.ascending = W.Checkbox(value=False, description="ascending", indent=False)
         self.show_plots = W.Checkbox(value=show_plots, description="plots", indent=False)
         self.status, self.token_view, self.plots, self.table_view = W.HTML(), W.HTML(), W.HTML(), W.HTML()
-        for w in (self.group,) + tuple(getattr(self, k) for k in _KNOBS): w.observe(self._on_change, names="value")
+        for w in (self.group, self.estimator) + tuple(getattr(self, k) for k in _KNOBS): w.observe(self._on_change, names="value")
         self.preset.observe(self._on_preset, names="value")
         for w in (self.rollout, self.color_by): w.observe(lambda ch: self._render_rollout(), names="value")
         self.token.observe(lambda ch: self._render_plots(("token",)), names="value")
         self.show_plots.observe(lambda ch: self._render_plots(), names="value")
         for w in (self.sort_by, self.ascending): w.observe(lambda ch: self._render_table(), names="value")
-        knobs = W.VBox([W.HBox([self.preset, self.ignore_ids]), W.HBox([self.alpha, self.beta]), W.HBox([self.gamma, self.top]),
-                        W.HBox([self.use_fisher, self.use_ig, self.use_h, self.use_tf, self.show_plots])])
+        knobs = W.VBox([W.HBox([self.preset, self.estimator, self.ignore_ids]), W.HBox([self.alpha, self.beta]),
+                        W.HBox([self.gamma, self.top]), W.HBox([self.use_fisher, self.use_ig, self.use_h, self.use_tf, self.show_plots])])
         self.ui = W.VBox([W.HBox([self.group, self.rollout]), knobs, self.status, self.color_by, self.token_view,
                           self.token, self.plots, W.HBox([self.sort_by, self.ascending]), self.table_view])
         self.refresh()
@@ -84,7 +118,6 @@ class KeyTokenExplorer:
 
     def _on_preset(self, change):
         "Choosing a preset resets the knobs to its values (one recomputation, not one per knob)."
-        from ktae_lab.ktae import PRESETS
         cfg = PRESETS[change["new"]]
         self._busy = True
         try:
@@ -104,21 +137,28 @@ class KeyTokenExplorer:
         self.token_view.value = self.plots.value = self.table_view.value = ""
         self._figs.clear()
 
+    def status_text(self) -> str:
+        "The status line, in words: the group, its rollouts, whether K can be non-zero, the preset and the estimator."
+        gv = self.group_view
+        s = gv.summary()
+        return s[0].upper() + s[1:] + f"; preset {self.preset.value}, Â from {self.estimator.value}."
+
     def refresh(self):
-        "Recompute the group's K under the current controls and redraw everything."
+        "Recompute the group's K and advantages under the current controls and redraw everything."
         if self.batch is None: return self._fail(self.error)
-        try: self.group_view = explain_group(self.batch, self.group.value, self.preset.value, **self.overrides())
+        try: self.group_view = explain_group(self.batch, self.group.value, self.preset.value, self.estimator.value, **self.overrides())
         except Exception as e: self.group_view = None; return self._fail(e)
         self.error, gv = None, self.group_view
-        self.status.value = f"<b>{html.escape(gv.summary())}</b> · preset {html.escape(self.preset.value)}"
+        self.status.value = f"<b>{html.escape(self.status_text())}</b>"
         self._busy = True
         try:
             old_r, old_t = self.rollout.value, self.token.value
             self.rollout.options = [(v.title if v is not None else f"rollout {r}: empty", j) for j, (v, r) in enumerate(zip(gv.views, gv.rollout_ids))]
             self.rollout.value = old_r if old_r is not None and old_r < len(gv.views) else 0
-            t = gv.table.reindex(gv.table.K.abs().sort_values(ascending=False).index)
+            t = order_by_abs_k(gv.table)
             names = t["token"].tolist() if "token" in t else [None] * len(t)
-            self.token.options = [(f"{n!r} (K={k:+.3f})" if n is not None else f"⟨{i}⟩ (K={k:+.3f})", int(i)) for n, i, k in zip(names, t.token_id, t.K)]
+            self.token.options = [(f"{token_text(n) if n is not None else f'⟨{i}⟩'}   (K = {k:+.3f}, id {i})", int(i))
+                                  for n, i, k in zip(names, t.token_id, t.K)]
             if len(t): self.token.value = old_t if old_t in set(t.token_id.tolist()) else int(t.token_id.iloc[0])
         finally: self._busy = False
         self._render_plots(("top", "dist", "token")); self._render_rollout(); self._render_table()   # rollout view draws "adv"
@@ -132,10 +172,10 @@ class KeyTokenExplorer:
         self._render_plots(("adv",))
         if v is None: self.token_view.value = "<i>empty rollout: no valid tokens</i>"; return
         m = gv.response_mask[j]
-        if self.color_by.value == "K": self.token_view.value = token_html(v.tokens, v.scores, v.stats, gv.vmax, v.title, "K")
+        if self.color_by.value == "K": self.token_view.value = token_html(v.tokens, v.scores, v.position_stats(), gv.vmax, v.title, "K")
         else:
             a = gv.advantages[j][m]
-            self.token_view.value = token_html(v.tokens, a, v.stats, None, v.title, "A = Â + K")
+            self.token_view.value = token_html(v.tokens, a, v.position_stats(), None, v.title, "A = Â + K")
 
     def _render_plots(self, which=("top", "dist", "adv", "token")):
         "Redraw the named plots (top tokens, K distribution, rollout advantages, token table) as inline PNGs."
@@ -145,7 +185,7 @@ class KeyTokenExplorer:
         for name in which:
             self._figs.pop(name, None)
             if name == "top":
-                fig = agg_figure((5.5, 3.5)); plot_top_tokens(gv.table, n=self.top_n, ax=fig.subplots())
+                fig = agg_figure((5.5, max(3.5, 0.27 * 2 * self.top_n + 1))); plot_top_tokens(gv.table, n=self.top_n, ax=fig.subplots())
             elif name == "dist":
                 fig = agg_figure((5.5, 3)); plot_k_distribution(gv.K, gv.response_mask, gv.rewards, gv.config.correct_threshold, ax=fig.subplots())
             elif name == "adv":
@@ -162,18 +202,22 @@ class KeyTokenExplorer:
                             + "".join(self._figs[k] for k in ("top", "dist", "adv", "token") if k in self._figs) + "</div>")
 
     def _render_table(self):
-        "Sort the per-token table and show it."
+        "Sort the per-token table and show it, tokens as `token_text` shows them."
         gv = self.group_view
         if self._busy or gv is None: return
         t = gv.table[[c for c in _TABLE_COLS if c in gv.table]]
         key = self.sort_by.value
-        t = t.reindex(t.K.abs().sort_values(ascending=self.ascending.value, kind="stable").index) if key == "|K|" \
-            else t.sort_values(key, ascending=self.ascending.value, kind="stable")
+        t = order_by_abs_k(t, self.ascending.value) if key == "|K|" else t.sort_values(key, ascending=self.ascending.value, kind="stable")
         self.table = t.reset_index(drop=True)
-        self.table_view.value = (f"<div style='max-height:320px;overflow:auto'>"
-                                 f"{self.table.head(self.max_table_rows).to_html(index=False, float_format=lambda v: f'{v:.4g}')}</div>")
+        shown = self.table.head(self.max_table_rows)
+        if "token" in shown: shown = shown.assign(token=[token_text(x) for x in shown.token])
+        note = contrast_note(len(gv.rows), int(gv.correct.sum()))
+        self.table_view.value = ((f"<p><i>{html.escape(note.capitalize())}: every row has K = 0.</i></p>" if note else "")
+                                 + f"<div style='max-height:320px;overflow:auto'>"
+                                 f"{shown.to_html(index=False, float_format=lambda v: f'{v:.4g}')}</div>")
 
     def _repr_mimebundle_(self, **kwargs): return self.ui._repr_mimebundle_(**kwargs)
+
 
 # %% ../nbs/32_widgets.ipynb #2691d372
 def load_annotation_records(path, # annotation JSONL (one record per line, as `annotate_dataset` writes)
@@ -199,13 +243,15 @@ class AnnotationExplorer:
                  steps:list|None=None, # per-annotation step lists (needed for Annotation objects)
                  show_plot:bool=True, # draw the search-path chart
                 ):
-        import ipywidgets as W
+        import ipywidgets as W   # here, not at the top: importing ktae_lab stays light without a notebook (tests/test_packaging.py)
         self.view, self.probes, self.error = None, None, None
         try: self.items = self._items(annotations, steps)
         except Exception as e: self.items, self.error = [], f"{type(e).__name__}: {e}"
         def label(i, a):
             g = (a.get if isinstance(a, dict) else lambda k, d=None: getattr(a, k, d))
-            return f"{g('id', i)} · {g('method')} · first error {g('first_error')} · {g('status', 'ok')}"
+            fe = g('first_error')
+            return f"{g('id', i)} · {g('method')} · " + ("skipped" if g('status', 'ok') == "skipped" else
+                                                         "no error found" if fe is None else f"first error at step {fe}")
         self.record = W.Dropdown(options=[(label(i, a), i) for i, (a, _) in enumerate(self.items)], description="solution",
                                  layout=W.Layout(width="480px"))
         self.show_plot = W.Checkbox(value=show_plot, description="chart", indent=False)
@@ -217,7 +263,6 @@ class AnnotationExplorer:
     @staticmethod
     def _items(annotations, steps):
         "(annotation, steps) pairs from a path, a DataFrame or a list."
-        from pathlib import Path
         if isinstance(annotations, (str, Path)): annotations = load_annotation_records(annotations)
         elif hasattr(annotations, "to_dict"): annotations = annotations.to_dict("records")
         annotations = list(annotations)
@@ -233,12 +278,12 @@ class AnnotationExplorer:
         try: self.view = AnnotationView(ann, steps)
         except Exception as e: return self._fail(f"{type(e).__name__}: {e}")
         self.error = None
-        self.status.value = f"<b>{html.escape(repr(self.view))}</b>"
+        self.status.value = f"<b>{html.escape(self.view.summary())}</b>"
         self.steps_view.value = self.view.to_html()
         self.probes = self.view.probes()
         self.probes_view.value = self.probes.to_html(float_format=lambda v: f"{v:.4g}") if len(self.probes) else "<i>no probes</i>"
         if self.show_plot.value:
-            fig = agg_figure((7, 3.2)); self.view.plot(ax=fig.subplots()); self.plot.value = figure_html(fig, "search path", dpi=72)
+            fig = agg_figure((9, 3.4)); self.view.plot(ax=fig.subplots()); self.plot.value = figure_html(fig, "search path", dpi=90)
         else: self.plot.value = ""
 
     def _fail(self, msg):

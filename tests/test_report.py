@@ -1,14 +1,26 @@
 """The HTML report: content, the `ktae-lab report` entry point, bad input, and the page opened in headless Chromium
-(screenshot not blank, no network request)."""
+(screenshot not blank, no network request, a hovered token shows its table)."""
 import html, json, os, re, shutil, subprocess, tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from ktae_lab.report import report_html, write_report
-from ktae_lab.viz import KTAE_GREEN, KTAE_RED, explain_group
+from ktae_lab.report import report_html, write_report, draw_group_figures
+from ktae_lab.viz import KTAE_GREEN, KTAE_RED, TOOLTIP_SCRIPT, explain_group, explain_groups, tooltip_text, token_tooltip, tooltip_script_hash
 from test_viz import ROWS, NAMES, write_worked_example, cells
+
+
+def page_cells(page):
+    "Every token cell of a report in page order: group uid, row in the group's table, shown text, K and tooltip text."
+    out = []
+    for uid, body in re.findall(r'<div class="ktae-group" id=ktae-g(\w+) data-tab=\1>(.*?)</section>', page, re.S):
+        rows = json.loads(re.search(rf'<script type="application/json" id="ktae-tab-{uid}">(.*?)</script>', body, re.S).group(1))
+        for r, text in re.findall(r'<span data-t="(\d+)">(.*?)</span>', body, re.S):
+            row = rows[int(r)]
+            out.append(dict(uid=uid, row=int(r), text=html.unescape(text.replace("<br>", "\n")),
+                            K=float(row[1].split("=")[1]), tooltip=tooltip_text(row)))
+    return out
 
 
 @pytest.fixture
@@ -22,26 +34,55 @@ def worked(tmp_path):
 def test_page_is_self_contained(worked):
     page = report_html(worked)
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
-    assert "<script" not in page.lower() and "@import" not in page
+    scripts = re.findall(r"<script([^>]*)>(.*?)</script>", page, re.S)
+    code = [body for attrs, body in scripts if "application/json" not in attrs]
+    assert code == [TOOLTIP_SCRIPT] and "@import" not in page                     # one script: the hover script
+    assert all('type="application/json"' in attrs for attrs, body in scripts if body != TOOLTIP_SCRIPT)   # the rest is data
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:|//|ftp:)""", page, re.I)
     assert not re.search(r"url\(\s*['\"]?(https?:|//)", page, re.I)
     srcs = re.findall(r'<img[^>]*\ssrc="([^"]*)"', page)
-    assert len(srcs) == 2 * 4 and all(s.startswith("data:image/png;base64,") for s in srcs)      # four plots per group
-    assert "Content-Security-Policy" in page and "default-src 'none'" in page
+    assert len(srcs) == 1 and all(s.startswith("data:image/png;base64,") for s in srcs)   # one figure: g8; all-right has no contrast
+    csp = re.search(r'http-equiv="Content-Security-Policy" content="([^"]*)"', page).group(1)
+    assert "default-src 'none'" in csp and f"script-src {tooltip_script_hash()}" in csp and "unsafe-inline'" not in csp.split("script-src")[1]
 
 
 def test_page_values_match_the_engine(worked):
     page = report_html(worked, plots=False)
     gv = explain_group(worked, "g8")
-    cs = cells(page)
+    cs = page_cells(page)
     assert len(cs) == sum(map(len, ROWS)) + 2 * 3
-    got = [float(c["data-score"]) for c in cs[:sum(map(len, ROWS))]]
+    got = [c["K"] for c in cs[:sum(map(len, ROWS))]]
     want = np.concatenate([gv.K[j][gv.response_mask[j]].numpy() for j in range(4)])
     np.testing.assert_allclose(got, want, atol=1e-6)
-    assert "id 12" in cs[1]["title"] and "K = +0.272122" in cs[1]["title"]
+    titles = [c["title"] for j in range(4) for c in cells(gv.views[j].to_html())]   # the notebook view's tooltips
+    assert [c["tooltip"] for c in cs[:len(titles)]] == titles
+    assert "id 12" in cs[1]["tooltip"] and "K = +0.272122" in cs[1]["tooltip"]
     assert 'id="group-0"' in page and 'href="#group-1"' in page
     assert "worked example" in page and "an easy one" in page                     # prompts shown
-    assert "KTAE gives K = 0 everywhere" in page                                  # one-class group explained
+    assert "no contrast, so KTAE gives K = 0 to every token" in page              # one-class group explained
+
+
+def test_mixed_groups_are_marked(worked):
+    page = report_html(worked, plots=False)
+    nav = re.search(r"<nav>(.*?)</nav>", page, re.S).group(1)
+    assert re.search(r'class="mixed"[^>]*>g8 ●</a>', nav) and re.search(r'class="flat" title="no contrast, K = 0 \(all correct\)">all-right</a>', nav)
+    assert "<td>no contrast, K = 0 (all correct)</td>" in page and "1 with both correct and wrong rollouts" in page
+
+
+def test_page_is_small(worked):
+    "Each distinct token's statistics are written once per group, not once per occurrence."
+    page = report_html(worked, plots=False)
+    n = len(page_cells(page))
+    per_cell = len("".join(re.findall(r'<span data-t="\d+">.*?</span>', page))) / n
+    assert per_cell < 40                                                          # a cell is its row number and its text
+    assert page.count("present  absent") == 1                                     # the table layout lives in the script only
+
+
+def test_figures_drawn_in_workers_equal_serial():
+    from ktae_lab.data import sample_rollouts_path
+    vs = explain_groups(sample_rollouts_path())
+    assert draw_group_figures(vs, workers=2) == draw_group_figures(vs, workers=1)
+    with pytest.raises(ValueError, match="workers"): draw_group_figures(vs, workers=0)
 
 
 def test_groups_and_limits(worked):
@@ -53,7 +94,7 @@ def test_groups_and_limits(worked):
 
 def test_overrides_reach_the_page(worked):
     page = report_html(worked, plots=False, use_tf=False)
-    got = [float(c["data-score"]) for c in cells(page)]
+    got = [c["K"] for c in page_cells(page)]
     assert max(map(abs, got)) <= np.tanh(np.pi / 4) + 1e-6
     assert "use_tf</td><td>False" in page
 
@@ -136,3 +177,81 @@ def test_blank_page_is_detected_as_blank(tmp_path):
     shot, _ = open_in_chromium(blank, tmp_path, size="400,300")
     ink, green, red, std = colour_fractions(shot)
     assert ink < 0.001 and std < 1
+
+
+def test_estimator_reaches_the_page(worked):
+    page = report_html(worked, plots=False, estimator="rloo")
+    assert "Â: rloo" in page and "Â (rloo) = " in page
+    with pytest.raises(ValueError, match="estimator"): report_html(worked, estimator="nope")
+
+
+# ---------------------------------------------------------------- a real browser: hover a token, read its tooltip
+def chromedriver():
+    return shutil.which("chromedriver")
+
+
+def selenium_driver(width=1280, height=900):
+    "A headless Chromium driven by selenium, that can reach no host; None when selenium or the driver is missing."
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        return None
+    if chromium() is None or chromedriver() is None: return None
+    o = webdriver.ChromeOptions()
+    for a in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", f"--window-size={width},{height}",
+              "--host-resolver-rules=MAP * ~NOTFOUND"]: o.add_argument(a)
+    o.binary_location = chromium()
+    return webdriver.Chrome(service=Service(chromedriver()), options=o)
+
+
+needs_selenium = pytest.mark.skipif(
+    chromium() is None or chromedriver() is None or __import__("importlib").util.find_spec("selenium") is None,
+    reason="needs Chromium, its driver and selenium: `apt-get install -y chromium chromium-driver`, `pip install selenium`")
+
+
+def hover(driver, element):
+    from selenium.webdriver.common.action_chains import ActionChains
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)
+    ActionChains(driver).move_to_element(element).perform()
+
+
+@needs_selenium
+def test_hovering_a_token_shows_its_table(worked, tmp_path):
+    from selenium.webdriver.common.by import By
+    page = write_report(worked, tmp_path / "report.html")
+    want = page_cells(page.read_text())
+    d = selenium_driver()
+    try:
+        d.get(page.resolve().as_uri())
+        tip = d.find_element(By.CSS_SELECTOR, ".ktae-tip")
+        assert not tip.is_displayed()
+        spans = d.find_elements(By.CSS_SELECTOR, "[data-t]")
+        assert len(spans) == len(want)
+        for k in (1, 4, 7, len(want) - 1):                                  # id 12, the newline token, ..., the other group
+            hover(d, spans[k])
+            assert tip.is_displayed() and tip.text == want[k]["tooltip"]
+        hover(d, d.find_element(By.TAG_NAME, "h1"))                          # leaving the tokens hides it
+        assert not tip.is_displayed()
+        assert "K = +0.272122" in want[1]["tooltip"] and "correct          2       0" in want[1]["tooltip"]
+        errors = [e for e in d.get_log("browser") if e["level"] == "SEVERE"]
+        assert errors == [], errors                                          # the CSP let the hover script run, nothing failed
+    finally:
+        d.quit()
+
+
+@needs_selenium
+def test_csp_blocks_any_other_script(worked, tmp_path):
+    "Control: the CSP allows only the hover script; an injected inline script does not run."
+    from selenium.webdriver.common.by import By
+    text = write_report(worked, tmp_path / "r.html", plots=False).read_text()
+    bad = tmp_path / "bad.html"
+    bad.write_text(text.replace("</body>", "<script>document.title='pwned'</script></body>"))
+    d = selenium_driver()
+    try:
+        d.get(bad.resolve().as_uri())
+        assert d.title != "pwned"
+        hover(d, d.find_elements(By.CSS_SELECTOR, "[data-t]")[1])
+        assert d.find_element(By.CSS_SELECTOR, ".ktae-tip").is_displayed()    # the hashed hover script still runs
+    finally:
+        d.quit()

@@ -1,5 +1,5 @@
 """Renderer, colour scale, result objects and plots of `ktae_lab.viz`: values carried into colours and tooltips,
-escaping, bad input, and the KTAE worked example (ktae.md §8) flowing from the engine into the view."""
+escaping, bad input, and the KTAE worked example (the one of the `12_ktae` chapter) flowing from the engine into the view."""
 import html, json, math, re
 from html.parser import HTMLParser
 
@@ -179,7 +179,7 @@ def test_stats_per_position():
     with pytest.raises(ValueError, match="not in `table`"): stats_per_position([99], t)
 
 
-# ---------------------------------------------------------------- the worked example (ktae.md §8) through the view
+# ---------------------------------------------------------------- the worked example (as in `12_ktae`) through the view
 NAMES = {11: "Let", 12: "Ġx", 13: "Ġratio", 14: "Ġthus", 15: "First", 16: "Ġdenote", 17: "Ġwhere", 18: "Ċ",
          151645: "<|im_end|>", 151643: "<|endoftext|>"}
 ROWS = [[11, 12, 13, 12, 18, 151645], [11, 13, 14, 12, 151645], [11, 15, 12, 16, 16, 18, 151645], [11, 15, 17, 18, 151645]]
@@ -187,7 +187,7 @@ K_REF = {11: 0.0, 12: 0.272122, 13: 1.0, 14: 1.0, 15: -1.0, 16: -1.0, 17: -1.0, 
 
 
 def write_worked_example(path, extra=()):
-    "The §8 group (padded with masked 151643 to length 8) as rollout JSONL, plus optional extra records."
+    "The worked example's group (padded with masked 151643 to length 8) as rollout JSONL, plus optional extra records."
     with open(path, "w") as f:
         for i, (ids, r) in enumerate(zip(ROWS, [1.0, 1.0, 0.0, 0.0])):
             pad = 8 - len(ids)
@@ -236,7 +236,7 @@ def test_groupview_html_and_top_tokens(worked):
 def test_explain_group_overrides_and_errors(worked):
     no_tf = explain_group(worked, preset="official", use_tf=False)
     np.testing.assert_allclose(no_tf.table.set_index("token_id").K.loc[[12, 13, 15]].to_numpy(),
-                               [0.0610428, 0.532992, -0.532992], atol=1e-5)                   # ktae.md §8.1, γ off
+                               [0.0610428, 0.532992, -0.532992], atol=1e-5)                   # the worked example with γ off
     with pytest.raises(ValueError, match="not in the rollouts"): explain_group(worked, "nope")
     with pytest.raises(FileNotFoundError): explain_group(worked.parent / "missing.jsonl")
     with pytest.raises(ValueError): explain_group(worked, preset="official", not_a_knob=1)
@@ -273,9 +273,11 @@ def test_plot_top_tokens(worked):
 def test_plot_k_distribution(worked):
     gv = explain_group(worked)
     fig, ax = plot_k_distribution(gv.K, gv.response_mask, gv.rewards)
-    n = len(ax.patches) // 2
-    correct = sum(p.get_height() for p in ax.patches[:n]); wrong = sum(p.get_height() for p in ax.patches[n:])
-    assert (correct, wrong) == (11, 12)                                           # T_c = 11, T_w = 12 valid tokens
+    assert len(ax.patches) == 2                                                    # one filled histogram per class
+    counts = [int(re.search(r"\((\d+) tokens", t.get_text()).group(1)) for t in ax.get_legend().get_texts()]
+    assert counts == [11, 12]                                                      # T_c = 11, T_w = 12 valid tokens
+    top = max(p.get_path().vertices[:, 1].max() for p in ax.patches)
+    assert top == 5 and ax.get_ylim()[1] >= 1.3 * top - 1e-9                       # tallest bin (K = -1 in wrong rollouts), headroom
     with pytest.raises(ValueError, match="does not match"): plot_k_distribution(gv.K, gv.response_mask[:, :2], gv.rewards)
     with pytest.raises(ValueError, match="one entry per row"): plot_k_distribution(gv.K, gv.response_mask, gv.rewards[:2])
 
@@ -284,9 +286,10 @@ def test_plot_rollout_advantage(worked):
     gv = explain_group(worked)
     m = gv.response_mask[2]
     fig, ax = plot_rollout_advantage(gv.advantages[2][m], float(gv.rollout_advantages[2]), gv.views[2].tokens)
-    np.testing.assert_allclose([p.get_height() for p in ax.patches], gv.advantages[2][m].numpy(), atol=1e-6)
+    heights = [p.vertices[1, 1] for p in ax.collections[0].get_paths()]          # one rectangle per position
+    np.testing.assert_allclose(heights, gv.advantages[2][m].numpy(), atol=1e-6)
     assert [l.get_ydata()[0] for l in ax.lines][0] == pytest.approx(-0.866024, abs=1e-5)
-    assert [t.get_text() for t in ax.get_xticklabels()][1] == repr("First")
+    assert [t.get_text() for t in ax.get_xticklabels()][:3] == ["Let", "First", "·x"]     # token_text, spaces shown
     with pytest.raises(ValueError, match="`tokens` has 1"): plot_rollout_advantage([0.1, 0.2], 0.0, ["a"])
     with pytest.raises(ValueError, match="NaN"): plot_rollout_advantage([0.1, float("nan")], 0.0)
 
@@ -294,7 +297,7 @@ def test_plot_rollout_advantage(worked):
 def test_plot_contingency():
     fig, ax = plot_contingency(dict(token="Ġx", token_id=12, a=2, b=1, c=0, d=1, K=0.272122, p=1.0, IG=0.311))
     assert [t.get_text() for t in ax.texts] == ["2", "0", "1", "1"]
-    assert "' x'" in ax.get_title() and "K=+0.272" in ax.get_title()
+    assert "token ·x: K = +0.272" in ax.get_title()
     with pytest.raises(ValueError, match="a, b, c, d"): plot_contingency(dict(a=1))
 
 
@@ -305,7 +308,7 @@ def test_figures_inline_png(worked):
     png = base64.b64decode(re.search(r"base64,([^\"]+)", h).group(1))
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     fh = group_figures_html(explain_group(worked))
-    assert fh.count("data:image/png;base64,") == 4 and "http" not in fh
+    assert fh.count("data:image/png;base64,") == 1 and "http" not in fh                      # one figure, four plots
 
 
 # ---------------------------------------------------------------- EpicPRM annotation view
@@ -391,3 +394,189 @@ def test_explain_groups_batched_equals_one_by_one(tmp_path):
     two = explain_groups(sample_rollouts_path(), ["sample-3", "sample-1"])
     assert [v.group for v in two] == ["sample-3", "sample-1"]
     with pytest.raises(ValueError, match="not in the rollouts"): explain_groups(sample_rollouts_path(), ["x"])
+
+
+# ---------------------------------------------------------------- the estimator: one KTAE advantage function
+from ktae_lab.advantages import ESTIMATORS, outcome_advantages
+from ktae_lab.data import to_batch
+from ktae_lab.ktae import ktae_advantages
+import ktae_lab.viz as viz
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS)
+def test_group_view_uses_the_chosen_estimator(worked, estimator):
+    gv = explain_group(worked, "g8", estimator=estimator)
+    b = to_batch(worked)
+    want = ktae_advantages(b.responses, b.response_mask, b.rewards, index=list(b.index), estimator=estimator)
+    L = gv.advantages.shape[1]
+    torch.testing.assert_close(gv.advantages, want[:, :L])
+    torch.testing.assert_close(gv.rollout_advantages, outcome_advantages(b.rewards, list(b.index), None, estimator).to(gv.rollout_advantages.dtype))
+    assert gv.estimator == estimator and f"Â ({estimator})" in gv.views[0].title
+
+
+def test_estimators_change_the_baseline_not_k(worked):
+    g, r = explain_group(worked, estimator="grpo"), explain_group(worked, estimator="dr_grpo")
+    assert torch.equal(g.K, r.K)
+    np.testing.assert_allclose(r.rollout_advantages.numpy(), [0.5, 0.5, -0.5, -0.5])    # Dr. GRPO: r - mean, no std
+    assert not torch.allclose(g.advantages, r.advantages)
+
+
+def test_advantage_comes_from_ktae_advantages(worked, monkeypatch):
+    "viz computes no KTAE advantage itself: it asks the one function, with the estimator it was given."
+    calls = []
+    real = viz.ktae_advantages
+    monkeypatch.setattr(viz, "ktae_advantages", lambda *a, **k: calls.append(k) or real(*a, **k))
+    explain_groups = viz.explain_groups
+    explain_groups(worked, estimator="rloo", beta=2.0)
+    assert len(calls) == 1 and calls[0]["estimator"] == "rloo" and calls[0]["beta"] == 2.0
+
+
+def test_explain_groups_checks_its_inputs(worked):
+    with pytest.raises(ValueError, match="estimator"): explain_group(worked, estimator="ppo")
+    from types import SimpleNamespace
+    b = to_batch(worked)
+    bad = SimpleNamespace(responses=b.responses, response_mask=b.response_mask, rewards=torch.tensor([1.0, float("nan"), 0.0, 0.0]),
+                          index=list(b.index), tokens=None, frame=None)
+    with pytest.raises(ValueError, match="rewards"): explain_group(bad, "g8")
+    bad = SimpleNamespace(responses=b.responses.float(), response_mask=b.response_mask, rewards=b.rewards, index=list(b.index),
+                          tokens=None, frame=None)
+    with pytest.raises(TypeError, match="responses"): explain_group(bad, "g8")
+
+
+def test_one_class_group_says_no_contrast(tmp_path):
+    p = write_worked_example(tmp_path / "w.jsonl", [dict(group_id="flat", rollout_id=i, token_ids=[11, 13], tokens=["Let", "Ġratio"],
+                                                           reward=0.0) for i in range(3)])
+    gv = explain_group(p, "flat")
+    assert "no contrast, K = 0 (all wrong)" in gv.summary() and (gv.K == 0).all() and (gv.advantages == 0).all()
+    assert "No plots: no contrast, K = 0 (all wrong)" in group_figures_html(gv)
+    assert "no contrast" not in explain_group(p, "g8").summary()
+
+
+# ---------------------------------------------------------------- token text: one owner, safe in plots
+from ktae_lab.viz import token_text, plot_text, tooltip_parts, tooltip_text, tooltip_table_html, compact_token_html
+
+
+@pytest.mark.parametrize("tok,text", [("Ġratio", " ratio"), ("Ċ", "↵"), ("ĠĠ", "␣␣"), ("ĉx", "⇥x"), ("", "∅"), ("<b>", "<b>")])
+def test_token_text(tok, text):
+    assert token_text(tok) == text
+    assert html.unescape(display_token(tok).replace("<br>", "")) == text                 # the HTML form shows the same text
+
+
+MATH_TOKENS = ["$$", "$x$", "Ġ$\\frac{1}{2}$", "\\$", "$", "$$$", "a$b$c"]
+
+
+def test_dollar_tokens_do_not_break_plots():
+    "Tokens with '$' would be parsed as mathtext (and '$$' raises); every plot escapes them and still draws."
+    import pandas as pd
+    n = len(MATH_TOKENS)
+    table = pd.DataFrame(dict(token=MATH_TOKENS, token_id=range(n), K=np.linspace(-1, 1, n), a=1, b=1, c=1, d=1, p=0.5))
+    for draw in (lambda ax: plot_top_tokens(table, n=n, ax=ax),
+                 lambda ax: plot_rollout_advantage(np.linspace(-1, 1, n), 0.1, MATH_TOKENS, ax=ax),
+                 lambda ax: plot_contingency(table.iloc[0], ax=ax)):
+        fig = agg_figure((8, 4)); ax = fig.subplots(); draw(ax)
+        assert figure_html(fig).count("base64,") == 1                                  # rendering it raises nothing
+    fig = agg_figure(); ax = fig.subplots(); plot_top_tokens(table, n=n, ax=ax)
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert "\\$\\$" in labels and all(not t._preprocess_math(t.get_text())[1] for t in ax.get_yticklabels())   # no mathtext
+    assert plot_text("$$") == "\\$\\$" and plot_text("a") == "a"
+
+
+def test_unescaped_dollars_do_break_matplotlib():
+    "Control: the escaping above is needed, a raw '$$' label cannot be drawn."
+    fig = agg_figure(); ax = fig.subplots(); ax.set_title("$$")
+    with pytest.raises(ValueError): figure_html(fig)
+
+
+def test_plot_fonts_at_least_9pt(worked):
+    gv = explain_group(worked)
+    fig = agg_figure((13, 7))
+    axs = fig.subplots(2, 2)
+    plot_top_tokens(gv.table, ax=axs[0, 0]); plot_k_distribution(gv.K, gv.response_mask, gv.rewards, ax=axs[0, 1])
+    plot_rollout_advantage(gv.advantages[0][gv.response_mask[0]], float(gv.rollout_advantages[0]), gv.views[0].tokens, ax=axs[1, 0])
+    plot_search_path(REC, ax=axs[1, 1])
+    sizes = [t.get_fontsize() for t in fig.findobj(lambda o: hasattr(o, "get_fontsize") and hasattr(o, "get_text") and o.get_text())]
+    assert sizes and min(sizes) >= 9
+
+
+def test_search_path_threshold_and_interval_legend():
+    fig, ax = plot_search_path(REC)
+    dotted = [l for l in ax.lines if l.get_linestyle() == ":"]
+    assert len(dotted) == 1 and dotted[0].get_ydata()[0] == pytest.approx(0.5 * 0.62)
+    labels = ax.get_legend().get_texts()
+    names = [t.get_text() for t in labels]
+    assert "error threshold 0.5 × V0 = 0.31" in names and any(n.startswith("search interval") for n in names)
+    assert "prefix judged an error" in names and "prefix judged fine" in names
+    _, ax2 = plot_search_path(REC, alpha=0.25)
+    assert [l for l in ax2.lines if l.get_linestyle() == ":"][0].get_ydata()[0] == pytest.approx(0.25 * 0.62)
+    _, ax3 = plot_search_path(dict(REC, baseline=None))                                  # no V0: no threshold to draw
+    assert not [l for l in ax3.lines if l.get_linestyle() == ":"]
+
+
+def test_annotation_summary_is_prose():
+    v = AnnotationView(REC)
+    assert v.summary() == "6 steps: first error at step 4, by epic_adaptive with 3 probes, 96 rollouts, 12,000 tokens."
+    assert "no error found" in AnnotationView(dict(REC, first_error=None)).summary()
+    assert "skipped" in AnnotationView(dict(REC, status="skipped", labels=None, first_error=None)).summary()
+
+
+# ---------------------------------------------------------------- compact cells: each group's table written once
+def json_table(h, uid):
+    return json.loads(re.search(rf'<script type="application/json" id="ktae-tab-{uid}">(.*?)</script>', h, re.S).group(1))
+
+
+def test_tooltip_table_and_compact_cells_carry_the_title_tooltips(worked):
+    gv = explain_group(worked)
+    h = gv.to_html(uid="7")
+    rows = json_table(h, "7")
+    assert len(rows) == len(gv.table)
+    for j, v in enumerate(gv.views):                      # every compact cell's tooltip = the title tooltip of the same token
+        titles = [c["title"] for c in cells(v.to_html())]
+        part = re.findall(r'<div class="ktae-tokens">(.*?)</div>', h)[j]
+        idx = [int(i) for i in re.findall(r'data-t="(\d+)"', part)]
+        assert [tooltip_text(rows[i]) for i in idx] == titles
+    assert 'id=ktae-g7 data-tab=7' in h and 'class="ktae-tok"' not in h and ' title=' not in h.split("<style>#ktae-g7")[1]   # no per-cell style or title
+    rules = dict(re.findall(r'#ktae-g7 \[data-t="(\d+)"\]\{background:(#[0-9a-f]{6})', h))
+    K = gv.table.K.to_numpy()
+    assert {int(i): c for i, c in rules.items()} == {i: c for i, (c, k) in enumerate(zip(score_colors(K, gv.vmax), K)) if k != 0}
+
+
+def test_tooltip_table_escapes_and_checks():
+    import pandas as pd
+    t = pd.DataFrame([dict(STATS[0], token="</script><script>alert(1)</script>")])
+    h = tooltip_table_html(t, "x1")
+    assert h.count("</script>") == 1 and json.loads(re.search(r">(\[.*\])<", h).group(1))[0][0].startswith("'</script>")
+    with pytest.raises(ValueError, match="uid"): tooltip_table_html(t, 'a" onmouseover="x')
+    with pytest.raises(ValueError, match="missing from the group's table"): compact_token_html(["a"], [-1])
+    with pytest.raises(ValueError, match="`rows` has 2"): compact_token_html(["a"], [0, 1])
+    assert tooltip_text(tooltip_parts("a", -0.5)) == "'a'\nK = -0.500000"
+
+
+def _texts_outside(fig):
+    "Texts of a drawn figure whose box sticks out of the figure (a cut label)."
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer(); W, H = fig.bbox.width, fig.bbox.height
+    out = []
+    for t in fig.findobj(lambda o: hasattr(o, "get_window_extent") and hasattr(o, "get_text") and o.get_text() and o.get_visible()):
+        b = t.get_window_extent(r)
+        if b.x0 < -1 or b.y0 < -1 or b.x1 > W + 1 or b.y1 > H + 1: out.append(t.get_text())
+    return out
+
+
+def test_group_figure_holds_its_labels(tmp_path):
+    "The fixed layout (no bbox_inches='tight') is sized from the labels: long and '$' tokens stay inside the image."
+    from ktae_lab.viz import group_figure
+    long = ["Ġsupercalifragilistic", "Ġ$$", "Ġ\\frac{1}{2}", "ĊĊ", "Ġx"]
+    recs = [dict(group_id="long", rollout_id=i, token_ids=ids, tokens=[long[t - 1] for t in ids], reward=r)
+            for i, (ids, r) in enumerate([([1, 2, 5], 1.0), ([1, 3, 5], 1.0), ([4, 5], 0.0), ([4, 2], 0.0)])]
+    p = tmp_path / "long.jsonl"; p.write_text("\n".join(json.dumps(r) for r in recs) + "\n")
+    fig = group_figure(explain_group(p, "long"))
+    assert _texts_outside(fig) == []
+    fig = group_figure(explain_group(write_worked_example(tmp_path / "w.jsonl"), "g8"))
+    assert _texts_outside(fig) == []
+
+
+def test_cut_label_detector_catches_a_cut_label():
+    "Control: a label placed past the edge is reported."
+    fig = agg_figure((3, 2)); ax = fig.add_axes((0.0, 0.2, 0.8, 0.7))
+    ax.set_yticks([0], ["a very long label that cannot fit"])
+    assert "a very long label that cannot fit" in _texts_outside(fig)

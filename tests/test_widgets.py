@@ -7,10 +7,11 @@ import pytest
 from ktae_lab.ktae import PRESETS
 from ktae_lab.viz import explain_group, score_colors
 import ktae_lab.widgets as widgets
-from ktae_lab.widgets import KeyTokenExplorer, parse_ids
+from ktae_lab.widgets import KeyTokenExplorer, parse_ids, order_by_abs_k
+from ktae_lab.viz import token_text
 from test_viz import ROWS, NAMES, write_worked_example, cells, bg
 
-# ktae.md §8.2: same group with id 12 at table (1, 1, 1, 1): exact p = 1, so K(12) = 0 in the official preset
+# the worked example's second case (`12_ktae`): id 12 at table (1, 1, 1, 1): exact p = 1, so K(12) = 0 in the official preset
 ROWS82 = [[11, 12, 13, 12, 151645], [11, 13, 14, 151645], [11, 15, 12, 16, 16, 151645], [11, 15, 17, 151645]]
 
 
@@ -47,7 +48,7 @@ def test_initial_state(ex):
 def test_group_control(ex):
     before = ex.token_view.value
     ex.group.value = "g82"
-    assert "group 'g82'" in status(ex) and ex.token_view.value != before
+    assert "Group 'g82'" in status(ex) and ex.token_view.value != before
     assert K_of(ex, 12) == 0.0                                      # exact Fisher: p = 1 -> F = 0, IG = 0, h = 0 ... K = 0
     assert len(scores(ex)) == len(ROWS82[0])
     ex.group.value = "g8"
@@ -140,7 +141,7 @@ def test_sort_controls(ex):
     ex.sort_by.value, ex.ascending.value = "|K|", False
     assert (np.diff(ex.table.K.abs().to_numpy()) <= 0).all()
     first = re.search(r"<tbody>\s*<tr>\s*<td>([^<]*)</td>", ex.table_view.value).group(1)
-    assert first == ex.table.token.iloc[0]
+    assert html.unescape(first).strip() == token_text(ex.table.token.iloc[0]).strip()   # the table shows tokens as the view does
 
 
 def test_plots_toggle_and_token_control(path):
@@ -200,7 +201,8 @@ def test_malformed_file_shows_error_with_line_number(tmp_path):
 def test_missing_file_and_bad_preset(tmp_path):
     ex = KeyTokenExplorer(tmp_path / "nope.jsonl")
     assert "not found" in status(ex)
-    with pytest.raises(ValueError, match="unknown preset"): KeyTokenExplorer(tmp_path / "nope.jsonl", preset="fancy")
+    with pytest.raises(ValueError, match="unknown `preset`"): KeyTokenExplorer(tmp_path / "nope.jsonl", preset="fancy")
+    with pytest.raises(ValueError, match="unknown `estimator`"): KeyTokenExplorer(tmp_path / "nope.jsonl", estimator="ppo")
 
 
 def test_empty_rollout_in_group(tmp_path):
@@ -222,16 +224,17 @@ RIGHT = dict(id="right", method="epic_adaptive", status="ok", labels=[1, 1, 1], 
 
 def test_annotation_explorer_switches_solutions():
     ax = AnnotationExplorer([REC, RIGHT], show_plot=True)
-    assert "first error 4" in ax.status.value and ax.probes.step.tolist() == [2, 4, 3]
+    assert status(ax) == "<b>6 steps: first error at step 4, by epic_adaptive with 3 probes, 96 rollouts, 12,000 tokens.</b>"
+    assert ax.probes.step.tolist() == [2, 4, 3]
     assert [x[0] for x in step_divs(ax.steps_view.value)] == ["1"] * 4 + ["0"] * 2
     assert ax.plot.value.startswith("<img") and "<table" in ax.probes_view.value
     first_plot = ax.plot.value
     ax.record.value = 1
-    assert "first error None" in ax.status.value and len(step_divs(ax.steps_view.value)) == 3
+    assert "3 steps: no error found" in status(ax) and len(step_divs(ax.steps_view.value)) == 3
     assert "no probes" in ax.probes_view.value and ax.plot.value != first_plot
     ax.show_plot.value = False
     assert ax.plot.value == ""
-    assert [lbl for lbl, _ in ax.record.options][0].startswith("r · epic_adaptive · first error 4")
+    assert [lbl for lbl, _ in ax.record.options] == ["r · epic_adaptive · first error at step 4", "right · epic_adaptive · no error found"]
 
 
 def test_annotation_explorer_from_jsonl_and_dataframe(tmp_path):
@@ -277,3 +280,41 @@ def test_annotation_explorer_on_real_epicprm_annotations(tmp_path):
     epicprm.annotate_dataset(wrong.head(2), comp, out, "epic_adaptive", progress=False)
     ax2 = AnnotationExplorer(out, show_plot=True)
     assert ax2.error is None and len(ax2.record.options) == 2 and ax2.plot.value.startswith("<img")
+
+
+# ---------------------------------------------------------------- what the reader sees: token text, groups, status, |K| order
+def test_token_text_is_the_same_in_view_list_and_table(ex):
+    ex.group.value = "g8"
+    shown = [c["text"].replace("\n", "") for c in cells(ex.token_view.value)]
+    listed = {label.split("   (K")[0] for label, _ in ex.token.options}
+    assert set(shown) <= listed and "Ġ" not in "".join(listed) and " x" in listed and "↵" in listed
+    assert "Ġ" not in ex.table_view.value and "Ċ" not in ex.table_view.value
+
+
+def test_group_picker_marks_mixed_groups(tmp_path):
+    p = write_worked_example(tmp_path / "w.jsonl", [dict(group_id="flat", rollout_id=i, token_ids=[11, 13], tokens=["Let", "Ġratio"],
+                                                           reward=1.0) for i in range(2)])
+    ex = KeyTokenExplorer(p, show_plots=False)
+    assert [label for label, _ in ex.group.options] == ["● g8 (2 of 4 correct)", "flat (no contrast: all correct)"]
+    assert status(ex) == "<b>Group 'g8': 4 rollouts, 2 correct, 2 wrong, 9 distinct tokens; preset official, Â from grpo.</b>"
+    ex.group.value = "flat"
+    assert "no contrast, K = 0 (all correct)" in status(ex) and "every row has K = 0" in ex.table_view.value
+    assert "ExplainGroup" not in status(ex) and "GroupView(" not in status(ex)            # prose, not a repr
+
+
+def test_sort_by_abs_k_shows_both_signs():
+    import pandas as pd
+    n = 30                                                                       # 30 tokens at +1, then 5 at -1: ties
+    t = pd.DataFrame(dict(token=[f"t{i}" for i in range(n + 5)], token_id=range(n + 5), K=[1.0] * n + [-1.0] * 5,
+                          p=np.linspace(0.01, 0.5, n + 5), count_correct=1, count_wrong=1))
+    top = order_by_abs_k(t).head(10)
+    assert (top.K > 0).any() and (top.K < 0).any() and (top.K.abs() == 1).all()
+    assert (np.diff(order_by_abs_k(t.assign(K=np.linspace(-1, 1, n + 5))).K.abs().to_numpy()) <= 0).all()   # distinct |K|: plain order
+
+
+def test_estimator_control(ex):
+    ex.color_by.value = "A"
+    ex.estimator.value = "dr_grpo"
+    ref = explain_group(ex.batch, "g8", estimator="dr_grpo")
+    np.testing.assert_allclose(scores(ex), ref.advantages[0][ref.response_mask[0]].numpy(), atol=1e-6)
+    assert "Â from dr_grpo" in status(ex) and "Â (dr_grpo) = +0.500" in ex.token_view.value
