@@ -91,9 +91,10 @@ def test_report_overrides_reach_the_page(tmp_path, worked_rollouts, run_cli):
     rc, text, err = run_cli(["report", worked_rollouts, "-o", out, "--no-plots", "--set", "beta=2", "--set", "ignore_ids=12;18"])
     assert rc == 0 and "wrote" in text, err
     page = out.read_text()
-    scores = re.findall(r'data-score="([^"]+)" title="[^"]*?\bid (\d+)\n', page)   # (K, token id) of every coloured token
+    from test_report import page_cells                                   # the report's cell parser
+    scores = [(c["K"], re.search(r"\bid (\d+)", c["tooltip"]).group(1)) for c in page_cells(page)]
     assert {i for _, i in scores} >= {"11", "12", "13", "18"}
-    assert all(float(k) == 0 for k, i in scores if i in ("12", "18")) and any(float(k) != 0 for k, i in scores if i == "13")
+    assert all(k == 0 for k, i in scores if i in ("12", "18")) and any(k != 0 for k, i in scores if i == "13")
     assert "beta</td><td>2" in page and "ignore_ids</td><td>(12, 18)" in page
 
 
