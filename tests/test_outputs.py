@@ -5,7 +5,7 @@ Refresh them with `python tools/execute_nbs.py [notebooks...]`. What is checked,
 - a cell that certainly displays something has outputs: it prints at top level, or ends with a bare expression that
   is not a call (`df`, `gv`, `sat.T`, `K[0]`), or ends with a call known to return a table or text
   (`.head()`, `.round()`, `pd.DataFrame(...)`, `Markdown(...)`, ...), unless the line ends with `;`;
-- a cell that makes a figure with `plt.subplots`/`plt.figure` at top level stores an image;
+- a cell that prints stores the printed text, and a cell that makes a figure with `plt.subplots`/`plt.figure` at top level stores an image;
 - no stored error, and no cell stores more than `MAX_CELL_KB` of outputs.
 Cells skipped by the fast tests (settings.ini `tst_flags`: `#| slow`, `#| notest`, `#| gpu`) and `#| eval: false`
 cells are not required to have outputs (they keep the ones they have).
@@ -57,12 +57,12 @@ def _call_name(node) -> str|None:
     return f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else None
 
 
-def expects_output(src:str) -> tuple[bool, bool]:
-    "(must have some output, must have an image) for a cell's source."
+def expects_output(src:str) -> tuple[bool, bool, bool]:
+    "(must have some output, must have an image, must have printed text) for a cell's source."
     try: tree = ast.parse(_code(src))
-    except SyntaxError: return False, False
+    except SyntaxError: return False, False, False
     body = tree.body
-    if not body: return False, False
+    if not body: return False, False, False
     prints = any(isinstance(s, ast.Expr) and isinstance(s.value, ast.Call) and _call_name(s.value) == "print" for s in body) or \
              any(isinstance(s, ast.For) and any(isinstance(t, ast.Expr) and isinstance(t.value, ast.Call) and _call_name(t.value) == "print"
                                                 for t in s.body) for s in body)
@@ -77,7 +77,7 @@ def expects_output(src:str) -> tuple[bool, bool]:
     figure = any(isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr in ("subplots", "figure")
                  and isinstance(n.func.value, ast.Name) and n.func.value.id == "plt" for s in body if not isinstance(s, (ast.FunctionDef, ast.ClassDef))
                  for n in ast.walk(s))
-    return prints or shows or figure, figure
+    return prints or shows or figure, figure, prints
 
 
 def _cells(nb:Path):
@@ -86,14 +86,15 @@ def _cells(nb:Path):
 
 
 def test_rules_on_examples():
-    assert expects_output("df = f()\ndf.head()") == (True, False)
-    assert expects_output("x = 1\nx") == (True, False)
-    assert expects_output("fig, ax = plt.subplots()\nax.plot([1])") == (True, True)
-    assert expects_output("assert x == 1") == (False, False)
-    assert expects_output("test_close(a, b)") == (False, False)
-    assert expects_output("plot_contingency(t);") == (False, False)
-    assert expects_output("def f():\n    print(1)") == (False, False)
-    assert expects_output("for m in ms: print(m)") == (True, False)
+    assert expects_output("df = f()\ndf.head()") == (True, False, False)
+    assert expects_output("x = 1\nx") == (True, False, False)
+    assert expects_output("fig, ax = plt.subplots()\nax.plot([1])") == (True, True, False)
+    assert expects_output("assert x == 1") == (False, False, False)
+    assert expects_output("test_close(a, b)") == (False, False, False)
+    assert expects_output("plot_contingency(t);") == (False, False, False)
+    assert expects_output("print(t)\nplot_contingency(t);") == (True, False, True)
+    assert expects_output("def f():\n    print(1)") == (False, False, False)
+    assert expects_output("for m in ms: print(m)") == (True, False, True)
     assert not runs_in_tests("#| slow\nx") and runs_in_tests("#| export\ndef f(): pass")
 
 
@@ -108,8 +109,10 @@ def test_notebook_has_its_outputs(nb):
         kb = sum(len(json.dumps(o)) for o in outs) / 1024
         if kb > MAX_CELL_KB: problems.append(f"cell {i} stores {kb:.0f} KB of outputs (> {MAX_CELL_KB} KB)")
         if not runs_in_tests(src): continue
-        some, image = expects_output(src)
+        some, image, printed = expects_output(src)
         if some and not outs: problems.append(f"cell {i} displays something but stores no output: {src.strip().splitlines()[-1][:60]!r}")
         if image and outs and not any("image/png" in o.get("data", {}) or "image/svg+xml" in o.get("data", {}) for o in outs):
             problems.append(f"cell {i} makes a figure but stores no image (a bare Figure repr?)")
+        if printed and outs and not any(o.get("output_type") == "stream" for o in outs):
+            problems.append(f"cell {i} prints but stores no printed text")
     assert not problems, f"{nb.name}: " + "; ".join(problems) + f" ({hint})"

@@ -117,7 +117,7 @@ def write_config(nav, site:Path, title:str) -> Path:
     cfg = {"site_name": title, "docs_dir": "docs", "site_dir": str(site), "use_directory_urls": False,
            "theme": {"name": "material", "font": False, "features": ["navigation.sections", "navigation.footer", "search.highlight"]},
            "plugins": ["search", {"mkdocs-jupyter": {"execute": False, "include_source": False,
-                                                                "custom_mathjax_url": MATHJAX, "include_requirejs": False,
+                                                                "custom_mathjax_url": MATHJAX, "include_requirejs": False, "no_prompt": True,
                                                                 "ignore_h1_titles": False}}],
            "extra_css": ["assets/extra.css"], "extra": {"generator": False},
            "markdown_extensions": ["tables", "admonition", "toc", "pymdownx.superfences"],

@@ -4,7 +4,8 @@
     python tools/execute_nbs.py nbs/index.ipynb nbs/tutorials/reading_key_tokens.ipynb
     python tools/execute_nbs.py --slow nbs/tutorials/ablation_lab.ipynb   # also run `#| slow` cells
 
-Cells run with execnb's `CaptureShell`, the engine `nbdev_test` uses: from the notebook's folder, with the repository
+Cells run with execnb's `CaptureShell`, the engine `nbdev_test` uses (except that a cell ending with `;` keeps what it
+printed, as in Jupyter): from the notebook's folder, with the repository
 root first on `sys.path`, cells flagged with settings.ini `tst_flags` (`notest slow gpu`) skipped unless forced with
 `--slow` / `--flags`. A skipped cell keeps whatever outputs it had. Figures are stored as PNG at 100 dpi with text of at
 least 9 pt (see `MPL_STYLE`). The first failing cell stops everything with its traceback (exit status 1) and the
@@ -51,10 +52,25 @@ def _skip_fn(flags:set):
     return skip
 
 
+def _shell_class():
+    "execnb's CaptureShell, except that a cell ending with `;` keeps its printed output (as in Jupyter)."
+    from execnb.shell import CaptureShell
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.utils.capture import capture_output
+    from fastcore.basics import AttrDict
+
+    class Shell(CaptureShell):
+        def _run(self, raw_cell, store_history=False, silent=False, shell_futures=True, cell_id=None,
+                 stdout=True, stderr=True, display=True, verbose=False):
+            with capture_output(display=display, stdout=stdout and not verbose, stderr=stderr and not verbose) as c:
+                result = InteractiveShell.run_cell(self, raw_cell, store_history, silent, shell_futures=shell_futures, cell_id=cell_id)
+            return AttrDict(result=result, stdout=c.stdout, stderr=c.stderr, display_objects=c.outputs,
+                            exception=result.error_in_exec or result.error_before_exec, quiet=raw_cell.rstrip().endswith(";"))
+    return Shell
+
+
 def execute_notebook(path:Path, flags:set, timeout:int|None=None) -> tuple[float, list[tuple[int, int]]]:
     "Run `path` in place; returns (seconds, [(cell index, KB)] of outputs over the size limit). Raises on a failing cell."
-    from execnb.shell import CaptureShell
-    from execnb.nbio import write_nb
     from fastcore.xtras import working_directory
     from nbdev.process import NBProcessor
     from nbdev.frontmatter import FrontmatterProc
@@ -63,7 +79,7 @@ def execute_notebook(path:Path, flags:set, timeout:int|None=None) -> tuple[float
     skip = _skip_fn(flags)
     start = time.time()
     if str(ROOT) not in sys.path: sys.path.insert(0, str(ROOT))
-    shell = CaptureShell(path, mpl_format="png", timeout=timeout)
+    shell = _shell_class()(path, mpl_format="png", timeout=timeout)
     shell.run_cell(SETUP)
     if shell.exc: raise RuntimeError(f"setup failed: {shell.exc!r}")
     with working_directory(path.parent):
