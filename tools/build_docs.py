@@ -89,13 +89,22 @@ def _doc_md(renderer, level:int=3) -> str:
     return re.sub(r"^###\s", "#" * level + " ", md.strip(), count=1, flags=re.M) + "\n"
 
 
+def for_reader(nb:dict) -> dict:
+    "The notebook as nbdev's own docs show it: without `#| hide` cells and the `#| default_exp` line."
+    def hidden(c):
+        src = "".join(c["source"])
+        return c["cell_type"] == "code" and (re.search(r"^\s*#\|\s*hide\b", src, re.M) or
+                                             re.fullmatch(r"\s*#\|\s*default_exp\s+\S+\s*", src))
+    return dict(nb, cells=[c for c in nb["cells"] if not hidden(c)])
+
+
 def stage(nbs:Path, lib:str) -> list:
     "Copy the notebooks, write the API pages and the MathJax copy into `_docs_src/docs`; returns the nav."
     docs = SRC / "docs"
     if SRC.exists(): shutil.rmtree(SRC)
     docs.mkdir(parents=True)
     from execute_nbs import all_notebooks
-    for nb in all_notebooks(nbs): shutil.copy(nb, docs / page_name(nb, nbs))
+    for nb in all_notebooks(nbs): (docs / page_name(nb, nbs)).write_text(json.dumps(for_reader(json.loads(nb.read_text()))))
     nav = reading_order(nbs)
     mods = sorted(p.stem for p in (ROOT / lib).glob("*.py") if not p.stem.startswith("_"))
     (docs / "api").mkdir()
@@ -118,7 +127,7 @@ def write_config(nav, site:Path, title:str) -> Path:
            "theme": {"name": "material", "font": False, "features": ["navigation.sections", "navigation.footer", "search.highlight"]},
            "plugins": ["search", {"mkdocs-jupyter": {"execute": False, "include_source": False,
                                                                 "custom_mathjax_url": MATHJAX, "include_requirejs": False, "no_prompt": True,
-                                                                "ignore_h1_titles": False}}],
+                                                                "ignore_h1_titles": True}}],
            "extra_css": ["assets/extra.css"], "extra": {"generator": False},
            "markdown_extensions": ["tables", "admonition", "toc", "pymdownx.superfences"],
            "nav": [{"Learning path": "index.ipynb"}] + [{sec: [{t: p} for t, p in items]} for sec, items in nav[1:]]}
