@@ -151,7 +151,7 @@ def test_every_navigation_page_loads_in_chromium_without_external_requests(site,
     loaded = {path.lstrip("/"): code for path, code in server.requests}
     assert all(loaded.get(p) == 200 for p in pages), [p for p in pages if loaded.get(p) != 200]
     requested = _page_requests(log)
-    assert any(u.endswith("MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe") for u in requested)
+    assert any("assets/mathjax/MathJax.js?config=" in u for u in requested)
     external_requests = [u for u in requested if external(u)]
     assert not external_requests, external_requests
     failed = [(p, c) for p, c in server.requests if not (isinstance(c, int) and c < 400) and not p.endswith(".map")]

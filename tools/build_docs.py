@@ -17,7 +17,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "_docs_src"
-MATHJAX = "assets/mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe"
+MATHJAX = "assets/mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe,local"
 
 # Parts of the course, by the first digit of a chapter's number, and where each tutorial is read (after that chapter).
 PARTS = {"0": "Foundations", "1": "KTAE and losses", "2": "EpicPRM", "3": "Views", "4": "Applications"}
@@ -116,6 +116,10 @@ def stage(nbs:Path, lib:str) -> list:
     import jupyter_server_mathjax
     shutil.copytree(Path(jupyter_server_mathjax.__file__).parent / "static", docs / "assets" / "mathjax",
                     ignore=shutil.ignore_patterns("*.md", "LICENSE"))
+    # the package ships MathJax's STIX-Web fonts only: tell MathJax (config/local.js, loaded by `config=...,local`)
+    (docs / "assets" / "mathjax" / "config" / "local.js").write_text(
+        'MathJax.Hub.Config({"HTML-CSS": {availableFonts: ["STIX-Web"], preferredFont: "STIX-Web", webFont: "STIX-Web", '
+        'imageFont: null}, SVG: {font: "STIX-Web"}});\nMathJax.Ajax.loadComplete("[MathJax]/config/local.js");\n')
     (docs / "assets" / "extra.css").write_text(".jp-OutputArea-output img { max-width: 100%; height: auto; }\n"
                                               ".md-grid { max-width: 1400px; }\n")
     return nav
