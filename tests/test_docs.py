@@ -142,7 +142,7 @@ def test_index_renders_in_chromium(site, server, tmp_path):
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (see README's ci:system block)")
 def test_every_navigation_page_loads_in_chromium_without_external_requests(site, server, tmp_path):
     pages = nav_pages(site)
-    (site / "_all_pages.html").write_text("<!doctype html><html><body>" + "".join(
+    (site / "_all_pages.html").write_text('<!doctype html><html><head><link rel="icon" href="data:,"></head><body>' + "".join(
         f'<iframe src="{p}" width="1000" height="600"></iframe>' for p in pages) + "</body></html>")
     log = tmp_path / "net.json"
     del server.requests[:]
@@ -154,5 +154,5 @@ def test_every_navigation_page_loads_in_chromium_without_external_requests(site,
     assert any("assets/mathjax/MathJax.js?config=" in u for u in requested)
     external_requests = [u for u in requested if external(u)]
     assert not external_requests, external_requests
-    failed = [(p, c) for p, c in server.requests if not (isinstance(c, int) and c < 400) and not p.endswith(".map")]
+    failed = [(p, c) for p, c in server.requests if not (isinstance(c, int) and c < 400) and not p.endswith((".map", "favicon.ico"))]
     assert not failed, failed
