@@ -1,0 +1,163 @@
+"""The documentation site: built by the README's command, every navigation page loads, nothing is fetched from the internet.
+
+Skips when the docs tools (mkdocs, mkdocs-material, mkdocs-jupyter, jupyter-server-mathjax) are not installed; the
+browser tests skip without Chromium.
+"""
+import functools, http.server, importlib.util, json, re, shutil, subprocess, sys, threading
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import urljoin, urlparse
+from urllib.request import urlopen
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC_PKGS = ("mkdocs", "material", "mkdocs_jupyter", "jupyter_server_mathjax")
+missing = [p for p in DOC_PKGS if importlib.util.find_spec(p) is None]
+pytestmark = pytest.mark.skipif(bool(missing), reason=f"docs tools not installed: {', '.join(missing)} (pip install -e '.[dev]')")
+CHROMIUM = next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
+LOCAL = {"127.0.0.1", "localhost", "::1"}
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    "The site, built with the same command as README's ci:docs block (into a temporary folder)."
+    out = tmp_path_factory.mktemp("site")
+    r = subprocess.run([sys.executable, "tools/build_docs.py", "--out", str(out)], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (out / "index.html").is_file()
+    return out
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, fmt, *args): pass
+    def log_request(self, code="-", size="-"):
+        self.server.requests.append((urlparse(self.path).path, int(code) if str(code).isdigit() else code))
+
+
+@pytest.fixture(scope="module")
+def server(site):
+    "The site served on the loopback interface; `.requests` records (path, status) of every request."
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Handler, directory=str(site)))
+    srv.requests = []
+    th = threading.Thread(target=srv.serve_forever, daemon=True); th.start()
+    srv.url = f"http://127.0.0.1:{srv.server_address[1]}/"
+    yield srv
+    srv.shutdown(); srv.server_close()
+
+
+class _Links(HTMLParser):
+    "Navigation links and every resource a page would load."
+    def __init__(self):
+        super().__init__(); self.nav, self.resources = [], []
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "a" and "md-nav__link" in (a.get("class") or "") and a.get("href"): self.nav.append(a["href"])
+        for k in ("src", "data-src", "poster"):
+            if a.get(k): self.resources.append((tag, a[k]))
+        if tag == "link" and a.get("href") and (a.get("rel") or "") not in ("canonical", "prev", "next", "alternate"):
+            self.resources.append((tag, a["href"]))      # stylesheets, icons, preloads: fetched by the browser
+        if a.get("srcset"): self.resources += [(tag, s.strip().split(" ")[0]) for s in a["srcset"].split(",")]
+        if a.get("style"): self.resources += [(tag, u) for u in re.findall(r"url\(['\"]?([^)'\"]+)", a["style"])]
+
+
+def parse(path:Path) -> _Links:
+    p = _Links(); p.feed(path.read_text(errors="replace")); return p
+
+
+def nav_pages(site:Path) -> list[str]:
+    "Pages linked from the index's navigation, relative to the site root, in order."
+    seen = []
+    for h in parse(site / "index.html").nav:
+        h = h.split("#")[0]
+        if h and not urlparse(h).scheme and h not in seen: seen.append(h)
+    return seen
+
+
+def external(url:str) -> bool:
+    u = urlparse(url)
+    return u.scheme in ("http", "https") and u.hostname not in LOCAL or url.startswith("//")
+
+
+def test_every_notebook_and_module_is_a_navigation_page(site):
+    pages = nav_pages(site)
+    nbs = [p for p in (ROOT / "nbs").rglob("*.ipynb") if not any(s.startswith(("_", ".")) for s in p.relative_to(ROOT / "nbs").parts)]
+    mods = [p for p in (ROOT / "ktae_lab").glob("*.py") if not p.stem.startswith("_")]
+    assert len([p for p in pages if not p.startswith("api/")]) == len(nbs), pages
+    assert len([p for p in pages if p.startswith("api/")]) == len(mods), pages
+    assert pages[0] == "index.html" and "tutorial_reading_key_tokens.html" in pages
+
+
+def test_pages_show_stored_outputs_and_api_has_docments(site):
+    index = (site / "index.html").read_text()
+    assert "data:image/png;base64" in index and "jp-OutputArea-output" in index   # a figure and outputs, not re-run code
+    assert "Why: GRPO gives every token the same credit" in index
+    api = (site / "api" / "ktae.html").read_text()
+    assert "token_table" in api and "# [B, L] token ids" in api                     # signature with its docments
+
+
+def test_no_resource_is_loaded_from_the_internet(site):
+    bad = []
+    for page in site.rglob("*.html"):
+        bad += [(str(page.relative_to(site)), tag, u) for tag, u in parse(page).resources if external(u)]
+    for css in site.rglob("*.css"):
+        bad += [(str(css.relative_to(site)), "css", u) for u in re.findall(r"url\(['\"]?([^)'\"]+)", css.read_text(errors="replace")) if external(u)]
+        bad += [(str(css.relative_to(site)), "@import", u) for u in re.findall(r"@import\s+['\"]([^'\"]+)", css.read_text(errors="replace")) if external(u)]
+    assert not bad, bad[:20]
+
+
+def test_every_navigation_page_is_served(site, server):
+    for p in nav_pages(site):
+        with urlopen(urljoin(server.url, p), timeout=30) as r:
+            body = r.read().decode(errors="replace")
+            assert r.status == 200 and "<article" in body, p
+
+
+def _chromium(args, timeout=180):
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-default-apps",
+             "--disable-domain-reliability", "--no-pings", "--disable-features=Translate,OptimizationHints,MediaRouter,AutofillServerCommunication"]
+    return subprocess.run([CHROMIUM, *flags, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def _page_requests(netlog:Path) -> list[str]:
+    "URLs that pages of the site asked for (initiated by the site's origin; browser housekeeping is not)."
+    d = json.loads(netlog.read_text())
+    return [e["params"]["url"] for e in d["events"] if "url" in e.get("params", {}) and "method" in e["params"]
+            and urlparse(e["params"].get("initiator", "")).hostname in LOCAL]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (see README's ci:system block)")
+def test_index_renders_in_chromium(site, server, tmp_path):
+    log = tmp_path / "net.json"
+    r = _chromium([f"--user-data-dir={tmp_path / 'profile'}", f"--log-net-log={log}", "--virtual-time-budget=15000",
+                   "--dump-dom", urljoin(server.url, "index.html")])
+    dom = r.stdout
+    assert "Why: GRPO gives every token the same credit" in dom, r.stderr[-2000:]
+    assert "MathJax" in dom and re.search(r'class="MathJax[^"]*"', dom), "formulas were not typeset (MathJax did not run)"
+    assert "md-nav__link" in dom and "<table" in dom
+    external_requests = [u for u in _page_requests(log) if external(u)]
+    assert not external_requests, external_requests
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (see README's ci:system block)")
+def test_every_navigation_page_loads_in_chromium_without_external_requests(site, server, tmp_path):
+    pages = nav_pages(site)
+    # one iframe that visits every page in turn (all at once is too heavy for a 2-core machine)
+    (site / "_all_pages.html").write_text(
+        '<!doctype html><html><head><link rel="icon" href="data:,"></head><body><iframe id="f" width="1000" height="600"></iframe>'
+        f"<script>const pages = {json.dumps(pages)}; let i = 0; const f = document.getElementById('f');"
+        "f.onload = () => { if (++i < pages.length) f.src = pages[i]; else document.title = 'done'; }; f.src = pages[0];</script>"
+        "</body></html>")
+    log = tmp_path / "net.json"
+    del server.requests[:]
+    r = _chromium([f"--user-data-dir={tmp_path / 'profile'}", f"--log-net-log={log}", "--virtual-time-budget=120000",
+               "--dump-dom", urljoin(server.url, "_all_pages.html")], timeout=900)
+    assert "<title>done</title>" in r.stdout, "the browser did not get through every page"
+    loaded = {path.lstrip("/"): code for path, code in server.requests}
+    assert all(loaded.get(p) == 200 for p in pages), [p for p in pages if loaded.get(p) != 200]
+    requested = _page_requests(log)
+    assert any("assets/mathjax/MathJax.js?config=" in u for u in requested)
+    external_requests = [u for u in requested if external(u)]
+    assert not external_requests, external_requests
+    failed = [(p, c) for p, c in server.requests if not (isinstance(c, int) and c < 400) and not p.endswith((".map", "favicon.ico"))]
+    assert not failed, failed

@@ -1,0 +1,166 @@
+"""Build the documentation site offline: every notebook as a page with its stored outputs, an API reference, search.
+
+    python tools/build_docs.py                # -> _site/ (open _site/index.html, or serve the folder)
+    python tools/build_docs.py --out /tmp/site
+
+MkDocs with the Material theme renders the pages; mkdocs-jupyter turns each notebook into a page from its stored outputs
+(never re-executed: run `python tools/execute_nbs.py` first); the API reference is written here from each module's
+`__all__` with nbdev's `show_doc` (signature with the docments comments, and the docstring). Nothing is loaded from the
+internet: the theme's web fonts are off, search is Material's built-in (lunr in a web worker, local), and MathJax is
+copied from the `jupyter-server-mathjax` package. Serve the folder to use search (`python -m http.server -d _site`);
+the pages themselves also open from the file system. The sources are staged in `_docs_src/` and `mkdocs.yml` is written there; both are
+build outputs.
+"""
+from __future__ import annotations
+import argparse, importlib, inspect, json, os, re, shutil, subprocess, sys, time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SRC = ROOT / "_docs_src"
+MATHJAX = "assets/mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe,local"
+
+# Parts of the course, by the first digit of a chapter's number, and where each tutorial is read (after that chapter).
+PARTS = {"0": "Foundations", "1": "KTAE and losses", "2": "EpicPRM", "3": "Views", "4": "Applications"}
+TUTORIAL_AFTER = {"reading_key_tokens": "12_ktae", "losses_by_hand": "13_losses", "ktae_real_rollouts": "15_interop",
+                  "epicprm_walkthrough": "23_simulator", "ablation_lab": "49_cli"}
+
+
+def title_of(nb_path:Path) -> str:
+    "The notebook's `# Title` (first markdown heading), else its file name."
+    for c in json.loads(nb_path.read_text())["cells"]:
+        if c["cell_type"] != "markdown": continue
+        m = re.search(r"^#\s+(.+)$", "".join(c["source"]), re.M)
+        if m: return m.group(1).strip()
+    return nb_path.stem
+
+
+def page_name(nb:Path, nbs:Path) -> str:
+    "Staged file name: every notebook page at the top level, so one relative MathJax path serves them all."
+    rel = nb.relative_to(nbs)
+    return rel.name if len(rel.parts) == 1 else "tutorial_" + rel.stem + ".ipynb" if rel.parts[0] == "tutorials" else "_".join(rel.parts)
+
+
+def reading_order(nbs:Path) -> list[tuple[str, list[tuple[str, str]]]]:
+    "Navigation: [(section, [(title, staged page)])] with index first, chapters by number, tutorials after their chapter."
+    from execute_nbs import all_notebooks
+    books = all_notebooks(nbs)
+    chapters = sorted(p for p in books if p.parent == nbs and re.match(r"\d\d_", p.name))
+    tutorials = {p.stem: p for p in books if p.parent.name == "tutorials"}
+    placed, nav = set(), [("Start here", [("Learning path", "index.ipynb")])]
+    for digit, part in PARTS.items():
+        items = []
+        for ch in (c for c in chapters if c.name[0] == digit):
+            items.append((f"{ch.stem}: {title_of(ch)}", page_name(ch, nbs)))
+            for t, after in TUTORIAL_AFTER.items():
+                if after == ch.stem and t in tutorials:
+                    items.append((f"Tutorial: {title_of(tutorials[t])}", page_name(tutorials[t], nbs))); placed.add(t)
+        if items: nav.append((part, items))
+    for t, after in TUTORIAL_AFTER.items():          # a tutorial whose chapter is missing goes last in its part's place
+        if t in tutorials and t not in placed: nav[-1][1].append((f"Tutorial: {title_of(tutorials[t])}", page_name(tutorials[t], nbs))); placed.add(t)
+    rest = [p for s, p in sorted(tutorials.items()) if s not in placed]
+    if rest: nav.append(("More tutorials", [(f"Tutorial: {title_of(p)}", page_name(p, nbs)) for p in rest]))
+    other = [p for p in books if p not in chapters and p.parent == nbs and p.name != "index.ipynb"]
+    if other: nav.append(("Other notebooks", [(title_of(p), page_name(p, nbs)) for p in other]))
+    return nav
+
+
+def api_page(mod_name:str) -> str:
+    "Markdown reference of one module: its docstring, then every public function and class (with its methods)."
+    from nbdev.showdoc import show_doc
+    mod = importlib.import_module(mod_name)
+    out = [f"# `{mod_name}`", "", (mod.__doc__ or "").strip(), ""]
+    for name in getattr(mod, "__all__", []):
+        obj = getattr(mod, name, None)
+        if not (inspect.isfunction(obj) or inspect.isclass(obj)): continue
+        out.append(_doc_md(show_doc(obj, name=name)))
+        if inspect.isclass(obj):
+            for m, f in vars(obj).items():
+                if m.startswith("_") or not inspect.isfunction(f) or not (f.__doc__ or "").strip(): continue
+                out.append(_doc_md(show_doc(f, name=f"{name}.{m}"), level=4))
+    consts = [n for n in getattr(mod, "__all__", []) if not callable(getattr(mod, n, None))]
+    if consts: out += ["### Constants", "", ", ".join(f"`{n}`" for n in consts), ""]
+    return "\n".join(out)
+
+
+def _doc_md(renderer, level:int=3) -> str:
+    "nbdev's show_doc markdown without the source link (a link to the internet) and with our heading level."
+    md = renderer._repr_markdown_()
+    md = "\n".join(l for l in md.splitlines() if not l.startswith("[source]") and l.strip() != "---")
+    return re.sub(r"^###\s", "#" * level + " ", md.strip(), count=1, flags=re.M) + "\n"
+
+
+def for_reader(nb:dict) -> dict:
+    "The notebook as nbdev's own docs show it: without `#| hide` cells and the `#| default_exp` line."
+    def hidden(c):
+        src = "".join(c["source"])
+        return c["cell_type"] == "code" and (re.search(r"^\s*#\|\s*hide\b", src, re.M) or
+                                             re.fullmatch(r"\s*#\|\s*default_exp\s+\S+\s*", src))
+    return dict(nb, cells=[c for c in nb["cells"] if not hidden(c)])
+
+
+def stage(nbs:Path, lib:str) -> list:
+    "Copy the notebooks, write the API pages and the MathJax copy into `_docs_src/docs`; returns the nav."
+    docs = SRC / "docs"
+    if SRC.exists(): shutil.rmtree(SRC)
+    docs.mkdir(parents=True)
+    from execute_nbs import all_notebooks
+    for nb in all_notebooks(nbs): (docs / page_name(nb, nbs)).write_text(json.dumps(for_reader(json.loads(nb.read_text()))))
+    nav = reading_order(nbs)
+    mods = sorted(p.stem for p in (ROOT / lib).glob("*.py") if not p.stem.startswith("_"))
+    (docs / "api").mkdir()
+    api = []
+    for m in mods:
+        (docs / "api" / f"{m}.md").write_text(api_page(f"{lib}.{m}"))
+        api.append((f"{lib}.{m}", f"api/{m}.md"))
+    nav.append(("API reference", api))
+    import jupyter_server_mathjax
+    shutil.copytree(Path(jupyter_server_mathjax.__file__).parent / "static", docs / "assets" / "mathjax",
+                    ignore=shutil.ignore_patterns("*.md", "LICENSE"))
+    # the package ships MathJax's STIX-Web fonts only: tell MathJax (config/local.js, loaded by `config=...,local`)
+    (docs / "assets" / "mathjax" / "config" / "local.js").write_text(
+        'MathJax.Hub.Config({"HTML-CSS": {availableFonts: ["STIX-Web"], preferredFont: "STIX-Web", webFont: "STIX-Web", '
+        'imageFont: null}, SVG: {font: "STIX-Web"}});\nMathJax.Ajax.loadComplete("[MathJax]/config/local.js");\n')
+    (docs / "assets" / "extra.css").write_text(".jp-OutputArea-output img { max-width: 100%; height: auto; }\n"
+                                              ".md-grid { max-width: 1400px; }\n")
+    return nav
+
+
+def write_config(nav, site:Path, title:str) -> Path:
+    "mkdocs.yml (JSON is valid YAML) for the staged sources."
+    cfg = {"site_name": title, "docs_dir": "docs", "site_dir": str(site), "use_directory_urls": False,
+           "theme": {"name": "material", "font": False, "features": ["navigation.sections", "navigation.footer", "search.highlight"]},
+           "plugins": ["search", {"mkdocs-jupyter": {"execute": False, "include_source": False,
+                                                                "custom_mathjax_url": MATHJAX, "include_requirejs": False, "no_prompt": True,
+                                                                "ignore_h1_titles": True}}],
+           "extra_css": ["assets/extra.css"], "extra": {"generator": False},
+           "markdown_extensions": ["tables", "admonition", "toc", "pymdownx.superfences"],
+           "nav": [{"Learning path": "index.ipynb"}] + [{sec: [{t: p} for t, p in items]} for sec, items in nav[1:]]}
+    path = SRC / "mkdocs.yml"
+    path.write_text(json.dumps(cfg, indent=1))
+    return path
+
+
+def build(out:Path|None=None) -> Path:
+    "Stage, configure and run `mkdocs build`; returns the site folder."
+    sys.path.insert(0, str(Path(__file__).parent)); sys.path.insert(0, str(ROOT))
+    from nbdev.config import get_config
+    c = get_config()
+    site = (out or ROOT / "_site").resolve()
+    nav = stage(Path(c.config_path) / c.nbs_path, c.lib_name)
+    cfg = write_config(nav, site, c.lib_name)
+    env = dict(os.environ, NO_MKDOCS_2_WARNING="1")
+    r = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--clean", "-q", "-f", str(cfg)], cwd=SRC, env=env)
+    if r.returncode: raise SystemExit(f"build_docs: error: mkdocs build failed (exit {r.returncode})")
+    return site
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", type=Path, default=None, help="site folder (default _site/)")
+    a = ap.parse_args(argv)
+    t = time.time()
+    site = build(a.out)
+    print(f"site written to {site} in {time.time() - t:.0f} s: open {site / 'index.html'}")
+
+
+if __name__ == "__main__": main()
