@@ -51,6 +51,8 @@ def C(fn, exc, frag, **kw):
 
 
 V, T = ValueError, TypeError
+from ktae_lab.data import sample_rollouts_path
+SAMPLE = sample_rollouts_path()   # the shipped 5 x 8 sample
 CASES = [
     # ---------------- core
     C("core.group_ids", V, "exactly one of `index`", index=[0, 1], group_size=2, batch_size=2),
@@ -286,6 +288,12 @@ CASES += [
     C("ktae.ktae_advantages", T, "`outcome_advantage` must be a torch.Tensor", **BATCH, outcome_advantage=[0., 0., 0., 0.]),
     C("ktae.key_token_details", V, "`tokens` has 1 rows, expected 4", **BATCH, tokens=[["a"]]),
     C("ktae.token_table", V, "`tokens` has 1 rows, expected 4", **BATCH, tokens=[["a"]]),
+    C("ktae.score_rollouts", V, "unknown `preset` 'fancy'", rollouts=str(SAMPLE), preset="fancy"),
+    C("ktae.score_rollouts", T, "`beta` must be a finite number >= 0", rollouts=str(SAMPLE), beta="x"),
+    C("ktae.score_rollouts", V, "unknown KTAE override(s) ['nonsense']", rollouts=str(SAMPLE), nonsense=1),
+    C("ktae.score_rollouts", FileNotFoundError, "rollout file not found", rollouts="/nonexistent/rollouts.jsonl"),
+    C("ktae.score_rollouts", T, "must be a DataFrame or a path, got int", rollouts=42),
+    C("ktae.score_rollouts", V, "lacks the required column(s) ['group_id', 'token_ids', 'reward']", rollouts=__import__("pandas").DataFrame({"a": [1]})),
     # ---------------- losses
     C("losses.resolve_agg_mode", V, "unknown `loss_agg_mode` 'mean'; valid: token-mean", loss_agg_mode="mean"),
     C("losses.resolve_agg_mode", V, "unknown `loss_agg_mode` None", loss_agg_mode=None),
