@@ -5,8 +5,10 @@
 # %% ../nbs/21_epicprm.ipynb #1aa858c9
 from __future__ import annotations
 import json, math, os, warnings
+from contextlib import nullcontext
 from dataclasses import dataclass, field, asdict, replace
 import numpy as np
+from .data import append_jsonl, output_lock, repair_jsonl_tail
 
 # %% auto #0
 __all__ = ['WEIGHTINGS', 'SHIFT_MIN_HI', 'EPIC_STATIC_K', 'EPIC_PILOT_K', 'EPIC_PILOT_MIN_CORRECT', 'EPIC_K_FLOOR', 'EPIC_K_STEP',
@@ -402,6 +404,32 @@ def read_annotations(path, # JSONL file written by `annotate_dataset`
             if isinstance(r, dict) and "id" in r: recs.append(r)
     return recs
 
+_ANNOTATION_KEYS = ("id", "question", "status", "method", "steps")  # every line annotate_dataset writes has these
+
+def _check_annotation_file(path) -> None:
+    "Refuse to resume from (append to) a file that is not an annotation JSONL, e.g. a rollout file."
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            try: text = raw.decode("utf-8")
+            except UnicodeDecodeError: raise ValueError(f"`path` {path}, line {n}: not UTF-8 text; not an annotation file") from None
+            if not text.strip(): continue
+            try: r = json.loads(text)
+            except json.JSONDecodeError: continue  # a damaged line: read_annotations warns and skips it
+            missing = [k for k in _ANNOTATION_KEYS if not isinstance(r, dict) or k not in r]
+            if missing:
+                raise ValueError(f"`path` {path}, line {n} is not an annotation record (lacks {missing}); annotate_dataset "
+                                 "appends only to its own files: choose another path")
+
+def _check_bools(values, name) -> list: # each value as True, False or None (missing)
+    "Strict booleans: True/False (or 0/1), None/NaN for unknown; the string 'False' is an error, not True."
+    out = []
+    for i, v in enumerate(values):
+        if v is None or (isinstance(v, float) and math.isnan(v)): out.append(None)
+        elif isinstance(v, (bool, np.bool_)): out.append(bool(v))
+        elif isinstance(v, (int, np.integer)) and v in (0, 1): out.append(bool(v))
+        else: raise TypeError(f"{name} row {i}: expected True, False or missing, got {type(v).__name__} {v!r}")
+    return out
+
 def _record(rid, question, steps, ref, ann=None, status=None, error=None):
     r = dict(id=rid, question=question, reference_answer=ref, status=status or (ann.status if ann else "failed"), error=error,
              method=None, correct=None, first_error=None, labels=None, soft_labels=None, probes=[], rollouts=0, tokens=0, baseline=None)
@@ -440,26 +468,23 @@ def annotate_dataset(df, # pandas DataFrame, one solution per row
     if "baseline" in params: raise ValueError("`baseline` is managed per question by annotate_dataset; do not pass it")
     ids = list(df[id_col]) if id_col in df.columns else list(df.index)
     if len(set(map(str, ids))) != len(ids): raise ValueError(f"`df[{id_col!r}]` must hold unique ids")
-    done, bases = {}, {}
-    if path is not None:
-        for r in read_annotations(path):
-            if r.get("method") not in (None, method):
-                raise ValueError(f"`path` {path} holds records of method {r.get('method')!r}, not {method!r}: use another file")
-            done[str(r["id"])] = r
-            if r.get("baseline") and r.get("method") == method: bases.setdefault(r["question"], Baseline(**r["baseline"]))
-        if os.path.exists(path) and os.path.getsize(path):  # a torn last line stays, but must not swallow the next record
-            with open(path, "rb") as f: f.seek(-1, os.SEEK_END); torn = f.read(1) != b"\n"
-            if torn:
-                with open(path, "ab") as f: f.write(b"\n")
-    out = []
-    fh = open(path, "a", encoding="utf-8") if path is not None else None
-    try:
-        for rid, (_, row) in tqdm(zip(ids, df.iterrows()), total=len(df), disable=not progress, desc=f"annotate[{method}]"):
+    corrs = _check_bools(df[correct_col].tolist(), f"`df[{correct_col!r}]`") if correct_col and correct_col in df.columns \
+            else [None] * len(df)
+    done, bases, out = {}, {}, []
+    with output_lock(path) if path is not None else nullcontext():  # one writer per file: a second run is refused
+        if path is not None and os.path.exists(path):
+            cut = repair_jsonl_tail(path)  # a crash mid-line: drop the torn fragment (kept in <path>.torn)
+            if cut: warnings.warn(f"{path}: removed a torn last line ({cut} bytes, kept in {os.path.basename(path)}.torn)")
+            _check_annotation_file(path)
+            for r in read_annotations(path):
+                if r.get("method") not in (None, method):
+                    raise ValueError(f"`path` {path} holds records of method {r.get('method')!r}, not {method!r}: use another file")
+                done[str(r["id"])] = r
+                if r.get("baseline") and r.get("method") == method: bases.setdefault(r["question"], Baseline(**r["baseline"]))
+        for rid, corr, (_, row) in tqdm(zip(ids, corrs, df.iterrows()), total=len(df), disable=not progress, desc=f"annotate[{method}]"):
             if str(rid) in done: out.append(done[str(rid)]); continue
             q, ref = row[question_col], row[answer_col]
             steps = split_steps(row[steps_col]) if isinstance(row[steps_col], str) else list(row[steps_col])
-            corr = row[correct_col] if correct_col and correct_col in df.columns else None
-            corr = None if corr is None or (isinstance(corr, float) and math.isnan(corr)) else bool(corr)
             kw = dict(params)
             if method.startswith("epic") and q in bases: kw["baseline"] = bases[q]
             try:
@@ -470,11 +495,8 @@ def annotate_dataset(df, # pandas DataFrame, one solution per row
             except CompleterError as e:
                 rec = _record(rid, q, steps, ref, status="failed", error=str(e))
             rec["method"] = method
-            if fh is not None:
-                fh.write(json.dumps(rec, default=_jsonable) + "\n"); fh.flush(); os.fsync(fh.fileno())
+            if path is not None: append_jsonl(path, json.loads(json.dumps(rec, default=_jsonable)))  # synced; disk full: clean error
             done[str(rid)] = rec; out.append(rec)
-    finally:
-        if fh is not None: fh.close()
     return pd.DataFrame(out)
 
 # %% ../nbs/21_epicprm.ipynb #d78cc93a

@@ -4,14 +4,14 @@
 
 # %% ../nbs/31_report.ipynb #bdd7ef5e
 from __future__ import annotations
-import argparse, html, sys
+import html, sys
 from datetime import datetime, timezone
 from pathlib import Path
 import numpy as np
 from .viz import explain_groups, as_batch
 
 # %% auto #0
-__all__ = ['report_html', 'write_report', 'report_main']
+__all__ = ['report_html', 'write_report']
 
 # %% ../nbs/31_report.ipynb #89413b54
 _PAGE_CSS = """
@@ -110,29 +110,3 @@ def write_report(rollouts, # RolloutBatch, rollout DataFrame or JSONL path
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")
     return out
-
-def report_main(argv:list[str]|None=None, # command-line arguments (default: sys.argv[1:])
-               ) -> int: # exit status
-    "`ktae-lab report ROLLOUTS.jsonl -o report.html`: write the self-contained HTML report."
-    p = argparse.ArgumentParser(prog="ktae-lab report", description="Write a self-contained HTML page showing every "
-                                "rollout's tokens coloured by their KTAE key-token value, with the top key tokens and plots per group.")
-    p.add_argument("rollouts", help="rollout JSONL file (ktae_lab.data schema)")
-    p.add_argument("-o", "--out", default="report.html", help="output HTML file (default: report.html)")
-    p.add_argument("--preset", default="official", help="KTAE preset: official or clean (default: official)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
-                   help="KTAE override, repeatable, as for `ktae-lab score` (e.g. --set beta=2 --set use_tf=false --set ignore_ids=151643;151645)")
-    p.add_argument("--top", type=int, default=10, help="key tokens per side (default: 10)")
-    p.add_argument("--max-groups", type=int, default=None, help="only the first N groups")
-    p.add_argument("--no-plots", action="store_true", help="leave out the plots (faster, smaller page)")
-    p.add_argument("--title", default="Key tokens of the rollouts", help="page title")
-    a = p.parse_args(argv)
-    try:
-        from ktae_lab.ktae import parse_overrides
-        overrides = parse_overrides(a.overrides)
-        out = write_report(a.rollouts, a.out, preset=a.preset, top=a.top, max_groups=a.max_groups,
-                           plots=not a.no_plots, title=a.title, **overrides)
-    except (ValueError, TypeError, KeyError, OSError) as e:
-        print(f"ktae-lab report: error: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB)")
-    return 0

@@ -1,69 +1,93 @@
-"""The `ktae-lab` command line: score on the shipped sample, bad input, dispatch."""
-import shutil, subprocess, sys
+"""The `ktae-lab` command line: what each command does on good input (error messages: test_bad_input_cli.py)."""
+import json, shutil, subprocess, sys
+
 import pandas as pd
 import pytest
-from ktae_lab.cli import main, score_main
-from ktae_lab.data import sample_rollouts_path
+
+from ktae_lab.cli import COMMANDS, main, score_main
 
 
-def test_score_writes_table_and_prints_groups(tmp_path, capsys):
+def test_score_writes_table_and_prints_groups(tmp_path, sample_path, run_cli):
     out = tmp_path / "k.csv"
-    assert main(["score", str(sample_rollouts_path()), "--out", str(out), "--top", "2"]) == 0
-    text = capsys.readouterr().out
+    rc, text, err = run_cli(["score", sample_path, "-o", out, "--top", "2"])
+    assert rc == 0, err
     df = pd.read_csv(out)
     assert {"group", "token_id", "token", "a", "b", "c", "d", "p", "F", "IG", "h", "tf_c", "tf_w", "K"} <= set(df.columns)
     for g in df.group.unique(): assert f"== group {g}" in text
     assert "top positive" in text and "top negative" in text and "no key tokens" in text   # sample-4 is all correct
     assert df.K.between(-1, 1).all() and df.notna().all().all()
+    assert f"wrote {len(df)} rows to {out}" in text
 
 
-def test_score_overrides_change_values(tmp_path):
+def test_score_long_and_short_out_are_the_same(tmp_path, sample_path, run_cli):
+    assert run_cli(["score", sample_path, "--out", tmp_path / "a.csv"])[0] == 0
+    assert run_cli(["score", sample_path, "-o", tmp_path / "b.csv"])[0] == 0
+    assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
+
+
+def test_score_overrides_change_values(tmp_path, sample_path):
     a, b = tmp_path / "a.csv", tmp_path / "b.csv"
-    assert score_main([str(sample_rollouts_path()), "--out", str(a)]) == 0
-    assert score_main([str(sample_rollouts_path()), "--out", str(b), "--preset", "clean", "--set", "use_tf=false"]) == 0
+    assert score_main([str(sample_path), "-o", str(a)]) == 0
+    assert score_main([str(sample_path), "-o", str(b), "--preset", "clean", "--set", "use_tf=false"]) == 0
     ka, kb = pd.read_csv(a).K.abs().mean(), pd.read_csv(b).K.abs().mean()
     assert kb < ka          # without the unbounded frequency term fewer values saturate
 
 
-@pytest.mark.parametrize("args,msg", [
-    (["--set", "betta=2"], "valid names"),
-    (["--set", "use_tf=perhaps"], "expected a bool"),
-])
-def test_score_bad_overrides(args, msg, capsys):
-    assert score_main([str(sample_rollouts_path())] + args) == 2
-    assert msg in capsys.readouterr().err
+def test_score_on_worked_example_ignores_eos_when_asked(tmp_path, worked_rollouts, run_cli):
+    out = tmp_path / "w.csv"
+    assert run_cli(["score", worked_rollouts, "-o", out, "--set", "ignore_ids=151645"])[0] == 0
+    df = pd.read_csv(out)
+    assert (df[df.token_id == 151645].K == 0).all() and (df[df.token_id != 151645].K != 0).any()
 
 
-def test_score_bad_file(tmp_path, capsys):
-    bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"group_id": "g", "token_ids": [1, 2], "reward": 1.0}\n{"group_id": "g", "token_ids": [1, -2], "reward": 0}\n')
-    assert score_main([str(bad)]) == 2
-    assert "line 2" in capsys.readouterr().err
-    assert score_main([str(tmp_path / "missing.jsonl")]) == 2
+def test_report_through_the_dispatcher(tmp_path, sample_path, run_cli):
+    out = tmp_path / "new" / "r.html"
+    rc, text, err = run_cli(["report", sample_path, "-o", out, "--no-plots"])
+    assert rc == 0, err
+    html = out.read_text()
+    assert "sample-0" in html and "<html" in html.lower() and f"wrote {out}" in text
 
 
-def test_unknown_command(capsys):
-    assert main(["scroe"]) == 2 and "valid commands" in capsys.readouterr().err
+def test_help_of_every_command_exits_0(run_cli):
+    for cmd in COMMANDS:
+        rc, text, _ = run_cli([cmd, "--help"])
+        assert rc == 0 and f"usage: ktae-lab {cmd}" in text
+    rc, text, _ = run_cli(["--help"])
+    assert rc == 0 and all(c in text for c in COMMANDS)
+    rc, text, _ = run_cli(["--version"])
+    assert rc == 0 and text.startswith("ktae-lab ")
+
+
+def test_shared_conventions_in_every_command(run_cli):
+    "-o/--out everywhere; --preset and --set (KTAE) in every command that scores with KTAE."
+    for cmd in COMMANDS:
+        text = run_cli([cmd, "--help"])[1]
+        assert "-o " in text and "--out" in text, cmd
+        if cmd in ("score", "report", "ablate"):
+            assert "--preset NAME" in text and "--set NAME=VALUE" in text and "KTAEConfig" in text, cmd
+    assert "--ktae" not in run_cli(["ablate", "--help"])[1]
+
+
+def test_ablate_passes_ktae_and_lab_options(tmp_path, run_cli, monkeypatch):
+    import ktae_lab.lab as lab
+    seen = {}
+    def fake(algos, seeds, cfg, out, workers=1, progress=True):
+        seen.update(algos=algos, seeds=seeds, cfg=cfg, out=out)
+        (out / "summary.md").write_text("| algo |\n")
+        return pd.DataFrame()
+    monkeypatch.setattr(lab, "run_ablation", fake)
+    rc, text, err = run_cli(["ablate", "--algos", "grpo,grpo+ktae", "--seeds", "0,4", "-o", tmp_path / "runs",
+                             "--set", "beta=2", "--preset", "clean", "--lab", "max_new_tokens=16", "--group-size", "4",
+                             "--workers", "1", "--no-progress"])
+    assert rc == 0, err
+    cfg = seen["cfg"]
+    assert seen["algos"] == ["grpo", "grpo+ktae"] and seen["seeds"] == [0, 4] and seen["out"] == tmp_path / "runs"
+    assert cfg.ktae == {"beta": 2.0} and cfg.ktae_preset == "clean" and cfg.max_new_tokens == 16 and cfg.group_size == 4
+    assert not (tmp_path / "runs" / "metrics.csv.lock").exists()     # the lock is released
 
 
 @pytest.mark.skipif(shutil.which("ktae-lab") is None, reason="console script not installed (pip install -e .)")
-def test_console_script(tmp_path):
-    r = subprocess.run(["ktae-lab", "score", str(sample_rollouts_path()), "--out", str(tmp_path / "t.csv")],
-                       capture_output=True, text=True)
+def test_console_script(tmp_path, sample_path):
+    r = subprocess.run(["ktae-lab", "score", str(sample_path), "-o", str(tmp_path / "t.csv")], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "group sample-0" in r.stdout
-
-
-def test_report_through_the_dispatcher(tmp_path):
-    out = tmp_path / "r.html"
-    assert main(["report", str(sample_rollouts_path()), "-o", str(out), "--no-plots"]) == 0
-    html = out.read_text()
-    assert "sample-0" in html and "<html" in html.lower()
-
-
-def test_ablate_is_wired(capsys, tmp_path):
-    assert main(["ablate", "--algos", "nope", "--out", str(tmp_path / "x")]) == 2
-    assert "valid algorithms" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        main(["ablate", "--help"])
-    assert "--algos" in capsys.readouterr().out

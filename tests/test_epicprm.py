@@ -279,12 +279,12 @@ def test_torn_line_is_kept_and_skipped(tmp_path):
     path = tmp_path / "ann.jsonl"
     annotate_dataset(frame(3), prefix_completer(2), path, "epic_binary", progress=False)
     with open(path, "a") as f: f.write('{"id": "s3", "quest')            # crash in the middle of a write
-    with pytest.warns(UserWarning, match="unparseable"):
+    with pytest.warns(UserWarning, match="removed a torn last line"):
         res = annotate_dataset(frame(5), prefix_completer(2), path, "epic_binary", progress=False)
     assert list(res.id) == [f"s{i}" for i in range(5)]
-    text = path.read_text()
-    assert '{"id": "s3", "quest\n' in text
-    with pytest.warns(UserWarning): assert len(read_annotations(path)) == 5
+    assert '"quest\n' not in path.read_text()                             # cut off, kept beside the file
+    assert (tmp_path / "ann.jsonl.torn").read_text() == '{"id": "s3", "quest\n'
+    assert len(read_annotations(path)) == 5
 
 
 def test_failed_solution_recorded_and_run_goes_on(tmp_path):

@@ -1,0 +1,5 @@
+"""Benchmarks of ktae_lab (speed goes here, never into tests). Run each one as a module from the repository root:
+
+    python -m benchmarks.bench_ktae --groups 64
+
+See `benchmarks/_bench.py` for why (no install and no sys.path edits needed)."""

@@ -1,0 +1,80 @@
+"""Shared test fixtures: rollout records and files, padded token batches, and an in-process CLI runner.
+
+Builders are offered as fixtures that return the builder (`make_rollout(reward=0)`, `token_batch(seed=1)`), so test
+files never import from each other or from this file."""
+import contextlib, io, json
+from pathlib import Path
+
+import pytest
+import torch
+
+
+def _rollout(**kw) -> dict:
+    "One valid rollout record (schema v1 of ktae_lab.data); keywords replace or add fields."
+    return {"group_id": "g", "token_ids": [5, 6, 7], "reward": 1.0, **kw}
+
+
+def _write_jsonl(path, lines) -> Path:
+    "Write dicts (as JSON) or raw strings, one per line, to `path` (UTF-8)."
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join((l if isinstance(l, str) else json.dumps(l)) + "\n" for l in lines), encoding="utf-8")
+    return path
+
+
+def _token_batch(seed=0, n_groups=3, G=4, L=10, vocab=30, p_correct=0.5, dtype=torch.float32) -> dict:
+    "A right-padded random batch in the layout of 00_core: responses, response_mask [B, L], rewards [B], index [B]."
+    g = torch.Generator().manual_seed(seed)
+    B = n_groups * G
+    lengths = torch.randint(1, L + 1, (B,), generator=g)
+    response_mask = (torch.arange(L) < lengths[:, None]).long()
+    responses = torch.randint(1, vocab, (B, L), generator=g) * response_mask
+    rewards = (torch.rand(B, generator=g) < p_correct).to(dtype)
+    index = [f"q{i // G}" for i in range(B)]
+    return dict(responses=responses, response_mask=response_mask, rewards=rewards, index=index)
+
+
+# the worked example of 12_ktae: four rollouts of one prompt, ids 11-18, EOS 151645 inside the mask
+WORKED_EOS, WORKED_PAD = 151645, 151643
+WORKED_ROWS = [([11, 12, 13, 12, 18], 1.0), ([11, 13, 14, 12], 1.0), ([11, 15, 12, 16, 16, 18], 0.0), ([11, 15, 17, 18], 0.0)]
+
+
+def _worked_records(group="q") -> list[dict]:
+    return [{"group_id": group, "rollout_id": i, "token_ids": t + [WORKED_EOS], "reward": r, "eos_token_id": WORKED_EOS,
+             "pad_token_id": WORKED_PAD} for i, (t, r) in enumerate(WORKED_ROWS)]
+
+
+@pytest.fixture
+def make_rollout(): return _rollout
+
+
+@pytest.fixture
+def write_jsonl(): return _write_jsonl
+
+
+@pytest.fixture
+def token_batch(): return _token_batch
+
+
+@pytest.fixture
+def worked_rollouts(tmp_path) -> Path:
+    "The worked example of 12_ktae as a rollout JSONL file."
+    return _write_jsonl(tmp_path / "worked.jsonl", _worked_records())
+
+
+@pytest.fixture
+def sample_path() -> Path:
+    "The shipped hand-made sample data/sample_rollouts.jsonl (5 groups x 8 rollouts)."
+    from ktae_lab.data import sample_rollouts_path
+    return sample_rollouts_path()
+
+
+@pytest.fixture
+def run_cli():
+    "Run `ktae_lab.cli.main(argv)` in-process; return (exit status, stdout, stderr)."
+    def run(argv):
+        from ktae_lab.cli import main
+        with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.redirect_stderr(io.StringIO()) as err:
+            rc = main([str(a) for a in argv])
+        return rc, out.getvalue(), err.getvalue()
+    return run

@@ -1,0 +1,309 @@
+"""Files under faults: every fault is injected by the test itself (a torn line, a second writer in another process,
+a lock left by a dead process, a full disk, kill -9 of a running command) and the file must come out usable."""
+import errno, json, os, signal, subprocess, sys, textwrap, time
+from pathlib import Path
+
+import pytest
+
+from ktae_lab.data import (OutputLockedError, append_jsonl, atomic_write, output_lock, read_rollouts,
+                           repair_jsonl_tail, write_rollouts)
+
+REPO = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def dead_pid():
+    "A pid that ran and has exited (so no process holds it now)."
+    p = subprocess.Popen([sys.executable, "-c", "pass"]); p.wait()
+    return p.pid
+
+
+def disk_full_after(monkeypatch, nbytes):
+    "Make os.write put `nbytes` bytes on disk, then fail with ENOSPC (a disk that fills up mid-write)."
+    real = os.write
+    state = {"left": nbytes}
+    def write(fd, data):
+        if state["left"] <= 0: raise OSError(errno.ENOSPC, "No space left on device")
+        n = real(fd, bytes(data[: state["left"]]))
+        state["left"] -= n
+        return n
+    monkeypatch.setattr(os, "write", write)
+
+
+# ------------------------------------------------------------------------------------------------ output_lock
+
+def test_lock_released_on_exit_and_on_exception(tmp_path):
+    out = tmp_path / "o.jsonl"
+    with output_lock(out): assert (tmp_path / "o.jsonl.lock").read_text().strip() == str(os.getpid())
+    assert not (tmp_path / "o.jsonl.lock").exists()
+    with pytest.raises(KeyError):
+        with output_lock(out): raise KeyError("boom")
+    assert not (tmp_path / "o.jsonl.lock").exists()
+
+
+def test_second_writer_in_another_process_is_refused(tmp_path):
+    out = tmp_path / "o.jsonl"
+    code = textwrap.dedent(f"""
+        import sys, time
+        from ktae_lab.data import output_lock
+        with output_lock({str(out)!r}):
+            print("locked", flush=True); time.sleep(60)
+    """)
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=ENV)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(OutputLockedError, match=rf"o\.jsonl is being written by another process \(pid {holder.pid};"):
+            with output_lock(out): pass
+        assert issubclass(OutputLockedError, RuntimeError)
+    finally:
+        holder.kill(); holder.wait()
+    with output_lock(out): pass  # the holder was killed: its lock is stale and taken over
+
+
+def test_stale_lock_of_dead_pid_is_taken_over(tmp_path):
+    out = tmp_path / "o.jsonl"
+    (tmp_path / "o.jsonl.lock").write_text(f"{dead_pid()}\n")
+    with output_lock(out): assert (tmp_path / "o.jsonl.lock").read_text().strip() == str(os.getpid())
+    (tmp_path / "o.jsonl.lock").write_text("")  # empty lock: its owner died before writing its pid
+    with output_lock(out): pass
+    assert not (tmp_path / "o.jsonl.lock").exists()
+
+
+def test_lock_in_unwritable_folder_is_a_clear_error(tmp_path):
+    if os.geteuid() == 0: pytest.skip("root ignores folder permissions")
+    ro = tmp_path / "ro"; ro.mkdir(); ro.chmod(0o500)
+    try:
+        with pytest.raises(OSError, match=r"cannot create the lock file .*ro/o\.jsonl\.lock: Permission denied"):
+            with output_lock(ro / "o.jsonl"): pass
+    finally: ro.chmod(0o700)
+
+
+# ------------------------------------------------------------------------------------------------ repair_jsonl_tail
+
+@pytest.mark.parametrize("cut", [1, 5, 17, 30])
+def test_torn_tail_repaired_at_any_cut(tmp_path, cut):
+    p = tmp_path / "r.jsonl"
+    lines = [json.dumps({"group_id": "g", "rollout_id": i, "token_ids": [i, 2, 3], "reward": 1.0}) + "\n" for i in range(3)]
+    full = "".join(lines)
+    keep = len(lines[0]) + len(lines[1])
+    p.write_text(full[: keep + cut])  # injected fault: the third line is cut after `cut` bytes
+    assert repair_jsonl_tail(p) == cut
+    assert p.read_text() == full[:keep]
+    assert (tmp_path / "r.jsonl.torn").read_text() == full[keep: keep + cut] + "\n"
+    assert len(read_rollouts(p)) == 2
+    assert repair_jsonl_tail(p) == 0
+
+
+def test_repair_intact_empty_missing_and_newline_torn(tmp_path):
+    p = tmp_path / "r.jsonl"
+    assert repair_jsonl_tail(p) == 0  # missing
+    p.write_text(""); assert repair_jsonl_tail(p) == 0
+    p.write_text('{"a": 1}\n'); assert repair_jsonl_tail(p) == 0 and p.read_text() == '{"a": 1}\n'
+    p.write_text('{"a": 1}\n{"a": 2'+ "\n")  # a torn line that got a newline after it
+    assert repair_jsonl_tail(p) == 8 and p.read_text() == '{"a": 1}\n'
+    p.write_bytes(b'{"a": 1}\n{"b": "\xff\xfe')  # cut inside a line that is not even UTF-8
+    assert repair_jsonl_tail(p) == 9 and p.read_text() == '{"a": 1}\n'
+    p.write_bytes(b'{"a": 1}\n{"b": "caf\xe9"}\n')  # complete (Latin-1) line: the reader reports it, repair keeps it
+    assert repair_jsonl_tail(p) == 0 and p.read_bytes().endswith(b'"caf\xe9"}\n')
+
+
+def test_repair_of_a_long_last_line_spanning_blocks(tmp_path):
+    p = tmp_path / "r.jsonl"
+    first = json.dumps({"a": 1}) + "\n"
+    p.write_text(first + '{"b": "' + "x" * 200_000)
+    assert repair_jsonl_tail(p) == 200_007 and p.read_text() == first
+
+
+# ------------------------------------------------------------------------------------------------ atomic_write
+
+def test_atomic_write_keeps_old_file_when_write_fails(tmp_path, monkeypatch):
+    p = atomic_write(tmp_path / "m.csv", "a,b\n1,2\n")
+    def boom(*a): raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(os, "fsync", boom)  # injected: the disk fills while the new file is flushed
+    with pytest.raises(OSError, match="No space left"):
+        atomic_write(p, "a,b\n3,4\n")
+    assert p.read_text() == "a,b\n1,2\n"
+    assert [f.name for f in tmp_path.iterdir()] == ["m.csv"]  # no temporary file left behind
+
+
+def test_atomic_write_keeps_mode_and_rejects_bad_data(tmp_path):
+    p = atomic_write(tmp_path / "m.csv", b"x")
+    p.chmod(0o640)
+    atomic_write(p, "y")
+    assert p.stat().st_mode & 0o777 == 0o640 and p.read_text() == "y"
+    with pytest.raises(TypeError, match="`data` must be str or bytes"): atomic_write(p, 3)
+
+
+# ------------------------------------------------------------------------------------------------ append_jsonl
+
+@pytest.mark.parametrize("nbytes", [0, 1, 9, 25])
+def test_disk_full_mid_append_leaves_strict_jsonl(tmp_path, monkeypatch, nbytes):
+    p = append_jsonl(tmp_path / "r.jsonl", [{"i": 0}, {"i": 1}])
+    before = p.read_bytes()
+    disk_full_after(monkeypatch, nbytes)
+    with pytest.raises(OSError, match=r"could not append to .*r\.jsonl: No space left on device; the partial write was removed") as e:
+        append_jsonl(p, [{"i": 2, "pad": "x" * 20}, {"i": 3}])
+    assert e.value.errno == errno.ENOSPC and "\n" not in str(e.value)
+    monkeypatch.undo()
+    assert p.read_bytes() == before
+    append_jsonl(p, [{"i": 2}])  # the disk has room again: the run resumes
+    assert [json.loads(l)["i"] for l in p.read_text().splitlines()] == [0, 1, 2]
+
+
+def test_append_repairs_a_torn_tail_first(tmp_path):
+    p = tmp_path / "r.jsonl"
+    p.write_text('{"i": 0}\n{"i": 1')
+    with pytest.warns(UserWarning, match="removed a torn last line"):
+        append_jsonl(p, {"i": 1})
+    assert p.read_text() == '{"i": 0}\n{"i": 1}\n'
+    with pytest.raises(ValueError): append_jsonl(p, {"x": float("nan")})  # nothing written for a bad record
+    assert p.read_text() == '{"i": 0}\n{"i": 1}\n'
+
+
+def test_write_rollouts_disk_full_then_resume(tmp_path, monkeypatch):
+    p = write_rollouts([{"group_id": "g", "rollout_id": 0, "token_ids": [1], "reward": 1.0}], tmp_path / "r.jsonl")
+    disk_full_after(monkeypatch, 10)
+    with pytest.raises(OSError, match="No space left on device"):
+        write_rollouts([{"group_id": "g", "rollout_id": 1, "token_ids": [2], "reward": 0.0}], p)
+    monkeypatch.undo()
+    assert read_rollouts(p).rollout_id.tolist() == [0]
+
+
+# ------------------------------------------------------------------------------------------------ kill -9, then resume
+
+def start_and_kill(code, path, min_lines, timeout=120):
+    "Run `code` in a subprocess writing `path`; SIGKILL it once `path` holds `min_lines` lines. Returns the lines then."
+    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    t0 = time.monotonic()
+    try:
+        while time.monotonic() - t0 < timeout:
+            if proc.poll() is not None: raise AssertionError(f"finished before the kill: {proc.stderr.read().decode()[-2000:]}")
+            if Path(path).exists() and Path(path).read_bytes().count(b"\n") >= min_lines: break
+            time.sleep(0.02)
+        else: raise AssertionError("the subprocess never wrote enough")
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill(); proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    return proc.pid
+
+
+ANNOTATE = """
+import sys, time, numpy as np, pandas as pd
+from ktae_lab.epicprm import annotate_dataset, Completion
+SLOW = {slow}
+def comp(q, prefix, n):  # deterministic in (question, prefix), whatever the call order
+    if SLOW: time.sleep(0.02)
+    rng = np.random.default_rng([len(prefix), sum(map(ord, q))])
+    p = 0.8 if len(prefix) <= 2 else 0.05
+    return [Completion("t", bool(x), -0.3, 20) for x in rng.random(n) < p]
+STEPS = [f"Step {{i + 1}}: s{{i}}" for i in range(9)]
+df = pd.DataFrame(dict(id=[f"s{{i}}" for i in range(10)], question=[f"q{{i // 3}}" for i in range(10)], reference_answer="1",
+                       steps=[STEPS[: 4 + i % 5] for i in range(10)], correct=[False] * 10))
+"""
+
+
+def test_annotate_dataset_killed_then_resumed(tmp_path):
+    import pandas as pd
+    path = tmp_path / "ann.jsonl"
+    pid = start_and_kill(ANNOTATE.format(slow=True) + f"annotate_dataset(df, comp, {str(path)!r}, 'epic_binary', progress=False)\n",
+                         path, min_lines=3)
+    assert (tmp_path / "ann.jsonl.lock").read_text().strip() == str(pid)       # the killed writer's lock is left behind
+    with path.open("ab") as f: f.write(b'{"id": "s9", "question": "q3", "sta')   # and, as if killed mid-write, a torn line
+    ns = {}
+    exec(ANNOTATE.format(slow=False), ns)
+    with pytest.warns(UserWarning, match="removed a torn last line"):
+        resumed = ns["annotate_dataset"](ns["df"], ns["comp"], path, "epic_binary", progress=False)
+    full = ns["annotate_dataset"](ns["df"], ns["comp"], None, "epic_binary", progress=False)
+    lines = [json.loads(l) for l in path.read_text().splitlines()]
+    ids = [r["id"] for r in lines]
+    assert sorted(ids) == sorted(full.id) and len(ids) == len(set(ids))        # nothing lost, nothing twice
+    assert resumed.first_error.tolist() == full.first_error.tolist() and resumed.labels.tolist() == full.labels.tolist()
+    assert not (tmp_path / "ann.jsonl.lock").exists()
+
+
+def test_annotate_dataset_second_writer_refused(tmp_path):
+    path = tmp_path / "ann.jsonl"
+    code = ANNOTATE.format(slow=True) + f"annotate_dataset(df, comp, {str(path)!r}, 'epic_binary', progress=False)\n"
+    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], env=ENV, stderr=subprocess.PIPE)
+    try:
+        t0 = time.monotonic()
+        while not (tmp_path / "ann.jsonl.lock").exists() and time.monotonic() - t0 < 60: time.sleep(0.02)
+        ns = {}
+        exec(ANNOTATE.format(slow=False), ns)
+        with pytest.raises(OutputLockedError, match=rf"ann\.jsonl is being written by another process \(pid {proc.pid};"):
+            ns["annotate_dataset"](ns["df"], ns["comp"], path, "epic_binary", progress=False)
+    finally:
+        proc.kill(); proc.wait()
+
+
+def test_annotate_dataset_disk_full_then_resume(tmp_path, monkeypatch):
+    ns = {}
+    exec(ANNOTATE.format(slow=False), ns)
+    path = tmp_path / "ann.jsonl"
+    real = os.write
+    calls = {"n": 0}
+    def write(fd, data):  # the third record's append finds the disk full after 7 bytes
+        calls["n"] += bytes(data[:1]) == b"{"
+        if calls["n"] == 3 and bytes(data[:1]) == b"{": real(fd, bytes(data[:7])); raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd, data)
+    monkeypatch.setattr(os, "write", write)
+    with pytest.raises(OSError, match="could not append to .*ann.jsonl: No space left on device"):
+        ns["annotate_dataset"](ns["df"], ns["comp"], path, "epic_binary", progress=False)
+    monkeypatch.undo()
+    assert [json.loads(l)["id"] for l in path.read_text().splitlines()] == ["s0", "s1"]   # strict JSONL, two records
+    res = ns["annotate_dataset"](ns["df"], ns["comp"], path, "epic_binary", progress=False)
+    assert len(res) == 10 and len(path.read_text().splitlines()) == 10
+
+
+def test_cli_score_disk_full_is_one_line_and_keeps_old_table(tmp_path, monkeypatch, sample_path, run_cli):
+    out = tmp_path / "t.csv"
+    assert run_cli(["score", sample_path, "-o", out])[0] == 0
+    before = out.read_bytes()
+    def full(*a): raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(os, "fsync", full)
+    rc, _, err = run_cli(["score", sample_path, "-o", out, "--preset", "clean"])
+    assert rc == 2 and err == "ktae-lab score: error: No space left on device\n"
+    monkeypatch.undo()
+    assert out.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["t.csv"]
+
+
+ABLATE = """
+import sys, time, torch
+import ktae_lab.lab as lab
+from ktae_lab.lab import LabConfig, run_ablation
+torch.set_num_threads(1)
+TOK = lab.lab_tokenizer()
+def verifier(tokenizer, responses, response_mask, answers, marker="#"):  # deterministic in the responses: mixed groups
+    B, dev = responses.shape[0], responses.device
+    c = ((responses * response_mask).sum(1) % 2).float()
+    ones = torch.ones(B, dtype=torch.bool, device=dev)
+    return dict(reward=c, finished=ones, uses_steps=ones)
+lab.score_responses = verifier
+lab.prepare_warm_start = lambda seed, cfg, progress=False: {{"state": lab._new_policy(TOK, cfg, seed).state_dict()}}
+SLOW = {slow}
+if SLOW:
+    real_step = lab.rl_step
+    def slow_step(*a, **k): time.sleep(0.15); return real_step(*a, **k)
+    lab.rl_step = slow_step
+cfg = LabConfig(n_train=300, n_heldout=16, min_ops=2, max_ops=2, max_operand=3, steps=6, prompts_per_step=4, group_size=4,
+                max_new_tokens=12, overlong_buffer=4, eval_every=2, warm_steps=0, warm_batch=16, progress=False)
+"""
+
+
+def test_ablate_killed_then_resumed(tmp_path):
+    import pandas as pd
+    out = tmp_path / "runs"
+    code = ABLATE.format(slow=True) + f"run_ablation(['grpo', 'grpo+ktae'], 2, cfg, {str(out)!r}, progress=False)\n"
+    start_and_kill(code, out / "metrics.csv", min_lines=1 + 7, timeout=300)    # header + one finished run, then kill
+    partial = pd.read_csv(out / "metrics.csv")                                 # complete CSV (written atomically)
+    assert len(partial) % 7 == 0 and not partial.duplicated(["algo", "seed", "step"]).any()
+    ns = {}
+    exec(ABLATE.format(slow=False), ns)
+    df = ns["run_ablation"](["grpo", "grpo+ktae"], 2, ns["cfg"], out, progress=False)
+    final = pd.read_csv(out / "metrics.csv")
+    assert len(final) == 2 * 2 * 7 and not final.duplicated(["algo", "seed", "step"]).any()  # nothing lost, nothing twice
+    keep = ["algo", "seed", "step", "accuracy"]
+    merged = partial[keep].merge(final[keep], on=["algo", "seed", "step"], suffixes=("_before", "_after"))
+    assert len(merged) == len(partial) and (merged.accuracy_before.fillna(-1) == merged.accuracy_after.fillna(-1)).all()
+    assert not (out / "metrics.csv.lock").exists()
