@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from .task import make_problems, LAB_ALPHABET, lab_tokenizer, score_responses
-from .advantages import outcome_token_advantages
+from .advantages import outcome_advantages, token_advantages
 from .ktae import ktae_advantages, key_token_values, resolve_config, parse_overrides
 from .losses import actor_loss, agg_loss, kl_penalty
 from .dapo import overlong_penalty, groups_with_spread, run_preset
@@ -266,8 +266,9 @@ def rl_step(policy, # the policy (trained in place)
     ids, am, rewards = batch["prompt_ids"], batch["prompt_mask"], batch["rewards"]
     # 3. advantages: (A_rollout + K) * mask for the +ktae variants, A_rollout * mask otherwise
     ktae_kw = dict(group_size=G, preset=cfg.ktae_preset, **(cfg.ktae or {}))
-    if algo["ktae"]: adv = ktae_advantages(resp, rmask, rewards, estimator=algo["estimator"], **ktae_kw)          # [B, L]
-    else: adv = outcome_token_advantages(rewards, rmask, group_size=G, estimator=algo["estimator"])              # [B, L]
+    seq_adv = outcome_advantages(rewards, group_size=G, estimator=algo["estimator"])                           # [B]
+    if algo["ktae"]: adv = ktae_advantages(resp, rmask, rewards, outcome_advantage=seq_adv, **ktae_kw)          # [B, L]
+    else: adv = token_advantages(seq_adv, rmask)                                                               # [B, L]
     K = key_token_values(resp, rmask, rewards, **ktae_kw)                                                       # [B, L]
     in_mixed = groups_with_spread(rewards > cfg_threshold(cfg), group_size=G)[:, None] & rmask.bool()
     out["mean_abs_k"] = (K.abs() * in_mixed).sum().item() / max(int(in_mixed.sum()), 1)
@@ -431,8 +432,12 @@ def _check_out_dir(out:Path, cfg:LabConfig) -> None:
 def _read_metrics(f:Path, steps:int): # DataFrame of the complete runs in `f` (empty when there is none)
     "Runs already finished in `metrics.csv`: rows of incomplete or torn runs are dropped (they are redone)."
     import pandas as pd
-    if not f.exists() or f.stat().st_size == 0: return pd.DataFrame()
-    try: prev = pd.read_csv(f)
+    data = f.read_bytes() if f.exists() else b""
+    if not data.strip(): return pd.DataFrame()
+    if not data.endswith(b"\n"):                                  # a torn last line: every complete row ends in a newline
+        data = data[:data.rfind(b"\n") + 1]
+        print(f"{f}: ignoring a torn last line; its run is redone", file=sys.stderr)
+    try: prev = pd.read_csv(io.BytesIO(data))
     except pd.errors.EmptyDataError: return pd.DataFrame()
     except (pd.errors.ParserError, UnicodeDecodeError) as e:
         raise ValueError(f"{f} is not a readable CSV ({str(e).splitlines()[0]}); move it away to start the runs afresh") from None
