@@ -7,8 +7,11 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 import numpy as np
+import pandas as pd
 import torch
-from .core import group_ids
+from .core import (group_ids, check_tensor, check_shape, check_mask, check_rewards, check_number, check_positive,
+                           check_choice)
+
 
 # %% auto #0
 __all__ = ['RUN_PRESETS', 'response_lengths', 'overlong_penalty', 'overlong_reward_shaping', 'groups_with_spread',
@@ -18,9 +21,10 @@ __all__ = ['RUN_PRESETS', 'response_lengths', 'overlong_penalty', 'overlong_rewa
 def response_lengths(response_mask:torch.Tensor, # [B, L] 0/1 response mask
                     ) -> torch.Tensor: # [B] long number of response tokens
     "Number of valid response tokens per row."
-    if not isinstance(response_mask, torch.Tensor) or response_mask.dim() != 2:
-        raise ValueError(f"`response_mask` must be a 2-D [B, L] tensor, got {getattr(response_mask, 'shape', type(response_mask).__name__)}")
-    return (response_mask != 0).sum(-1)
+    check_tensor(response_mask, "response_mask")
+    check_shape(response_mask, "response_mask", dim=2)
+    return check_mask(response_mask, response_mask.shape).sum(-1)
+
 
 # %% ../nbs/14_dapo.ipynb #0bce9cd3
 def overlong_penalty(response_length, # [B] response lengths |y| (tokens)
@@ -29,16 +33,12 @@ def overlong_penalty(response_length, # [B] response lengths |y| (tokens)
                      penalty_factor:float=1.0, # multiplies R_len (verl `overlong_buffer.penalty_factor`)
                     ) -> torch.Tensor: # [B] float penalty in [-penalty_factor, 0]
     "DAPO soft overlong punishment R_len(|y|) (eq. 13), scaled by `penalty_factor`."
-    if not (isinstance(max_response_length, (int, np.integer)) and max_response_length > 0):
-        raise ValueError(f"`max_response_length` must be a positive int, got {max_response_length!r}")
-    if not (isinstance(overlong_buffer_len, (int, np.integer)) and 0 < overlong_buffer_len <= max_response_length):
-        raise ValueError(f"`overlong_buffer_len` must be an int in [1, max_response_length={max_response_length}], got {overlong_buffer_len!r}")
-    if not penalty_factor >= 0: raise ValueError(f"`penalty_factor` must be >= 0, got {penalty_factor!r}")
-    n = torch.as_tensor(response_length)
-    if n.dim() != 1: raise ValueError(f"`response_length` must be 1-D [B], got shape {tuple(n.shape)}")
-    if n.dtype.is_floating_point: n = n.to(torch.float32) if n.dtype in (torch.float16, torch.bfloat16) else n
-    else: n = n.to(torch.get_default_dtype())
-    if (n < 0).any(): raise ValueError("`response_length` must be >= 0")
+    max_response_length = check_positive(max_response_length, "max_response_length", integer=True)
+    overlong_buffer_len = check_number(overlong_buffer_len, "overlong_buffer_len", 1, max_response_length, integer=True)
+    penalty_factor = check_number(penalty_factor, "penalty_factor", 0)
+    n = check_rewards(response_length, None, name="response_length")     # numbers, 1-D, finite
+    if n.dtype in (torch.float16, torch.bfloat16): n = n.to(torch.float32)
+    if bool((n < 0).any()): raise ValueError("`response_length` must be >= 0")
     start = max_response_length - overlong_buffer_len
     ramp = ((start - n) / overlong_buffer_len).clamp(max=0)
     r_len = torch.where(n > max_response_length, torch.full_like(n, -1.0), ramp)
@@ -52,10 +52,8 @@ def overlong_reward_shaping(rewards, # [B] rewards before shaping
                             penalty_factor:float=1.0, # scale of the penalty
                            ) -> torch.Tensor: # [B] shaped rewards
     "Rewards plus DAPO's overlong penalty, with lengths from `response_mask`."
-    r = torch.as_tensor(rewards)
     n = response_lengths(response_mask)
-    if r.shape != n.shape: raise ValueError(f"`rewards` shape {tuple(r.shape)} does not match the {n.shape[0]} rows of `response_mask`")
-    if not r.dtype.is_floating_point: r = r.to(torch.get_default_dtype())
+    r = check_rewards(rewards, n.shape[0])
     return r + overlong_penalty(n, max_response_length, overlong_buffer_len, penalty_factor).to(r)
 
 # %% ../nbs/14_dapo.ipynb #34ca046b
@@ -64,10 +62,7 @@ def groups_with_spread(metric, # [B] per-rollout metric (reward, `acc`, ...)
                        group_size:int|None=None, # contiguous groups
                       ) -> torch.Tensor: # [B] bool: row's group has max > min (or has one row)
     "Rows whose group's metric is not constant (groups of one row count as kept, as in verl)."
-    m = torch.as_tensor(metric)
-    if m.dim() != 1: raise ValueError(f"`metric` must be 1-D [B], got shape {tuple(m.shape)}")
-    if m.dtype == torch.bool: m = m.to(torch.float32)
-    if m.dtype.is_floating_point and not torch.isfinite(m).all(): raise ValueError("`metric` contains NaN or infinite values")
+    m = check_rewards(metric.detach() if isinstance(metric, torch.Tensor) else metric, None, name="metric")  # bools become 0/1
     gid, G = group_ids(index, group_size, m.shape[0], device=m.device)
     hi = torch.full((G,), float("-inf"), dtype=torch.float64, device=m.device).scatter_reduce(0, gid, m.double(), "amax")
     lo = torch.full((G,), float("inf"), dtype=torch.float64, device=m.device).scatter_reduce(0, gid, m.double(), "amin")
@@ -109,8 +104,8 @@ class DynamicSampler:
                  take=None, # `take(batch, rows:LongTensor)` -> sub-batch (default: mapping of columns)
                  concat=None, # `concat(list_of_batches)` -> batch (default: mapping of columns)
                 ):
-        if not (isinstance(target_num_prompts, (int, np.integer)) and target_num_prompts > 0):
-            raise ValueError(f"`target_num_prompts` must be a positive int, got {target_num_prompts!r}")
+        target_num_prompts = check_positive(target_num_prompts, "target_num_prompts", integer=True)
+        max_num_gen_batches = check_number(max_num_gen_batches, "max_num_gen_batches", integer=True)
         self.target_num_prompts, self.metric, self.index_key = int(target_num_prompts), metric, index_key
         self.max_num_gen_batches = max_num_gen_batches
         self.take, self.concat = take or _take, concat or _concat
@@ -125,8 +120,7 @@ class DynamicSampler:
         "Filter one round's batch; return the full batch once enough groups are kept, else None."
         self.num_gen_batches += 1
         metric, index = _column(batch, self.metric), _column(batch, self.index_key)
-        m = torch.as_tensor(metric) if not isinstance(metric, torch.Tensor) else metric.detach()
-        if m.dim() != 1: raise ValueError(f"column {self.metric!r} must be 1-D [B], got shape {tuple(m.shape)}")
+        m = check_rewards(metric.detach() if isinstance(metric, torch.Tensor) else metric, None, name=f"batch[{self.metric!r}]")
         gid, G = group_ids(index, batch_size=m.shape[0], device=m.device)
         keep = groups_with_spread(m, index=gid)
         rows = keep.nonzero().squeeze(-1)
@@ -260,14 +254,21 @@ def run_preset(name:str, # a key of `RUN_PRESETS`, e.g. "dapo-ktae-7b"
                **overrides, # RunPreset fields to replace
               ) -> RunPreset:
     "Look up a KTAE-paper run preset by name, optionally with fields replaced."
-    if name not in RUN_PRESETS: raise ValueError(f"unknown run preset {name!r}; valid: {', '.join(RUN_PRESETS)}")
+    check_choice(name, tuple(RUN_PRESETS), "name")
     fields = {f.name for f in dataclasses.fields(RunPreset)}
     bad = sorted(set(overrides) - fields)
     if bad: raise ValueError(f"unknown RunPreset field(s) {bad}; valid: {', '.join(sorted(fields))}")
+    defaults = {f.name: f.default for f in dataclasses.fields(RunPreset) if f.default is not dataclasses.MISSING}
+    for k, v in overrides.items():                                     # same type as the field's default
+        d = defaults.get(k)
+        if isinstance(d, bool):
+            if not isinstance(v, (bool, np.bool_)): raise TypeError(f"`{k}` must be a bool, got {v!r}")
+        elif isinstance(d, int): check_number(v, k, 0, integer=True)
+        elif isinstance(d, float): check_number(v, k, 0)
+        elif isinstance(d, str) and not isinstance(v, str): raise TypeError(f"`{k}` must be a str, got {v!r}")
     return dataclasses.replace(RUN_PRESETS[name], **overrides)
 
 # %% ../nbs/14_dapo.ipynb #99327948
-def run_presets_table() -> "pandas.DataFrame": # rows: fields, columns: presets
+def run_presets_table() -> pd.DataFrame: # rows: fields, columns: presets
     "All KTAE-paper run presets side by side."
-    import pandas as pd
     return pd.DataFrame({n: dataclasses.asdict(p) for n, p in RUN_PRESETS.items()}).drop(index="name")

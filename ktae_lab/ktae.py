@@ -12,6 +12,7 @@ import torch
 from .core import (group_ids, group_sum, check_token_batch, check_rewards, check_number, check_choice,
                            check_float_tensor)
 from .stats import (fisher_exact_pvalue, fisher_exact_pvalue_released, fisher_weight, information_gain,
+                            information_gain_released,
                             cohens_h, bm25_tf, frequency_direction, P_TRANSFORMS, TF_KINDS, FISHER_RTOL, H_EPS,
                             TF_EPS, BM25_K1, BM25_B)
 from .advantages import outcome_advantages, ESTIMATORS, GRPO_EPS
@@ -117,34 +118,49 @@ def parse_overrides(spec:str|list|tuple|None, # "k=v,k=v" or a list of "k=v"; ig
     return out
 
 # %% ../nbs/12_ktae.ipynb #72ac5996
+def _distinct_rows(cols:list) -> tuple[torch.Tensor, torch.Tensor]: # (index of each distinct row's first occurrence, inverse)
+    "Distinct rows of a few non-negative integer columns: one packed int64 key when it fits, else a row-wise unique."
+    M = [int(c.max().item()) + 1 if c.numel() else 1 for c in cols]
+    if math.prod(M) < 2**62:
+        key = torch.zeros_like(cols[0], dtype=torch.long)
+        for c, m in zip(cols, M): key = key * m + c.long()
+        uk, inv = torch.unique(key, return_inverse=True)
+    else: uk, inv = torch.unique(torch.stack([c.long() for c in cols], 1), dim=0, return_inverse=True)
+    n = inv.shape[0]
+    first = torch.full((len(uk),), n, dtype=torch.long, device=inv.device).scatter_reduce_(
+        0, inv, torch.arange(n, device=inv.device), reduce="amin")
+    return first, inv
+
 def table_statistics(a, b, c, d, # [U] float64 cells of the presence tables
                      cfg:KTAEConfig, # estimator configuration
                      width:torch.Tensor|None=None, # [U] release grid width per table (released_numerics only)
                     ) -> dict: # p, F, IG, h per table
     "p-value, Fisher weight F, information gain and Cohen's h of each table, scoring each distinct table once."
-    M = int(max(a.max(), b.max(), c.max(), d.max()).item()) + 1 if a.numel() else 1
-    key = ((a * M + b) * M + c) * M + d
-    if cfg.released_numerics and width is not None: key = key * (4 * M) + width
-    uk, inv = torch.unique(key.long(), return_inverse=True)
-    first = torch.full((len(uk),), len(key), dtype=torch.long, device=key.device).scatter_reduce_(
-        0, inv, torch.arange(len(key), device=key.device), reduce="amin")
+    released = cfg.released_numerics
+    first, inv = _distinct_rows([a, b, c, d] + ([width] if released and width is not None else []))
     ua, ub, uc, ud = a[first], b[first], c[first], d[first]
-    if cfg.released_numerics:
-        f32 = torch.float32
-        if width is None: p = fisher_exact_pvalue_released(ua, ub, uc, ud)
-        else:
-            uw = width[first]; p = torch.empty(len(uk), dtype=f32, device=a.device)
-            for w in torch.unique(uw).tolist():                 # a handful of distinct widths (<= G + 1)
-                sel = uw == w; p[sel] = fisher_exact_pvalue_released(ua[sel], ub[sel], uc[sel], ud[sel], width=int(w))
-        F = fisher_weight(p, cfg.p_transform)                   # the release's `p != 1.0` float comparison
-        ig = information_gain(ua, ub, uc, ud, dtype=f32)
+    f32 = torch.float32
+    # the Fisher sum runs over a grid; its rounding depends on the grid width, so tables are scored in buckets of
+    # one width: their own support (exact) or the release's group-wide width. Results never depend on the batch.
+    if released and width is not None: uw = width[first]
+    else:
+        R1, C1, N = ua + ub, ua + uc, ua + ub + uc + ud
+        uw = (torch.minimum(R1, C1) - (R1 + C1 - N).clamp_min(0)).long() + 1
+    p = torch.empty(len(first), dtype=f32 if released else torch.float64, device=a.device)
+    for w in torch.unique(uw).tolist():                                   # a handful of distinct widths (<= G + 1)
+        sel = uw == w
+        if released: p[sel] = fisher_exact_pvalue_released(ua[sel], ub[sel], uc[sel], ud[sel], width=int(w) if width is not None else None)
+        else: p[sel] = fisher_exact_pvalue(ua[sel], ub[sel], uc[sel], ud[sel], rtol=cfg.fisher_rtol)
+    if released:
+        F = fisher_weight(p, cfg.p_transform)                             # the release's `p != 1.0` float comparison
+        ig = information_gain_released(ua, ub, uc, ud)
         h = cohens_h(ua, ub, uc, ud, half=cfg.half_h, eps=cfg.h_eps, dtype=f32)
     else:
-        p = fisher_exact_pvalue(ua, ub, uc, ud, rtol=cfg.fisher_rtol)
-        F = fisher_weight(p, cfg.p_transform, exact_one=p == 1.0)  # exact p is exactly 1.0 when it should be
+        F = fisher_weight(p, cfg.p_transform, exact_one=p == 1.0)          # exact p is exactly 1.0 when it should be
         ig = information_gain(ua, ub, uc, ud)
         h = cohens_h(ua, ub, uc, ud, half=cfg.half_h, eps=cfg.h_eps)
     return {k: v[inv] for k, v in dict(p=p, F=F, IG=ig, h=h).items()}
+
 
 # %% ../nbs/12_ktae.ipynb #f382c889
 def combine_terms(stats:dict, # p, F, IG, h per (group, id)
@@ -173,6 +189,9 @@ def _presence_counts(ids:torch.Tensor, # [N] token ids of the valid positions, r
     N = ids.shape[0]
     V = int(ids.max().item()) + 1 if N else 1
     Gc = int(gid.max().item()) + 1 if gid.numel() else 1
+    vocab = None
+    if Gc * V >= 2**62:                                   # huge ids: pack dense ranks instead, so the key cannot overflow
+        vocab, ids = torch.unique(ids, return_inverse=True); V = len(vocab)
     key = gid[rows] * V + ids
     if Gc * V < 2**31: key = key.to(torch.int32)
     skey, order = torch.sort(key, stable=True)
@@ -190,7 +209,8 @@ def _presence_counts(ids:torch.Tensor, # [N] token ids of the valid positions, r
     count_w = torch.bincount(u_idx, minlength=U).to(torch.float64) - count_c
     u_key = skey[new_u].long()
     pos2u = torch.empty_like(u_idx); pos2u[order] = u_idx
-    return dict(group=u_key // V, token_id=u_key % V, a=a, b=b, count_c=count_c, count_w=count_w, pos2u=pos2u)
+    tid = u_key % V
+    return dict(group=u_key // V, token_id=tid if vocab is None else vocab[tid], a=a, b=b, count_c=count_c, count_w=count_w, pos2u=pos2u)
 
 # %% ../nbs/12_ktae.ipynb #1ab7768c
 def _rows_view(x, rows):
@@ -216,8 +236,8 @@ def _score_chunk(responses, mask, rows, gid, correct, n_T, n_F, T_c, T_w, cfg, d
     stats = table_statistics(a, b, c, d, cfg, width)
     dt = torch.float32 if cfg.released_numerics else torch.float64
     avg = (T_c[g] + T_w[g]) / 2
-    tf_c = bm25_tf(pc["count_c"].to(dt), T_c[g].to(dt), avg.to(dt), cfg.k1, cfg.b)
-    tf_w = bm25_tf(pc["count_w"].to(dt), T_w[g].to(dt), avg.to(dt), cfg.k1, cfg.b)
+    tf_c = bm25_tf(pc["count_c"].to(dt), T_c[g], avg, cfg.k1, cfg.b)    # float64 lengths: normaliser rounded once
+    tf_w = bm25_tf(pc["count_w"].to(dt), T_w[g], avg, cfg.k1, cfg.b)
     out = combine_terms(stats, tf_c, tf_w, cfg)
     K = out["K"]
     zero = (n_T[g] == 0) | (n_F[g] == 0)                          # one-class groups carry no contrast
@@ -336,7 +356,6 @@ def key_token_details(responses:torch.Tensor, # [B, L] token ids
                       **overrides, # KTAEConfig overrides
                      ): # ([B, L] K as `key_token_values` gives it, DataFrame one row per (group, distinct valid id))
     "Key-token values of every position and the per-(group, token id) table behind them, from one scoring pass."
-    import numpy as np, pandas as pd
     cfg = resolve_config(preset, **overrides)
     B = responses.shape[0] if isinstance(responses, torch.Tensor) else None
     if tokens is not None and (len(tokens) != B): raise ValueError(f"`tokens` has {len(tokens)} rows, expected {B}")

@@ -6,21 +6,29 @@
 from __future__ import annotations
 import math
 import torch
+from .core import check_choice, check_number
+
 
 # %% auto #0
 __all__ = ['FISHER_RTOL', 'P_TRANSFORMS', 'H_EPS', 'BM25_K1', 'BM25_B', 'TF_EPS', 'TF_KINDS', 'as_tables', 'fisher_exact_pvalue',
-           'fisher_exact_pvalue_released', 'fisher_weight', 'binary_entropy', 'information_gain', 'cohens_h', 'bm25_tf',
-           'frequency_direction']
+           'fisher_exact_pvalue_released', 'fisher_weight', 'binary_entropy', 'information_gain',
+           'information_gain_released', 'cohens_h', 'bm25_tf', 'frequency_direction']
 
 # %% ../nbs/10_stats.ipynb #78b45a36
 def as_tables(a, b, c, d, # counts of the 2x2 table: tensors, arrays or numbers (broadcastable)
               dtype=torch.float64, # floating dtype for the statistics
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     "Broadcast the four cells of 2x2 tables to one shape and a float dtype, checking they are non-negative integers."
-    ts = [torch.as_tensor(x) for x in (a, b, c, d)]
+    ts = []
+    for name, x in zip("abcd", (a, b, c, d)):
+        try: t = torch.as_tensor(x)
+        except (TypeError, ValueError, RuntimeError): raise TypeError(f"`{name}` must hold counts (numbers), got {type(x).__name__}") from None
+        if t.dtype == torch.bool or t.dtype.is_complex: raise TypeError(f"`{name}` must hold counts (numbers), got {t.dtype}")
+        ts.append(t)
     device = next((t.device for t in ts if t.device.type != 'cpu'), torch.device('cpu'))
     ts = torch.broadcast_tensors(*[t.to(device) for t in ts])
     for name, t in zip('abcd', ts):
+        if t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all()): raise ValueError(f"`{name}` contains NaN or infinite values")
         if t.is_floating_point() and t.numel() and not torch.equal(t, t.round()):
             raise ValueError(f"`{name}` must hold whole counts, got non-integer values")
         if t.numel() and bool((t < 0).any()): raise ValueError(f"`{name}` must be non-negative counts")
@@ -81,7 +89,7 @@ def fisher_weight(p:torch.Tensor, # p-values
                   exact_one:torch.Tensor|None=None, # bool mask of tables whose p is exactly 1 (default: p == 1.0)
                  ) -> torch.Tensor: # weights F in [0, 1]
     "Fisher weight F of a p-value: the release's exp(-2p) with F(1) = 0, or the continuous 1 - p."
-    if transform not in P_TRANSFORMS: raise ValueError(f"`transform` must be one of {P_TRANSFORMS}, got {transform!r}")
+    check_choice(transform, P_TRANSFORMS, "transform")
     one = (p == 1.0) if exact_one is None else exact_one
     if transform == "linear": return torch.where(one, torch.zeros_like(p), 1 - p)
     return torch.where(one, torch.zeros_like(p), torch.exp(-2 * p))
@@ -103,6 +111,19 @@ def information_gain(a, b, c, d, # cells of 2x2 tables
     hyx = frac(a + b, N) * binary_entropy(frac(a, a + b)) + frac(c + d, N) * binary_entropy(frac(c, c + d))
     return torch.where(N > 0, (hy - hyx).clamp_min(0), torch.zeros_like(hy))
 
+def information_gain_released(a, b, c, d, # cells of 2x2 tables
+                             ) -> torch.Tensor: # float32 information gain with the release's rounding
+    "Information gain in float32 evaluated the way the released code does: H(x1/(x1+x2)) + H(x2/(x1+x2)) form, no clamp."
+    a, b, c, d = as_tables(a, b, c, d, torch.float32)
+    N = a + b + c + d
+    def plogp(p): return -p * torch.where(p > 0, torch.log2(p), torch.zeros_like(p))
+    def split_entropy(x1, x2):                         # both fractions computed from the counts, not q and 1 - q
+        t = x1 + x2
+        return torch.where(t > 0, plogp(x1 / t) + plogp(x2 / t), torch.zeros_like(t))
+    hy = plogp((a + c) / N) + plogp((b + d) / N)
+    hyx = ((a + b) / N) * split_entropy(a, b) + ((c + d) / N) * split_entropy(c, d)
+    return torch.where(N > 0, hy - hyx, torch.zeros_like(hy))
+
 # %% ../nbs/10_stats.ipynb #7db542e6
 H_EPS = 1e-10  # denominator epsilon of the release's presence rates
 
@@ -113,8 +134,9 @@ def cohens_h(a, b, c, d, # cells of 2x2 tables
             ) -> torch.Tensor: # signed effect size, positive when more common in correct rollouts
     "Cohen's h between presence rates in correct and incorrect rollouts (signed direction)."
     a, b, c, d = as_tables(a, b, c, d, dtype)
-    p1 = (a / (a + c + eps)).clamp(0, 1)
-    p2 = (b / (b + d + eps)).clamp(0, 1)
+    eps = check_number(eps, "eps", 0)
+    def rate(x, y): return torch.where(x + y + eps > 0, x / (x + y + eps), torch.zeros_like(x)).clamp(0, 1)  # 0/0 -> 0
+    p1, p2 = rate(a, c), rate(b, d)
     h = torch.asin(p1.sqrt()) - torch.asin(p2.sqrt())
     return h if half else 2 * h
 
@@ -123,13 +145,14 @@ BM25_K1, BM25_B = 2.0, 0.5  # the release's (hard-coded) BM25 saturation and len
 
 def bm25_tf(count:torch.Tensor, # occurrences of the token in the pooled document
             length:torch.Tensor, # pooled document length T (tokens)
-            avg_length:torch.Tensor, # mean document length (T_c + T_w) / 2
+            avg_length:torch.Tensor, # mean document length (T_c + T_w) / 2 (same dtype as `length`)
             k1:float=BM25_K1, # saturation
             b:float=BM25_B, # length normalisation
-           ) -> torch.Tensor: # BM25 term frequency of the relative frequency count / length
+           ) -> torch.Tensor: # BM25 term frequency of the relative frequency count / length, in count's dtype
     "BM25-style saturated term frequency of a token's relative frequency, elementwise."
-    f = torch.where(length > 0, count / length.clamp_min(1), torch.zeros_like(count))
-    K = k1 * (1 - b + b * torch.where(avg_length > 0, length / avg_length.clamp_min(1e-30), torch.zeros_like(length)))
+    f = torch.where(length > 0, count / length.to(count.dtype).clamp_min(1), torch.zeros_like(count))
+    ratio = torch.where(avg_length > 0, length / avg_length.clamp_min(1e-30), torch.zeros_like(length))
+    K = (k1 * (1 - b + b * ratio)).to(count.dtype)       # in the lengths' dtype, rounded once to the counts' dtype
     return f * (k1 + 1) / (f + K)
 
 # %% ../nbs/10_stats.ipynb #232452f7
@@ -142,7 +165,7 @@ def frequency_direction(tf_c:torch.Tensor, # BM25 tf in correct rollouts
                         eps:float=TF_EPS, # epsilon of the release's ratio
                        ) -> torch.Tensor: # signed frequency term
     "Signed frequency term: the release's tf_c/(tf_w+eps) - tf_w/(tf_c+eps), or the bounded (tf_c-tf_w)/(tf_c+tf_w)."
-    if kind not in TF_KINDS: raise ValueError(f"`kind` must be one of {TF_KINDS}, got {kind!r}")
+    check_choice(kind, TF_KINDS, "kind")
     if kind == "bm25_ratio": return tf_c / (tf_w + eps) - tf_w / (tf_c + eps)
     s = tf_c + tf_w
     return torch.where(s > 0, (tf_c - tf_w) / s.clamp_min(torch.finfo(s.dtype).tiny), torch.zeros_like(s))

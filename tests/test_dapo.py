@@ -183,6 +183,6 @@ def test_bad_input():
     with pytest.raises(ValueError, match="`penalty_factor`"): overlong_penalty(torch.tensor([1]), 10, 5, -1)
     with pytest.raises(ValueError, match="`response_length` must be >= 0"): overlong_penalty(torch.tensor([-1]), 10, 5)
     with pytest.raises(ValueError, match="`response_length` must be 1-D"): overlong_penalty(torch.ones(2, 2), 10, 5)
-    with pytest.raises(ValueError, match="`rewards` shape"): overlong_reward_shaping(torch.ones(3), torch.ones(2, 4), 4, 2)
+    with pytest.raises(ValueError, match="`rewards` has 3 entries"): overlong_reward_shaping(torch.ones(3), torch.ones(2, 4), 4, 2)
     with pytest.raises(ValueError, match="`metric` contains NaN"): groups_with_spread(torch.tensor([1., float("nan")]), group_size=2)
     with pytest.raises(ValueError, match="`metric` must be 1-D"): groups_with_spread(torch.ones(2, 2), group_size=2)
