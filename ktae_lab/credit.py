@@ -8,7 +8,8 @@ import copy, math, re, threading, time
 import numpy as np
 import torch
 from .task import lab_tokenizer, score_responses, reference_solution, solution_steps, first_wrong_step, token_steps
-from .lab import LabConfig, lab_data, tiny_lm, encode_prompts, sample_rollouts, response_log_probs, prepare_warm_start, rl_step, algorithm_spec, generate_groups
+from .lab import LabConfig, lab_data, prepare_warm_start, rl_step, algorithm_spec, generate_groups, _encode as encode_prompts, _new_policy
+from .lm import generate, token_log_probs
 from .epicprm import Completion, Annotation, Baseline, annotate, epic_baseline, METHODS, EPIC_STATIC_K, EPIC_PILOT_K, EPIC_PILOT_MIN_CORRECT
 from .ktae import key_token_values
 from .dapo import groups_with_spread
@@ -61,11 +62,11 @@ class LabCompleter:
             sl = slice(s, s + self.max_rows)
             ids, am = encode_prompts(tok, [p + x for p, x in zip(prompts[sl], prefix[sl])], self.device)
             b = torch.as_tensor(budget[sl], device=self.device)
-            resp, rm = sample_rollouts(self.model, ids, am, int(b.max()), tok.eos_token_id, tok.pad_token_id,
-                                       self.temperature, self.generator)
+            resp, rm, _ = generate(self.model, ids, am, int(b.max()), tok.eos_token_id, tok.pad_token_id,
+                                   self.temperature, generator=self.generator)
             rm = rm * (torch.arange(resp.shape[1], device=self.device)[None] < b[:, None])    # cut each row at its budget
             resp = torch.where(rm.bool(), resp, tok.pad_token_id)
-            lp = response_log_probs(self.model, ids, am, resp, rm)
+            lp = token_log_probs(self.model, ids, am, resp, rm)
             n_tok = rm.sum(1)
             mean_lp = (lp * rm).sum(1) / n_tok.clamp_min(1)
             finished = ((resp == tok.eos_token_id) & rm.bool()).any(1)
@@ -347,7 +348,7 @@ def lab_policy(seed:int, # policy seed (weights, warm-start batches, RL sampling
     tok, (train, _) = lab_tokenizer(), lab_data(cfg)
     warm = warm or prepare_warm_start(seed, cfg)
     dev = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    policy = tiny_lm(tok, cfg.d_model, cfg.n_layers, cfg.n_heads, seed=seed, device=dev)
+    policy = _new_policy(tok, cfg, seed)
     policy.load_state_dict(warm["state"])
     if rl_steps:
         spec, ref = algorithm_spec(algo), copy.deepcopy(policy).requires_grad_(False)
