@@ -10,19 +10,17 @@ from pathlib import Path
 import numpy as np
 import torch
 from .task import lab_tokenizer, solution_steps
-from .lab import LabConfig, lab_data
+from .lab import LabConfig, lab_data, LAB_TASK
 from .credit import LabCompleter, annotate_many, policy_solutions, lab_policy, BENCH_PARAMS
 from .prm import PRMConfig, ProcessRewardModel, train_prm, score_steps, annotation_targets, save_prm, load_prm
 from .lm import derive_seed, resolve_device
 from .data import atomic_write, append_jsonl, output_lock, repair_jsonl_tail
 
 # %% auto #0
-__all__ = ['PRM_TASK', 'PRMLabConfig', 'pd_isna', 'label_sets', 'predicted_first_error', 'processbench_scores', 'best_of_n',
+__all__ = ['PRMLabConfig', 'pd_isna', 'label_sets', 'predicted_first_error', 'processbench_scores', 'best_of_n',
            'selector_scores', 'cost_table', 'markdown_table', 'plot_best_of_n', 'run_prm_pipeline']
 
 # %% ../nbs/44_prm_lab.ipynb #265c0a5d
-PRM_TASK = "ktae_lab.arithmetic"  # the task name written into every checkpoint of this chapter
-
 @dataclass
 class PRMLabConfig:
     "Everything that defines a PRM-lab run except the seeds."
@@ -188,7 +186,8 @@ def cost_table(steplevel, # per seed and source: f1, rollouts, tokens, ...
         d = d.merge(b[["seed", "source", "accuracy"]].rename(columns={"accuracy": f"best_of_{n}"}), on=["seed", "source"], how="left")
     cols = [c for c in ("rollouts", "tokens", "acc_wrong", "acc_right", "f1", f"best_of_{n}") if c in d]
     g = d.groupby("source", sort=False)[cols]
-    return g.mean().join(g.std(ddof=0).fillna(0.0)[[c for c in cols if c in ("f1", f"best_of_{n}")]], rsuffix="_std").assign(seeds=g.size()).reset_index()
+    sd = g.std(ddof=0).fillna(0.0)[[c for c in cols if c in ("f1", f"best_of_{n}")]]
+    return g.mean().join(sd.rename(columns=lambda c: c + "_std")).assign(seeds=g.size()).reset_index()
 
 # %% ../nbs/44_prm_lab.ipynb #883b3292
 def _save_torch(path, obj):
@@ -271,9 +270,9 @@ def _seed_run(sd:Path, seed:int, cfg:PRMLabConfig, device, progress:bool) -> dic
     for src in cfg.sources():
         ck = sd / "prm" / f"{src}.pt"
         rows, ys = sets[src]
-        if ck.exists(): prm = load_prm(ck, tok, task=PRM_TASK, label_source=src, device=device)
+        if ck.exists(): prm = load_prm(ck, tok, task=LAB_TASK, label_source=src, device=device)
         else:
-            prm = ProcessRewardModel(tok, pcfg, src, PRM_TASK, device=device)
+            prm = ProcessRewardModel(tok, pcfg, src, LAB_TASK, device=device)
             train_prm(prm, [tr["prompt"].iloc[i] for i in rows], [solution_steps(tr["response"].iloc[i]) or [""] for i in rows], ys, progress=progress)
             save_prm(prm, ck)
         scores[src] = score_steps(prm, list(ev["prompt"]), ev_steps)
