@@ -252,3 +252,58 @@ def test_score_steps_on_gpu_matches_cpu():
     np.testing.assert_allclose(sum(a, []), sum(b, []), atol=1e-4)
     ps, rs, ys = _addition_set(32)
     assert len(train_prm(p, ps, rs, ys)) == SMALL.steps
+
+
+# ---- the command line and the lab's process rewards ----------------------------------------------------------------
+def test_cli_prm_errors(run_cli, tmp_path):
+    rc, _, err = run_cli(["prm"])
+    assert rc == 2 and err.startswith("ktae-lab prm: error: the following arguments are required: -o/--out")
+    (tmp_path / "f").write_text("x")
+    rc, _, err = run_cli(["prm", "-o", tmp_path / "f"])
+    assert rc == 2 and "is an existing file; give a folder" in err and "Traceback" not in err
+    rc, _, err = run_cli(["prm", "-o", tmp_path / "o", "--device", "gpu"])
+    assert rc == 2 and "'gpu' is not a device name" in err
+    rc, out, _ = run_cli(["--help"])
+    assert rc == 0 and "prm" in out
+
+
+def test_cli_ablate_prm_needs_a_checkpoint(run_cli, tmp_path):
+    rc, _, err = run_cli(["ablate", "--algos", "grpo,grpo+prm", "-o", tmp_path / "ab", "--steps", "1"])
+    assert rc == 2 and "need a PRM" in err and "prm_path" in err
+    rc, _, err = run_cli(["ablate", "--algos", "grpo+prm", "-o", tmp_path / "ab", "--lab", f"prm_path={tmp_path / 'none.pt'}"])
+    assert rc == 2 and "`prm_path` must be the file of a PRM checkpoint" in err
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 4), st.integers(1, 4), st.integers(1, 5), st.integers(0, 10**6))
+def test_process_advantages_properties(n_groups, G, S, seed):
+    from ktae_lab.lab import process_advantages
+    g = torch.Generator().manual_seed(seed)
+    B, L = n_groups * G, 2 * S + 1
+    n_steps = torch.randint(1, S + 1, (B,), generator=g)
+    valid = torch.arange(S)[None] < n_steps[:, None]
+    r = torch.rand(B, S, generator=g).round()
+    # each step two tokens long, the last padding
+    steps = torch.arange(L)[None].expand(B, L) // 2
+    steps = torch.where(steps < n_steps[:, None], steps, torch.full_like(steps, -1))
+    a = process_advantages(r, valid, steps, G)
+    assert a.shape == (B, L) and torch.isfinite(a).all() and (a[steps < 0] == 0).all()
+    # tokens of one step share its advantage; the last step's advantage is that step's normalised reward alone
+    assert (a[:, 0::2][:, :S] == a[:, 1::2][:, :S]).all()
+    same = process_advantages(torch.ones(B, S), valid, steps, G)
+    assert (same == 0).all()                                                    # no contrast in any group: zeros, never NaN
+    shifted = process_advantages(r * 3 + 1, valid, steps, G)                  # invariant to an affine change of the rewards
+    torch.testing.assert_close(shifted, a, atol=1e-3, rtol=1e-3)
+
+
+def test_truth_step_rewards_match_first_wrong_step():
+    from ktae_lab.lab import step_rewards, _encode
+    ids, am = _encode(TOK, ["1+2+3:"] * 3)
+    resp = TOK(["1+2=3,3+3=6#6<eos>", "1+2=3,3+3=7#7<eos>", "1+2=4,4+3=7#7<eos>"], add_special_tokens=False,
+               padding=True, return_tensors="pt")
+    r, v = step_rewards(TOK, ids, am, resp["input_ids"], resp["attention_mask"], "truth")
+    assert r.tolist() == [[1.0, 1.0], [1.0, 0.0], [0.0, 0.0]] and v.all()
+    p = _prm()
+    r2, _ = step_rewards(TOK, ids, am, resp["input_ids"], resp["attention_mask"], "prm", p)
+    assert torch.allclose(r2, torch.tensor(score_steps(p, ["1+2+3:"] * 3, ["1+2=3,3+3=6#6", "1+2=3,3+3=7#7", "1+2=4,4+3=7#7"])))
+    with pytest.raises(ValueError, match="needs a `prm`"): step_rewards(TOK, ids, am, resp["input_ids"], resp["attention_mask"], "prm")
