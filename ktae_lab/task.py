@@ -111,7 +111,8 @@ def first_wrong_step(prompt:str, # a lab problem, e.g. "7-3+5:"
     got = solution_steps(response)
     for i, (s, r) in enumerate(zip(got, ref)):
         if s != r: return i
-    if len(got) != len(ref): return min(len(got), len(ref))
+    if len(got) > len(ref): return len(ref)                 # an extra piece
+    if len(got) < len(ref): return max(len(got) - 1, 0)     # stopped early: wrong in the piece it stopped with
     return None if finished else len(ref) - 1
 
 # %% ../nbs/41_task.ipynb #cf96d69a

@@ -47,8 +47,9 @@ def test_truncated_response_is_wrong_where_it_stops(prompt, data):
     ref = reference_solution(prompt)
     k = data.draw(st.integers(0, len(ref) - 1))
     cut = ref[:k]
-    # the piece it was writing; cut just before a comma, that piece is complete and the missing next one is wrong
-    assert first_wrong_step(prompt, cut) == cut.count(",") + (ref[k] == ",")
+    # the piece it was writing (cut just before a comma: the complete piece it ended with)
+    assert first_wrong_step(prompt, cut) == cut.count(",")
+    assert first_wrong_step(prompt, cut) < max(len(solution_steps(cut)), 1)   # always a piece it wrote
     assert first_wrong_step(prompt, ref + ",1+1=2") == len(solution_steps(ref))   # an extra piece
     assert first_wrong_step(prompt, ref, finished=False) == len(solution_steps(ref)) - 1
 
