@@ -20,7 +20,7 @@ def completion_prompt(tokenizer, # a transformers tokenizer
                       step_sep:str="\n", # after each step
                      ) -> tuple[str, bool]: # prompt text, whether a chat template was used
     "The text a causal LM continues: the question, then the steps so far (chat template when the tokenizer has one)."
-    if isinstance(prefix_steps, str) or not all(isinstance(s, str) for s in prefix_steps):
+    if isinstance(prefix_steps, (str, bytes)) or not isinstance(prefix_steps, (list, tuple)) or not all(isinstance(s, str) for s in prefix_steps):
         raise TypeError(f"`prefix_steps` must be a list of strings, got {prefix_steps!r}")
     if not isinstance(step_sep, str): raise TypeError(f"`step_sep` must be a str, got {type(step_sep).__name__}")
     chat = uses_chat_template(tokenizer)
@@ -52,7 +52,7 @@ class TransformersCompleter:
 
     def __call__(self, question, prefix_steps, n):
         if isinstance(n, bool) or not isinstance(n, int) or n <= 0: raise ValueError(f"`n` must be a positive int, got {n!r}")
-        text, chat = completion_prompt(self.tokenizer, question, list(prefix_steps), self.system_prompt, self.step_sep)
+        text, chat = completion_prompt(self.tokenizer, question, prefix_steps, self.system_prompt, self.step_sep)
         dev = next(self.model.parameters()).device
         ids, att = encode_prompts(self.tokenizer, [text], dev, add_special_tokens=not chat)
         seed = self.seed if self.seed is not None else int.from_bytes(os.urandom(8), "little") >> 1

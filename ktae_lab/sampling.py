@@ -7,6 +7,7 @@ from __future__ import annotations
 import json, math, os, resource, sys, time
 from dataclasses import dataclass, asdict, fields
 from pathlib import Path
+import numpy as np
 import torch
 from .verify import extract_answer, numeric_verifier
 from .data import read_rollouts, write_rollouts, smollm2_rollouts_path, output_lock, repair_jsonl_tail
@@ -21,13 +22,17 @@ def load_problems(path, # JSONL or CSV file with `question`, `answer` and option
                  ) -> list[dict]: # one dict per problem with `problem_id`, `question`, `answer` (str) and extras
     "Read and check a problem file: every problem needs a question and a non-empty answer; ids are unique."
     path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"problem file not found: {path}")
+    if not path.is_file(): raise FileNotFoundError(f"problem file not found: {path}" + (" (it is a directory)" if path.is_dir() else ""))
     if path.suffix.lower() == ".csv":
         import pandas as pd
         rows = pd.read_csv(path, dtype=str, keep_default_na=False).to_dict("records")
     else:
         rows = []
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        try: text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            line = path.read_bytes()[:e.start].count(b"\n") + 1
+            raise ValueError(f"{path}, line {line}: not UTF-8 text ({e.reason})") from None
+        for n, line in enumerate(text.splitlines(), 1):
             if not line.strip(): continue
             try: rows.append(json.loads(line))
             except json.JSONDecodeError as e: raise ValueError(f"{path}, line {n}: not valid JSON ({e.msg})") from None
@@ -37,6 +42,8 @@ def check_problems(rows, # list of dicts with `question`, `answer`, optionally `
                    source:str="problems", # name used in error messages
                   ) -> list[dict]: # normalised copies (answers as strings, ids filled in)
     "Validate in-memory problems the way `load_problems` validates a file."
+    if isinstance(rows, (str, bytes, dict)) or not hasattr(rows, "__iter__"):
+        raise TypeError(f"`rows` must be a list of problem dicts, got {type(rows).__name__}")
     out, seen = [], {}
     for i, row in enumerate(rows):
         where = f"{source}, problem {i + 1}"
@@ -105,6 +112,10 @@ def grade_rollout(response:str, # decoded response text
                   rel_tol:float=1e-6, # numeric_verifier tolerance
                  ) -> dict: # reward, correct, extracted_answer, truncated
     "Reward fields for one rollout: 1/0 by the numeric verifier; truncated rollouts are not graded (reward 0)."
+    if not isinstance(response, str): raise TypeError(f"`response` must be the decoded text (a str), got {type(response).__name__}")
+    if not isinstance(reference_answer, str) or not reference_answer.strip():
+        raise ValueError(f"`reference_answer` must be a non-empty str, got {reference_answer!r}")
+    if not isinstance(truncated, (bool, np.bool_)): raise TypeError(f"`truncated` must be True or False, got {truncated!r}")
     if truncated: return {"reward": 0.0, "correct": None, "extracted_answer": None, "truncated": True}
     ok = numeric_verifier(response, reference_answer, rel_tol=rel_tol)
     return {"reward": float(ok), "correct": ok, "extracted_answer": extract_answer(response), "truncated": False}
@@ -117,8 +128,13 @@ def generate_group_batch(model, # a transformers causal LM
                          config:SampleConfig|None=None, # sampling settings (default SampleConfig())
                         ) -> list[dict]: # k*G dicts: prompt index, rollout_id, token_ids, tokens, response, truncated
     "Sample G rollouts for each of k prompts in one batched `ktae_lab.lm.generate` call, one seed per group."
+    if config is not None and not isinstance(config, SampleConfig): raise TypeError(f"`config` must be a SampleConfig, got {type(config).__name__}")
     cfg = (config or SampleConfig()).validate()
-    if len(group_ids) != len(prompts): raise ValueError(f"`group_ids` has {len(group_ids)} ids for {len(prompts)} prompts")
+    if isinstance(prompts, str) or not isinstance(prompts, (list, tuple)) or not prompts:
+        raise ValueError("`prompts` must be a non-empty list of prompt strings")
+    if isinstance(group_ids, str) or not isinstance(group_ids, (list, tuple)) or len(group_ids) != len(prompts):
+        raise ValueError(f"`group_ids` must be a list of one id per prompt ({len(prompts)}), got {group_ids!r}")
+    if len(set(map(str, group_ids))) != len(group_ids): raise ValueError(f"`group_ids` has duplicates: {list(group_ids)}")
     G, dev = cfg.num_rollouts, next(model.parameters()).device
     chat = uses_chat_template(tokenizer, cfg.chat_template)
     ids, am = encode_prompts(tokenizer, list(prompts), dev, add_special_tokens=not chat)
@@ -144,7 +160,13 @@ def resume_state(output, # the rollout JSONL being written
                  problems:list[dict], # the problems of this run
                 ) -> set: # group ids already complete in `output`
     "Check an existing output file was made with the same settings; drop torn/incomplete groups; return done ids."
+    if not isinstance(settings, dict) or not isinstance(settings.get("num_rollouts"), int):
+        raise ValueError(f"`settings` must be the dict of `SampleConfig.settings()` (with num_rollouts), got {settings!r}")
+    for k, v in (("model_name", model_name), ("tokenizer_name", tokenizer_name)):
+        if not isinstance(v, str) or not v: raise ValueError(f"`{k}` must be a non-empty str, got {v!r}")
+    if isinstance(problems, (str, dict)) or not isinstance(problems, (list, tuple)): raise ValueError(f"`problems` must be a list of problem dicts")
     path = Path(output)
+    if path.is_dir(): raise ValueError(f"`output` {str(path)!r} is a directory; name a .jsonl file")
     if not path.exists() or path.stat().st_size == 0: return set()
     cut = repair_jsonl_tail(path)
     if cut: print(f"{path}: removed a torn last line ({cut} bytes, kept in {path.name}.torn) left by an interrupted run", file=sys.stderr)
@@ -256,12 +278,23 @@ def sample_rollouts(problems, # list of problem dicts, or a path for `load_probl
     return stats
 
 # %% ../nbs/40_sampling.ipynb #f631e5d2
+def _rollout_frame(rollouts): # a DataFrame with the columns the summaries read
+    "Read a rollout file, or check a DataFrame from `read_rollouts`."
+    import pandas as pd
+    if isinstance(rollouts, (str, os.PathLike)): return read_rollouts(rollouts)
+    if not isinstance(rollouts, pd.DataFrame): raise TypeError(f"`rollouts` must be a JSONL path or a DataFrame, got {type(rollouts).__name__}")
+    miss = [c for c in ("group_id", "reward", "truncated", "token_ids", "meta") if c not in rollouts.columns]
+    if miss: raise ValueError(f"`rollouts` lacks the column(s) {miss}; read the file with `ktae_lab.data.read_rollouts`")
+    return rollouts
+
 def group_summary(rollouts, # rollout JSONL path or a DataFrame from `read_rollouts`
                   correct_threshold:float=0.0, # reward > threshold counts as correct (KTAE's rule)
                  ): # pandas.DataFrame: one row per group
     "One row per group: difficulty, rollouts, correct, accuracy, mixed, truncated and response lengths."
     import pandas as pd
-    df = read_rollouts(rollouts) if isinstance(rollouts, (str, Path)) else rollouts
+    if isinstance(correct_threshold, bool) or not isinstance(correct_threshold, (int, float)) or not math.isfinite(correct_threshold):
+        raise ValueError(f"`correct_threshold` must be a finite number, got {correct_threshold!r}")
+    df = _rollout_frame(rollouts)
     d = pd.DataFrame({"group_id": df.group_id, "correct": df.reward > correct_threshold, "truncated": df.truncated,
                       "length": df.token_ids.map(len),
                       "difficulty": df.meta.map(lambda m: (m or {}).get("difficulty") if isinstance(m, dict) else None)})
@@ -275,7 +308,8 @@ def group_summary(rollouts, # rollout JSONL path or a DataFrame from `read_rollo
 def rollout_stats(rollouts, # rollout JSONL path or a DataFrame from `read_rollouts`
                  ) -> dict: # overall figures and a per-difficulty table
     "Datasheet figures: accuracy, mixed/all-wrong/all-correct groups, truncation and length statistics."
-    df = read_rollouts(rollouts) if isinstance(rollouts, (str, Path)) else rollouts
+    df = _rollout_frame(rollouts)
+    if not len(df): raise ValueError("`rollouts` holds no rollouts")
     gs = group_summary(df)
     length = df.token_ids.map(len)
     graded = ~df.truncated
