@@ -195,13 +195,29 @@ def group_ids(index=None, # per-row group id: int tensor, array or list of hasha
     return gid.to(device) if device is not None else gid, G
 
 # %% ../nbs/00_core.ipynb #adef2077
+def _check_groups(values, gid, num_groups, float_values=False, dim=None):
+    "Cheap checks (no pass over the data) shared by the per-group reductions."
+    check_tensor(values, "values")
+    if float_values and not values.dtype.is_floating_point:
+        raise TypeError(f"`values` must be a floating-point tensor, got {values.dtype}")
+    if dim is not None: check_shape(values, "values", label="[B]", dim=dim)
+    check_tensor(gid, "gid")
+    if gid.dtype.is_floating_point or gid.dtype.is_complex or gid.dtype == torch.bool:
+        raise TypeError(f"`gid` must hold integer group ids, got {gid.dtype}")
+    check_shape(gid, "gid", label="[B]", dim=1)
+    if values.dim() == 0 or gid.shape[0] != values.shape[0]:
+        raise ValueError(f"`gid` shape {_shape(gid.shape)} does not match the expected [B] ({values.shape[0] if values.dim() else 0},)")
+    return check_number(num_groups, "num_groups", 0, integer=True)
+
 def group_sum(values:torch.Tensor, # [B, ...] values to sum per group
               gid:torch.Tensor, # [B] dense group ids
               num_groups:int, # G
              ) -> torch.Tensor: # [G, ...] per-group sums
     "Sum `values` over rows that share a group id."
+    num_groups = _check_groups(values, gid, num_groups)
     out = torch.zeros((num_groups,) + tuple(values.shape[1:]), dtype=values.dtype, device=values.device)
     return out.index_add_(0, gid, values)
+
 
 # %% ../nbs/00_core.ipynb #1a479ed4
 def accumulation_dtype(dtype:torch.dtype, # dtype of the values to reduce
@@ -215,6 +231,7 @@ def group_mean_std(values:torch.Tensor, # [B] one value per row
                    unbiased:bool=True, # divide by n-1 (torch.std's default, as verl does)
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: # per-row mean, std, group size (accumulation dtype)
     "Per-row group mean, standard deviation and group size, accumulated in float32 or wider, broadcast back to the rows."
+    _check_groups(values, gid, num_groups, float_values=True, dim=1)
     v = values.to(accumulation_dtype(values.dtype))
     n = group_sum(torch.ones_like(v), gid, num_groups)
     mean = group_sum(v, gid, num_groups) / n

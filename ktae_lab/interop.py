@@ -8,8 +8,9 @@ import sys
 import numpy as np
 import torch
 from .core import check_float_tensor, check_shape, check_tensor, check_choice, check_rewards
-from .advantages import GRPO_EPS
-from .ktae import ktae_advantages
+from .advantages import GRPO_EPS, ESTIMATORS
+from .ktae import ktae_advantages, resolve_config
+from .dapo import RunPreset
 
 
 # %% auto #0
@@ -31,6 +32,13 @@ def _ktae_settings(ktae, config):
     s = {k: (tuple(v) if k == "ignore_ids" and not isinstance(v, (tuple, torch.Tensor)) else v) for k, v in s.items()}
     preset, estimator = s.pop("preset", "official"), s.pop("estimator", None)
     return preset, estimator, s
+
+def _check_settings(name, ktae):
+    "Validate a registry name and bound KTAE settings when they are given, not at the first training step."
+    if not isinstance(name, str) or not name: raise ValueError(f"`name` must be a non-empty str, got {name!r}")
+    preset, estimator, overrides = _ktae_settings(ktae, None)
+    resolve_config(preset, **overrides)
+    if estimator is not None: check_choice(estimator, ESTIMATORS, "estimator")
 
 # %% ../nbs/15_interop.ipynb #c1a0cb6f
 def compute_ktae_outcome_advantage(token_level_rewards:torch.Tensor, # [B, L] rewards (outcome on the last token)
@@ -67,8 +75,9 @@ def register_verl_estimator(name:str="ktae", # registry name (verl's `algorithm.
                             **ktae, # KTAE settings bound into the registered function: preset, estimator, overrides
                            ): # the registered function
     "Register `compute_ktae_outcome_advantage` in verl's advantage-estimator registry under `name`."
+    _check_settings(name, ktae)
     if core_algos is None:
-        try: from verl.trainer.ppo import core_algos
+        try: from verl.trainer.ppo import core_algos        # optional heavy dependency: imported on use
         except ImportError as e:
             raise ImportError("verl is not installed; `compute_ktae_outcome_advantage` works without it as a plain function") from e
     bound = dict(ktae) if ktae else None
@@ -94,6 +103,8 @@ def compute_ktae_advantage_for_batch(data, # DataProto-like: .batch (tensors) an
                                      ktae:dict|None=None, # KTAE settings (see compute_ktae_outcome_advantage)
                                     ): # the same object, with batch["advantages"] and batch["returns"] set
     "Compute KTAE advantages for a verl DataProto-like batch and store `advantages` and `returns` in it."
+    if not (hasattr(data, "batch") and hasattr(data, "non_tensor_batch")):
+        raise TypeError(f"`data` must have `batch` and `non_tensor_batch` (a verl DataProto), got {type(data).__name__}")
     batch, extra = data.batch, data.non_tensor_batch
     for k in ("responses", "token_level_rewards"):
         if k not in batch.keys(): raise KeyError(f"`data.batch` has no {k!r} (keys: {sorted(batch.keys())})")
@@ -113,9 +124,12 @@ def patch_verl_compute_advantage(name:str="ktae", # the `algorithm.adv_estimator
                                  **ktae, # KTAE settings: preset, estimator, KTAEConfig overrides
                                 ): # the wrapped function (the original is at `.__wrapped__`)
     "Route verl's `compute_advantage(data, adv_estimator=name, ...)` to `compute_ktae_advantage_for_batch`."
+    _check_settings(name, ktae)
     if module is None:
-        try: import verl.trainer.ppo.ray_trainer as module
+        try: import verl.trainer.ppo.ray_trainer as module  # optional heavy dependency: imported on use
         except ImportError as e: raise ImportError("verl (with its trainer dependencies) is not importable") from e
+    if not callable(getattr(module, "compute_advantage", None)):
+        raise TypeError(f"`module` has no `compute_advantage` function to wrap: {module!r}")
     original = getattr(module.compute_advantage, "__wrapped__", module.compute_advantage)
     def compute_advantage(data, adv_estimator, *args, norm_adv_by_std_in_grpo=True, config=None, **kwargs):
         est = getattr(adv_estimator, "value", adv_estimator)
@@ -131,6 +145,8 @@ def patch_verl_compute_advantage(name:str="ktae", # the `algorithm.adv_estimator
 def verl_overrides(preset, # a `ktae_lab.dapo.RunPreset`
                   ) -> list[str]: # hydra overrides for verl's trainer
     "verl command-line overrides for a KTAE-paper run preset (model paths and data files not included)."
+    if not isinstance(preset, RunPreset):
+        raise TypeError(f"`preset` must be a RunPreset (see `ktae_lab.dapo.run_preset`), got {type(preset).__name__}")
     p, a = preset, "actor_rollout_ref.actor"
     out = [f"algorithm.adv_estimator={p.adv_estimator}", f"algorithm.norm_adv_by_std_in_grpo={p.norm_adv_by_std}",
            f"data.train_batch_size={p.train_prompts_per_step}", f"data.max_prompt_length={p.max_prompt_length}",
@@ -187,8 +203,10 @@ def make_ktae_grpo_trainer(base=None, # TRL's GRPOTrainer (imported when None) o
                            **overrides, # KTAEConfig overrides (e.g. ignore_ids=(pad_id,))
                           ) -> type: # a subclass of `base` producing [B, T] KTAE advantages
     "Subclass TRL's GRPOTrainer so that its advantages become KTAE's token advantages (Â + K)."
+    resolve_config(preset, **overrides)                              # bad settings fail now, not at the first step
+    if base is not None and not isinstance(base, type): raise TypeError(f"`base` must be a class (TRL's GRPOTrainer), got {base!r}")
     if base is None:
-        try: from trl import GRPOTrainer as base
+        try: from trl import GRPOTrainer as base            # optional heavy dependency: imported on use
         except ImportError as e: raise ImportError("trl is not installed; use `trl_ktae_advantages` directly") from e
 
     class KTAEGRPOTrainer(base):

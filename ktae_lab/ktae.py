@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import torch
 from .core import (group_ids, group_sum, check_token_batch, check_rewards, check_number, check_choice,
-                           check_float_tensor)
-from .stats import (fisher_exact_pvalue, fisher_exact_pvalue_released, fisher_weight, information_gain,
+                           check_float_tensor, check_tensor, check_shape)
+from .stats import (as_tables, fisher_exact_pvalue, fisher_exact_pvalue_released, fisher_weight, information_gain,
                             information_gain_released,
                             cohens_h, bm25_tf, frequency_direction, P_TRANSFORMS, TF_KINDS, FISHER_RTOL, H_EPS,
                             TF_EPS, BM25_K1, BM25_B)
@@ -61,6 +61,7 @@ _FLOAT_RANGES = {  # field: (low, high, low_open) -- every float field of KTAECo
 def validate_config(cfg:KTAEConfig, # a configuration to check
                    ) -> KTAEConfig: # the same configuration, with `ignore_ids` as a tuple of ints
     "Check every field of a KTAEConfig: types, finiteness and ranges; errors name the field."
+    if not isinstance(cfg, KTAEConfig): raise TypeError(f"`cfg` must be a KTAEConfig (see `resolve_config`), got {type(cfg).__name__}")
     for f in fields(KTAEConfig):
         v = getattr(cfg, f.name)
         if f.name in _FLOAT_RANGES:
@@ -97,6 +98,8 @@ def resolve_config(preset:str|KTAEConfig="official", # preset name, or a KTAECon
 def parse_overrides(spec:str|list|tuple|None, # "k=v,k=v" or a list of "k=v"; ignore_ids as "0;2" or "0 2"
                    ) -> dict: # typed overrides for `resolve_config`
     "Parse 'name=value' KTAE overrides (from a command line or a widget) into typed values."
+    if spec is not None and not isinstance(spec, (str, list, tuple)):
+        raise TypeError(f"`spec` must be a str like 'beta=2,use_tf=false' or a list of 'name=value' strings, got {type(spec).__name__}")
     if not spec: return {}
     items = [x for part in ([spec] if isinstance(spec, str) else list(spec)) for x in str(part).split(",") if x.strip()]
     types = {f.name: f.default for f in fields(KTAEConfig)}
@@ -136,6 +139,13 @@ def table_statistics(a, b, c, d, # [U] float64 cells of the presence tables
                      width:torch.Tensor|None=None, # [U] release grid width per table (released_numerics only)
                     ) -> dict: # p, F, IG, h per table
     "p-value, Fisher weight F, information gain and Cohen's h of each table, scoring each distinct table once."
+    if not isinstance(cfg, KTAEConfig): raise TypeError(f"`cfg` must be a KTAEConfig (see `resolve_config`), got {type(cfg).__name__}")
+    a, b, c, d = as_tables(a, b, c, d)
+    if width is not None: check_tensor(width, "width"); check_shape(width, "width", a.shape, "[U]")
+    return _table_statistics(a, b, c, d, validate_config(cfg), width)
+
+def _table_statistics(a, b, c, d, cfg, width=None):
+    "`table_statistics` on validated float64 cells."
     released = cfg.released_numerics
     first, inv = _distinct_rows([a, b, c, d] + ([width] if released and width is not None else []))
     ua, ub, uc, ud = a[first], b[first], c[first], d[first]
@@ -163,11 +173,26 @@ def table_statistics(a, b, c, d, # [U] float64 cells of the presence tables
 
 
 # %% ../nbs/12_ktae.ipynb #f382c889
+def _vector_sigmoid(x:torch.Tensor) -> torch.Tensor:
+    "torch.sigmoid with every element on the CPU's vectorised path (its scalar tail path rounds differently)."
+    n = x.numel()
+    pad = (-n) % 64                                         # whole SIMD blocks on AVX2 and AVX-512 alike
+    flat = torch.cat([x.reshape(-1), x.new_zeros(pad)]) if pad else x.reshape(-1)
+    return torch.sigmoid(flat)[:n].reshape(x.shape)
+
 def combine_terms(stats:dict, # p, F, IG, h per (group, id)
                   tf_c:torch.Tensor, tf_w:torch.Tensor, # [U] BM25 tf in correct / incorrect rollouts
                   cfg:KTAEConfig, # estimator configuration
                  ) -> dict: # adds tf_term, x, raw, K
     "Direction x, raw score and key-token value K from the per-table statistics and frequency terms."
+    if not isinstance(cfg, KTAEConfig): raise TypeError(f"`cfg` must be a KTAEConfig (see `resolve_config`), got {type(cfg).__name__}")
+    missing = [k for k in ("F", "IG", "h") if not isinstance(stats, dict) or k not in stats]
+    if missing: raise ValueError(f"`stats` lacks {missing}: pass the dict that `table_statistics` returns")
+    check_float_tensor(tf_c, "tf_c", finite=True); check_float_tensor(tf_w, "tf_w", tf_c.shape, "[U]", finite=True)
+    return _combine_terms(stats, tf_c, tf_w, validate_config(cfg))
+
+def _combine_terms(stats, tf_c, tf_w, cfg):
+    "`combine_terms` on validated inputs."
     alpha = cfg.alpha if cfg.use_fisher else 0.0
     beta = cfg.beta if cfg.use_ig else 0.0
     tf_term = frequency_direction(tf_c, tf_w, cfg.tf_kind, cfg.tf_eps)
@@ -176,7 +201,7 @@ def combine_terms(stats:dict, # p, F, IG, h per (group, id)
     if cfg.use_tf and cfg.gamma: x = x + (tf_term if cfg.released_numerics else cfg.gamma * tf_term)
     if alpha + beta == 0: raw = torch.zeros_like(x)
     else: raw = (alpha * stats["F"].to(x.dtype) + beta * stats["IG"].to(x.dtype)) * x / (alpha + beta)
-    K = (torch.sigmoid(raw) - 0.5) * 2 * cfg.top if cfg.released_numerics else cfg.top * torch.tanh(raw / 2)
+    K = (_vector_sigmoid(raw) - 0.5) * 2 * cfg.top if cfg.released_numerics else cfg.top * torch.tanh(raw / 2)
     return dict(stats, tf_term=tf_term, x=x, raw=raw, K=K)
 
 # %% ../nbs/12_ktae.ipynb #61bcc57f
@@ -233,12 +258,12 @@ def _score_chunk(responses, mask, rows, gid, correct, n_T, n_F, T_c, T_w, cfg, d
     if cfg.released_numerics:   # release grid width: 1 + max over the group's tables of min(R1, C1)
         w = torch.minimum(a + b, a + c).long() + 1
         width = torch.zeros(len(g_rows), dtype=torch.long, device=g.device).scatter_reduce_(0, pc["group"], w, reduce="amax")[pc["group"]]
-    stats = table_statistics(a, b, c, d, cfg, width)
+    stats = _table_statistics(a, b, c, d, cfg, width)
     dt = torch.float32 if cfg.released_numerics else torch.float64
     avg = (T_c[g] + T_w[g]) / 2
     tf_c = bm25_tf(pc["count_c"].to(dt), T_c[g], avg, cfg.k1, cfg.b)    # float64 lengths: normaliser rounded once
     tf_w = bm25_tf(pc["count_w"].to(dt), T_w[g], avg, cfg.k1, cfg.b)
-    out = combine_terms(stats, tf_c, tf_w, cfg)
+    out = _combine_terms(stats, tf_c, tf_w, cfg)
     K = out["K"]
     zero = (n_T[g] == 0) | (n_F[g] == 0)                          # one-class groups carry no contrast
     if cfg.ignore_ids: zero |= torch.isin(pc["token_id"], torch.tensor(cfg.ignore_ids, device=K.device))

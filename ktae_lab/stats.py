@@ -6,7 +6,7 @@
 from __future__ import annotations
 import math
 import torch
-from .core import check_choice, check_number
+from .core import check_choice, check_number, check_positive, check_tensor, check_float_tensor
 
 
 # %% auto #0
@@ -26,7 +26,9 @@ def as_tables(a, b, c, d, # counts of the 2x2 table: tensors, arrays or numbers 
         if t.dtype == torch.bool or t.dtype.is_complex: raise TypeError(f"`{name}` must hold counts (numbers), got {t.dtype}")
         ts.append(t)
     device = next((t.device for t in ts if t.device.type != 'cpu'), torch.device('cpu'))
-    ts = torch.broadcast_tensors(*[t.to(device) for t in ts])
+    try: ts = torch.broadcast_tensors(*[t.to(device) for t in ts])
+    except RuntimeError:
+        raise ValueError(f"`a`, `b`, `c`, `d` must broadcast to one shape, got shapes {[tuple(t.shape) for t in ts]}") from None
     for name, t in zip('abcd', ts):
         if t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all()): raise ValueError(f"`{name}` contains NaN or infinite values")
         if t.is_floating_point() and t.numel() and not torch.equal(t, t.round()):
@@ -46,6 +48,7 @@ def fisher_exact_pvalue(a, b, c, d, # cells [[a, b], [c, d]]: a, c correct; b, d
                         dtype=torch.float64, # computation dtype
                        ) -> torch.Tensor: # two-sided p-values, same shape as the broadcast inputs
     "Two-sided Fisher exact p-value of 2x2 tables, elementwise (matches scipy.stats.fisher_exact)."
+    rtol = check_number(rtol, "rtol", 0)
     a, b, c, d = as_tables(a, b, c, d, dtype)
     R1, C1, N = a + b, a + c, a + b + c + d
     lo, hi = (R1 + C1 - N).clamp_min(0), torch.minimum(R1, C1)
@@ -72,7 +75,11 @@ def fisher_exact_pvalue_released(a, b, c, d, # cells of 2x2 tables
     R1, C1, N = a + b, a + c, a + b + c + d
     kmin, kmax = torch.maximum(torch.zeros((), dtype=torch.float32, device=a.device), R1 + C1 - N), torch.minimum(R1, C1)
     if a.numel() == 0: return torch.ones_like(a)
-    W = width if width is not None else int(kmax.max().item()) + 1
+    need = int(kmax.max().item()) + 1
+    if width is not None:
+        width = check_positive(width, "width", integer=True)
+        if width < need: raise ValueError(f"`width` must be at least 1 + the largest min(a + b, a + c) = {need}, got {width}")
+    W = width if width is not None else need
     k = torch.arange(W, dtype=torch.float32, device=a.device).expand(*a.shape, W)
     valid = (k >= kmin.unsqueeze(-1)) & (k <= kmax.unsqueeze(-1))
     C1g, R1g, Ng = C1.unsqueeze(-1), R1.unsqueeze(-1), N.unsqueeze(-1)
@@ -90,6 +97,9 @@ def fisher_weight(p:torch.Tensor, # p-values
                  ) -> torch.Tensor: # weights F in [0, 1]
     "Fisher weight F of a p-value: the release's exp(-2p) with F(1) = 0, or the continuous 1 - p."
     check_choice(transform, P_TRANSFORMS, "transform")
+    check_float_tensor(p, "p")
+    if p.numel() and not bool(((p >= 0) & (p <= 1 + 1e-5)).all()):     # float32 sums of the release reach 1.0000010
+        raise ValueError("`p` must hold p-values in [0, 1] (no NaN)")
     one = (p == 1.0) if exact_one is None else exact_one
     if transform == "linear": return torch.where(one, torch.zeros_like(p), 1 - p)
     return torch.where(one, torch.zeros_like(p), torch.exp(-2 * p))
@@ -97,6 +107,11 @@ def fisher_weight(p:torch.Tensor, # p-values
 # %% ../nbs/10_stats.ipynb #10bb20f3
 def binary_entropy(q:torch.Tensor) -> torch.Tensor:
     "Binary entropy in bits, with 0 log 0 = 0."
+    check_float_tensor(q, "q")
+    if q.numel() and not bool(((q >= 0) & (q <= 1)).all()): raise ValueError("`q` must hold probabilities in [0, 1] (no NaN)")
+    return _binary_entropy(q)
+
+def _binary_entropy(q):
     def plogp(x): return torch.where(x > 0, -x * torch.log2(x.clamp_min(torch.finfo(x.dtype).tiny)), torch.zeros_like(x))
     return plogp(q) + plogp(1 - q)
 
@@ -107,8 +122,8 @@ def information_gain(a, b, c, d, # cells of 2x2 tables
     a, b, c, d = as_tables(a, b, c, d, dtype)
     N = a + b + c + d
     def frac(x, y): return torch.where(y > 0, x / y.clamp_min(1), torch.zeros_like(x))
-    hy = binary_entropy(frac(a + c, N))
-    hyx = frac(a + b, N) * binary_entropy(frac(a, a + b)) + frac(c + d, N) * binary_entropy(frac(c, c + d))
+    hy = _binary_entropy(frac(a + c, N))
+    hyx = frac(a + b, N) * _binary_entropy(frac(a, a + b)) + frac(c + d, N) * _binary_entropy(frac(c, c + d))
     return torch.where(N > 0, (hy - hyx).clamp_min(0), torch.zeros_like(hy))
 
 def information_gain_released(a, b, c, d, # cells of 2x2 tables
@@ -150,6 +165,10 @@ def bm25_tf(count:torch.Tensor, # occurrences of the token in the pooled documen
             b:float=BM25_B, # length normalisation
            ) -> torch.Tensor: # BM25 term frequency of the relative frequency count / length, in count's dtype
     "BM25-style saturated term frequency of a token's relative frequency, elementwise."
+    check_float_tensor(count, "count"); check_tensor(length, "length"); check_tensor(avg_length, "avg_length")
+    k1 = check_positive(k1, "k1"); b = check_number(b, "b", 0, 1)
+    for name, t in (("count", count), ("length", length), ("avg_length", avg_length)):
+        if t.numel() and not bool((t >= 0).all()): raise ValueError(f"`{name}` must hold non-negative numbers (no NaN)")
     f = torch.where(length > 0, count / length.to(count.dtype).clamp_min(1), torch.zeros_like(count))
     ratio = torch.where(avg_length > 0, length / avg_length.clamp_min(1e-30), torch.zeros_like(length))
     K = (k1 * (1 - b + b * ratio)).to(count.dtype)       # in the lengths' dtype, rounded once to the counts' dtype
@@ -166,6 +185,8 @@ def frequency_direction(tf_c:torch.Tensor, # BM25 tf in correct rollouts
                        ) -> torch.Tensor: # signed frequency term
     "Signed frequency term: the release's tf_c/(tf_w+eps) - tf_w/(tf_c+eps), or the bounded (tf_c-tf_w)/(tf_c+tf_w)."
     check_choice(kind, TF_KINDS, "kind")
+    check_float_tensor(tf_c, "tf_c", finite=True); check_float_tensor(tf_w, "tf_w", finite=True)
+    eps = check_positive(eps, "eps")
     if kind == "bm25_ratio": return tf_c / (tf_w + eps) - tf_w / (tf_c + eps)
     s = tf_c + tf_w
     return torch.where(s > 0, (tf_c - tf_w) / s.clamp_min(torch.finfo(s.dtype).tiny), torch.zeros_like(s))

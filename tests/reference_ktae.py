@@ -1,6 +1,6 @@
 """A deliberately slow, obviously correct KTAE: one group at a time, one token at a time, plain Python + scipy.
 
-It follows ktae.md §2 line by line and shares no code with ktae_lab (only scipy's Fisher test)."""
+It follows the KTAE paper (arXiv 2505.16826 §3) and the released code's formulas line by line and shares no code with ktae_lab (only scipy's Fisher test)."""
 import math
 from scipy.stats import fisher_exact
 
@@ -75,3 +75,71 @@ def reference_grpo(rewards, labels, eps=1e-6):
             std = math.sqrt(sum((x - mean) ** 2 for x in grp) / (len(grp) - 1))
         out.append((r - mean) / (std + eps))
     return out
+
+
+def released_float32_advantages(responses, mask, rewards, labels, ignore_ids=(), eps=1e-6, k1=2.0, b=0.5):
+    """The released code's final advantage, re-derived in float32 one group at a time (shares no code with ktae_lab).
+
+    Written from the release's description (xiaolizh1/KTAE): GRPO part from torch.mean / torch.std of the group's
+    float32 rewards; per distinct token of the group, presence counts as float32, Fisher's p summed on the grid
+    k = 0 .. w-1 with w = 1 + the group's largest min(R1, C1) and no tie tolerance, F = exp(-2p) unless p == 1.0;
+    information gain as H(pc) + H(pe) - (a+b)/N [H(a/(a+b)) + H(b/(a+b))] - (c+d)/N [...] in float32; half Cohen's h
+    with 1e-10 in the denominators; BM25 tf with the length normaliser computed as a Python float; K = 2(sigmoid - 1/2)."""
+    import torch
+    f32 = torch.float32
+    B, L = len(responses), len(responses[0])
+    out = [[0.0] * L for _ in range(B)]
+
+    def lcomb(n, k): return torch.lgamma(n + 1) - torch.lgamma(k + 1) - torch.lgamma(n - k + 1)
+
+    def plogp(p): return -p * torch.where(p > 0, torch.log2(p), torch.tensor(0.0, dtype=f32))
+
+    for g in dict.fromkeys(labels):
+        rows = [i for i in range(B) if labels[i] == g]
+        r = torch.tensor([float(rewards[i]) for i in rows], dtype=f32)
+        mean, std = (torch.mean(r), torch.std(r)) if len(rows) > 1 else (torch.tensor(0.0), torch.tensor(1.0))
+        adv = (r - mean) / (std + eps)
+        correct = [float(rewards[i]) > 0.0 for i in rows]
+        seqs = [[int(responses[i][t]) for t in range(L) if mask[i][t]] for i in rows]
+        nT = sum(correct); nF = len(rows) - nT
+        K = {}
+        if nT and nF:
+            ids = sorted({v for s in seqs for v in s})
+            sets = [set(s) for s in seqs]
+            a = torch.tensor([sum(1 for st, ok in zip(sets, correct) if ok and v in st) for v in ids], dtype=f32)
+            bb = torch.tensor([sum(1 for st, ok in zip(sets, correct) if not ok and v in st) for v in ids], dtype=f32)
+            c, d = nT - a, nF - bb
+            R1, C1 = a + bb, a + c
+            N = R1 + (c + d)
+            kmin, kmax = torch.clamp(R1 + C1 - N, min=0), torch.minimum(R1, C1)
+            w = int(kmax.max().item()) + 1
+            k = torch.arange(w, dtype=f32).repeat(len(ids), 1)
+            ok = (k >= kmin[:, None]) & (k <= kmax[:, None])
+            pk = torch.exp(lcomb(C1[:, None], k) + lcomb(N[:, None] - C1[:, None], R1[:, None] - k) - lcomb(N[:, None], R1[:, None])) * ok.float()
+            pobs = torch.exp(lcomb(C1, a) + lcomb(N - C1, R1 - a) - lcomb(N, R1))
+            p = torch.sum(torch.where((pk <= pobs[:, None]) & ok, pk, torch.tensor(0.0)), dim=1)
+            F = torch.where(p != 1.0, torch.exp(-2 * p), torch.tensor(0.0))
+            def split(x1, x2):
+                t = x1 + x2
+                return torch.where(t > 0, plogp(x1 / t) + plogp(x2 / t), torch.tensor(0.0))
+            ig = plogp((a + c) / N) + plogp((bb + d) / N) - (((a + bb) / N) * split(a, bb) + ((c + d) / N) * split(c, d))
+            p1 = torch.clamp(a / (a + c + 1e-10), 0, 1); p2 = torch.clamp(bb / (bb + d + 1e-10), 0, 1)
+            h = torch.asin(torch.sqrt(p1)) - torch.asin(torch.sqrt(p2))
+            Tc = sum(len(s) for s, ok in zip(seqs, correct) if ok); Tw = sum(len(s) for s, ok in zip(seqs, correct) if not ok)
+            avg = (Tc + Tw) / 2
+            def tf(counts, T):
+                f = torch.tensor(counts, dtype=f32) / T
+                return f * (k1 + 1) / (f + k1 * (1 - b + b * (T / avg)))
+            tfc = tf([sum(s.count(v) for s, ok in zip(seqs, correct) if ok) for v in ids], Tc)
+            tfw = tf([sum(s.count(v) for s, ok in zip(seqs, correct) if not ok) for v in ids], Tw)
+            x = h + (tfc / (tfw + 1e-5) - tfw / (tfc + 1e-5))
+            raw = ((1.0 * F + 1.0 * ig) * x) / 2.0
+            # the release applies sigmoid to one vocabulary-long tensor: (nearly) every id takes the CPU's vectorised
+            # path, whose rounding differs from the scalar tail path; padding to whole SIMD blocks does the same here
+            pad = (-len(ids)) % 64
+            Kv = (torch.sigmoid(torch.cat([raw, torch.zeros(pad)]))[:len(ids)] - 0.5) * 2 * 1.0
+            K = {v: (0.0 if v in ignore_ids else Kv[j]) for j, v in enumerate(ids)}
+        for j, i in enumerate(rows):
+            for t in range(L):
+                if mask[i][t]: out[i][t] = (adv[j] + K.get(int(responses[i][t]), torch.tensor(0.0))).item()
+    return torch.tensor(out, dtype=f32)

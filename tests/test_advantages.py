@@ -9,7 +9,7 @@ from ktae_lab.advantages import (GRPO_EPS, ESTIMATORS, grpo_advantages, batch_st
 
 
 def _loop_reference(rewards, index, estimator, eps):
-    """Slow per-group reference written from the formulas in rl_losses.md §2 (one group at a time)."""
+    """Slow per-group reference written from GRPO's formula (arXiv 2402.03300 §4.1.2; one group at a time)."""
     r = [float(x) for x in rewards]
     groups = {}
     for i, g in enumerate(index): groups.setdefault(g, []).append(i)

@@ -29,7 +29,7 @@ def test_fisher_matches_scipy_on_every_table_up_to_32():
 
 
 def test_released_fisher_float32_defect_counts():
-    # ktae.md §4.6 / §8.3: exhaustive G = 16 -> 920 tables, 20 wrong (max 0.458), 246 of 268 exact-1 miss 1.0
+    # exhaustive G = 16 -> 920 tables, 20 wrong (max 0.458), 246 of 268 exact-1 miss 1.0
     for G, n_tables, n_one, n_miss in [(16, 920, 268, 246), (8, 140, 64, 57)]:
         rows = [(a, b, nT - a, G - nT - b) for nT in range(1, G) for a in range(nT + 1) for b in range(G - nT + 1) if a + b]
         t = torch.tensor(rows); exact = fisher_exact_pvalue(*t.T); p32 = fisher_exact_pvalue_released(*t.T).double()
@@ -243,3 +243,29 @@ def test_ktae_advantages_bad_input():
     with pytest.raises(ValueError, match="unknown KTAE override"): ktae_advantages(resp, mask, rew, group_size=6, betta=2)
     with pytest.raises(ValueError, match="`outcome_advantage` shape"): ktae_advantages(resp, mask, rew, group_size=6, outcome_advantage=torch.zeros(3))
     with pytest.raises(TypeError, match="`outcome_advantage` must be a floating-point"): ktae_advantages(resp, mask, rew, group_size=6, outcome_advantage=torch.zeros(24, dtype=torch.long))
+
+
+# ---------------------------------------------------------------- released_numerics: bit for bit
+def test_released_minimal_case_is_the_release_value():
+    r = torch.tensor([[7, 5], [7, 6], [7, 6], [202, 6], [203, 6], [204, 6]]); m = torch.ones(6, 2, dtype=torch.long)
+    w = torch.tensor([1., 0., 0., 0., 0., 0.])
+    K = key_token_values(r, m, w, group_size=6, preset="released")
+    assert K[0, 0].item() == torch.tensor(0.21327794, dtype=torch.float32).item()   # xiaolizh1/KTAE on this batch
+    from reference_ktae import released_float32_advantages
+    ref = released_float32_advantages(r.tolist(), m.tolist(), w.tolist(), [0] * 6)
+    assert torch.equal(ktae_advantages(r, m, w, group_size=6, preset="released"), ref)
+
+
+def test_released_numerics_bit_exact_on_the_shipped_rollouts():
+    from reference_ktae import released_float32_advantages
+    from ktae_lab.data import to_batch, smollm2_rollouts_path
+    b = to_batch(smollm2_rollouts_path())
+    A = ktae_advantages(b.responses, b.response_mask, b.rewards, index=b.index, preset="released", ignore_ids=(151643,))
+    ref = released_float32_advantages(b.responses.tolist(), b.response_mask.tolist(), b.rewards.tolist(), b.index,
+                                      ignore_ids=(151643,))
+    m = b.response_mask.bool()
+    assert int(m.sum()) > 80000
+    assert torch.equal(A[m], ref[m]) and (A[~m] == 0).all()
+    K = key_token_values(b.responses, b.response_mask, b.rewards, index=b.index, preset="released")
+    assert torch.equal(_ktae_batch(b.responses, b.response_mask, b.rewards, b.index, None, resolve_config("released"),
+                                   chunk_tokens=5000)[0], K)                      # chunk size changes nothing
