@@ -2,4 +2,4 @@
 
     python -m benchmarks.bench_ktae --groups 64
 
-See `benchmarks/_bench.py` for why (no install and no sys.path edits needed)."""
+See `benchmarks/_bench.py` for why (a clean checkout needs no install and no path edits)."""

@@ -5,12 +5,24 @@ How to run a benchmark: as a module, from the root of a checkout,
     python -m benchmarks.bench_data --rows 256
 
 `python -m` puts the current folder first on `sys.path`, so a clean checkout works without installing and without
-any `sys.path` edits in the scripts: `ktae_lab` is this checkout's package, and `benchmarks._bench` and
-`tests.reference_ktae` import by their package names. (`python benchmarks/bench_x.py` is not supported: it would
-put `benchmarks/` itself on the path instead.)"""
-import os, statistics, time
+any `sys.path` edits in the scripts: `ktae_lab` is this checkout's package and `benchmarks._bench` imports by its
+package name. A helper that lives elsewhere in the checkout (the slow reference of `tests/reference_ktae.py`) is
+loaded from its file with `repo_module`, since the name `tests` may belong to an installed package (verl ships
+one). (`python benchmarks/bench_x.py` is not supported: it would put `benchmarks/` itself on the path instead.)"""
+import importlib.util, os, statistics, time
+from pathlib import Path
 
-__all__ = ["cuda_sync", "times", "median_time", "ratio", "fmt_time", "environment"]
+__all__ = ["cuda_sync", "times", "median_time", "ratio", "fmt_time", "environment", "repo_module"]
+REPO = Path(__file__).resolve().parents[1]
+
+
+def repo_module(relpath):
+    "Import a Python file of this checkout by path (e.g. 'tests/reference_ktae.py'), without editing the import path."
+    path = REPO / relpath
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def cuda_sync(device):

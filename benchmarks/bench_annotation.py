@@ -1,6 +1,6 @@
 """Benchmark every annotator on the same seeded simulated problems (ktae_lab.simulator).
 
-    python benchmarks/bench_annotation.py [--questions 90] [--seed 0] [--no-ablations]
+    python -m benchmarks.bench_annotation [--questions 90] [--seed 0] [--no-ablations]   # from the repository root
 
 Prints first-error accuracy, mean signed position error (early/late bias), step-label F1 and the cost per wrong
 solution (probes, rollouts, tokens; baselines and pilots amortised), then the cost ratios next to the authors'
@@ -9,11 +9,8 @@ hard label = any success; OmegaPRM binary search with 8 rollouts per probe; Epic
 (sequential, binary) and the adaptive pilot (72 per completer, k_q = max(16, 8 ceil(i*/8))), alpha = 0.5.
 """
 import argparse, sys, time
-from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 # the authors' cost table (EpicPRM dataset card): probes, sampled number, generated tokens for ~800 wrong chains
 CARD = {"epic_sequential": (4204, 209.81e3, 76.67e6), "epic_binary": (2620, 133.78e3, 42.52e6),

@@ -1,22 +1,16 @@
 """to_batch padding (flat scatter) vs pad_sequence over per-row tensors, and read_rollouts throughput.
 
-python benchmarks/bench_data.py [--rows 2048] [--max-len 1024] [--repeats 5]
+python -m benchmarks.bench_data [--rows 2048] [--max-len 1024] [--repeats 5]   # from the repository root
 """
-import argparse, statistics, tempfile, time
+import argparse, tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
+from benchmarks._bench import fmt_time, median_time, ratio
 from ktae_lab.data import read_rollouts, to_batch, write_rollouts
-
-
-def median_time(fn, repeats):
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter(); fn(); ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
 
 
 def pad_sequence_batch(df, pad_id=0):
@@ -49,9 +43,9 @@ def main():
     t_pad = median_time(lambda: pad_sequence_batch(df), a.repeats)
     ntok = int(lengths.sum())
     print(f"{a.rows} rows, {ntok} tokens, L={b.responses.shape[1]}")
-    print(f"read_rollouts: median {t_read * 1e3:.1f} ms ({ntok / t_read / 1e6:.2f} M tokens/s)")
-    print(f"to_batch (flat scatter): median {t_ours * 1e3:.1f} ms")
-    print(f"pad_sequence over rows:  median {t_pad * 1e3:.1f} ms   ratio pad_sequence/to_batch = {t_pad / t_ours:.2f}")
+    print(f"read_rollouts: median {fmt_time(t_read)} ({ntok / t_read / 1e6:.2f} M tokens/s)")
+    print(f"to_batch (flat scatter): median {fmt_time(t_ours)}")
+    print(f"pad_sequence over rows:  median {fmt_time(t_pad)}   ratio pad_sequence/to_batch = {ratio(t_pad, t_ours):.2f}")
 
 
 if __name__ == "__main__":

@@ -6,16 +6,15 @@ time over --repeats runs and the peak resident memory (process peak, reset befor
 Then the speed ratio against the slow per-group, per-token reference (tests/reference_ktae.py) on a small batch,
 both measured in this run.
 
-    python benchmarks/bench_ktae.py                 # CPU, full size
-    python benchmarks/bench_ktae.py --device cuda   # on a GPU
-    python benchmarks/bench_ktae.py --groups 64     # quicker
+    python -m benchmarks.bench_ktae                 # CPU, full size (run from the repository root)
+    python -m benchmarks.bench_ktae --device cuda   # on a GPU
+    python -m benchmarks.bench_ktae --groups 64     # quicker
 """
-import argparse, os, statistics, sys, time
+import argparse, statistics, time
 from pathlib import Path
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from benchmarks._bench import cuda_sync, environment, ratio, repo_module, times as timed
 from ktae_lab.ktae import key_token_values, ktae_advantages
 
 
@@ -48,7 +47,8 @@ def peak_rss_gib():
 
 
 def sync(device):
-    if device.startswith("cuda"): torch.cuda.synchronize()
+    f = cuda_sync(device)
+    if f: f()
 
 
 def main():
@@ -59,8 +59,7 @@ def main():
     ap.add_argument("--device", default="cpu"); ap.add_argument("--threads", type=int, default=0); ap.add_argument("--skip-reference", action="store_true")
     args = ap.parse_args()
     if args.threads: torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {args.device}, "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print(environment(args.device))
     ids, mask, rewards = zipf_batch(args.groups, args.G, args.L, args.vocab, args.min_len, device=args.device)
     n_valid = int(mask.sum())
     print(f"batch: {args.groups} groups x {args.G} rollouts x {args.L} tokens, vocab {args.vocab:,}, "
@@ -81,18 +80,15 @@ def main():
           f"({n_valid / med / 1e6:.1f} M valid tokens/s); peak RSS {peak:.2f} GiB (inputs included)")
     print(f"  target: <= 10 s and <= 4 GiB on the 2-core CPU -> {'OK' if med <= 10 and peak <= 4 else 'MISSED'}")
     if args.skip_reference: return
-    from reference_ktae import reference_key_token_values
+    reference_key_token_values = repo_module("tests/reference_ktae.py").reference_key_token_values
     small = zipf_batch(4, args.G, 256, args.vocab, 1, seed=1)
     R, M, W = (t.tolist() for t in small)
     labels = [i // args.G for i in range(len(R))]
     t0 = time.perf_counter(); reference_key_token_values(R, M, W, labels); t_ref = time.perf_counter() - t0
     ids_s, mask_s, rew_s = (t.to(args.device) for t in small)
-    tv = []
-    for _ in range(5):
-        sync(args.device); t0 = time.perf_counter(); key_token_values(ids_s, mask_s, rew_s, group_size=args.G); sync(args.device)
-        tv.append(time.perf_counter() - t0)
+    tv = timed(lambda: key_token_values(ids_s, mask_s, rew_s, group_size=args.G), repeats=5, sync=cuda_sync(args.device))
     print(f"small batch (4 groups x {args.G} x 256): slow reference {t_ref:.2f} s, vectorised median "
-          f"{statistics.median(tv) * 1e3:.1f} ms -> {t_ref / statistics.median(tv):.0f}x faster")
+          f"{statistics.median(tv) * 1e3:.1f} ms -> {ratio(t_ref, statistics.median(tv)):.0f}x faster")
 
 
 if __name__ == "__main__":

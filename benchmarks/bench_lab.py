@@ -1,16 +1,15 @@
 """Speed of the ablation lab: one RL step (16 prompts x 8 rollouts), `ktae_lab.lm.generate` vs `model.generate`, the default ablation.
 
-    python benchmarks/bench_lab.py                 # all three (the ablation takes minutes)
-    python benchmarks/bench_lab.py --no-ablation   # step and sampler timings only
-    python benchmarks/bench_lab.py --small         # a 5-algorithm x 8-step ablation: its summary and a checksum of its metrics
+    python -m benchmarks.bench_lab                 # all three (the ablation takes minutes; run from the repository root)
+    python -m benchmarks.bench_lab --no-ablation   # step and sampler timings only
+    python -m benchmarks.bench_lab --small         # a 5-algorithm x 8-step ablation: its summary and a checksum of its metrics
 Targets (issue 7): one step <= 0.5 s, the default ablation (4 algorithms x 3 seeds) <= 15 min on a 2-core CPU.
 """
-import argparse, os, statistics, sys, tempfile, time
-from pathlib import Path
+import argparse, os, statistics, tempfile, time
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a checkout without installing
+from benchmarks._bench import median_time, ratio, times as timed
 
 
 def load():
@@ -31,11 +30,9 @@ def time_steps(cfg, algos, n, warm):
         ref = lab._new_policy(tok, cfg, 0); ref.load_state_dict(warm["state"]); ref.requires_grad_(False)
         opt = torch.optim.AdamW(pol.parameters(), lr=cfg.lr)
         rng, gen = np.random.default_rng(0), torch.Generator(lab._device(cfg)).manual_seed(0)
-        lab.rl_step(pol, opt, tok, train, cfg, spec, rng, gen, ref, prompt_len)           # warm-up
-        ts, rounds = [], []
-        for _ in range(n):
-            t = time.perf_counter(); m = lab.rl_step(pol, opt, tok, train, cfg, spec, rng, gen, ref, prompt_len)
-            ts.append(time.perf_counter() - t); rounds.append(m["gen_rounds"])
+        rounds = []
+        step = lambda: rounds.append(lab.rl_step(pol, opt, tok, train, cfg, spec, rng, gen, ref, prompt_len)["gen_rounds"])
+        ts = timed(step, repeats=n, warmup=1); rounds = rounds[1:]                            # the warm-up step not counted
         out[name] = (statistics.median(ts), min(ts), max(ts), statistics.mean(rounds))
     return out
 
@@ -55,10 +52,7 @@ def time_sampler(cfg, warm, n):
                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     res = {}
     for name, f in [("KV-cached loop", ours), ("model.generate", hf)]:
-        f(); ts = []
-        for _ in range(n):
-            t = time.perf_counter(); f(); ts.append(time.perf_counter() - t)
-        res[name] = statistics.median(ts)
+        res[name] = median_time(f, repeats=n, warmup=1)
     return res
 
 
@@ -95,7 +89,7 @@ def main():
               f"(min {lo:.3f}, max {hi:.3f}; {rounds:.1f} generation rounds)  target <= 0.5 s")
     s = time_sampler(cfg, warm, 5)
     print(f"sampling {cfg.prompts_per_step * cfg.group_size} rollouts: KV-cached loop {s['KV-cached loop']:.3f} s, "
-          f"model.generate {s['model.generate']:.3f} s, ratio {s['model.generate'] / s['KV-cached loop']:.2f}x")
+          f"model.generate {s['model.generate']:.3f} s, ratio {ratio(s['model.generate'], s['KV-cached loop']):.2f}x")
     print(load())
     if a.no_ablation: return
     with tempfile.TemporaryDirectory() as d:

@@ -1,20 +1,16 @@
 """Speed of the advantage, loss and DAPO helpers against verl's implementations and plain loops.
 
-    python benchmarks/bench_losses.py                  # CPU, 1 thread
-    python benchmarks/bench_losses.py --device cuda    # also checks that GPU results equal the CPU ones
+    python -m benchmarks.bench_losses                  # CPU, 1 thread (run from the repository root)
+    python -m benchmarks.bench_losses --device cuda    # also checks that GPU results equal the CPU ones
 
 Prints medians (ms) and ratios; verl rows are skipped when verl is not importable.
 """
 import argparse
-import statistics
-import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # importable from a checkout
+from benchmarks._bench import median_time, ratio
 from ktae_lab.advantages import grpo_advantages
 from ktae_lab.losses import policy_loss
 from ktae_lab.ktae import ktae_advantages
@@ -22,18 +18,12 @@ from ktae_lab.dapo import groups_with_spread, overlong_penalty
 
 
 def median_ms(fn, repeat=7, sync=None):
-    fn()                                                    # warm-up
-    ts = []
-    for _ in range(repeat):
-        if sync: sync()
-        t = time.perf_counter(); fn()
-        if sync: sync()
-        ts.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(ts)
+    "Median milliseconds over `repeat` calls after one warm-up call."
+    return median_time(fn, repeat, warmup=1, sync=sync) * 1e3
 
 
 def row(name, ours, ref=None, ref_name=""):
-    extra = f"   {ref_name} {ref:9.2f} ms   ratio {ref / ours:7.1f}x" if ref is not None else ""
+    extra = f"   {ref_name} {ref:9.2f} ms   ratio {ratio(ref, ours):7.1f}x" if ref is not None else ""
     print(f"{name:42s} ours {ours:9.2f} ms{extra}")
 
 

@@ -1,18 +1,20 @@
 """Sampling throughput (generated tokens per second) and peak memory (RSS) of `ktae_lab.sampling`.
 
-    python benchmarks/bench_sampling.py                       # tiny random model: the code path's overhead
-    python benchmarks/bench_sampling.py --model smollm2 --threads 1 --problems-per-batch 4 --repeats 3
+    python -m benchmarks.bench_sampling                       # tiny random model: the code path's overhead
+    python -m benchmarks.bench_sampling --model smollm2 --threads 1 --problems-per-batch 4 --repeats 3
+
+(run from the repository root).
 
 Prints, per repeat, the wall time of the `generate` calls, the tokens kept (up to and including EOS), the token
 *slots* computed (rows x steps, padding after EOS included), and their medians; then the process's peak RSS.
 Throughput on a shared machine varies with its load: the load average is printed beside each figure.
 """
-import argparse, os, statistics, sys, tempfile, time
+import argparse, os, statistics, time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks._bench import ratio, times as timed
 from ktae_lab.lm import load_model, render_prompt, tiny_random_lm
 from ktae_lab.sampling import DEFAULT_SYSTEM_PROMPT, SampleConfig, _peak_rss_mb, generate_group_batch, load_problems
 
@@ -54,7 +56,7 @@ def main(argv=None):
               f"({slots / dt:7.1f} slot/s)  truncated {sum(x['truncated'] for x in rows)}/{len(rows)}  "
               f"load {os.getloadavg()[0]:.1f}")
     print(f"median: {statistics.median(rates):.1f} tokens/s kept, {statistics.median(slot_rates):.1f} slots/s computed; "
-          f"ratio kept/computed {statistics.median(rates) / statistics.median(slot_rates):.2f}")
+          f"ratio kept/computed {ratio(statistics.median(rates), statistics.median(slot_rates)):.2f}")
     print(f"peak RSS: {_peak_rss_mb():.0f} MiB (interpreter + imports {rss0:.0f} MiB, after loading the model "
           f"{rss_model:.0f} MiB)")
 

@@ -5,22 +5,14 @@
 - KeyTokenExplorer: one knob change with and without the four plots.
 - report_html: the shipped sample, with and without plots; page size.
 
-    python benchmarks/bench_viz.py            # default sizes (about a minute on 2 busy CPU cores)
-    python benchmarks/bench_viz.py --quick    # smaller
+    python -m benchmarks.bench_viz            # default sizes (about a minute on 2 busy CPU cores)
+    python -m benchmarks.bench_viz --quick    # smaller
 """
-import argparse, os, statistics, sys, time
-from pathlib import Path
+import argparse, os
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._bench import median_time, ratio
 torch.set_num_threads(1)
-
-
-def median_time(fn, repeats):
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter(); fn(); ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
 
 
 def zipf_group(G, L, vocab=50_000, seed=0):
@@ -70,7 +62,7 @@ def main():
     ex.show_plots.value = True
     t2 = median_time(lambda: setattr(ex.alpha, "value", next(flip)), max(1, r // 2))
     print(f"explorer knob change on the sample group (8 rollouts): {t * 1e3:.0f} ms without plots, {t2 * 1e3:.0f} ms with the 4 plots "
-          f"(plots cost {t2 / max(t, 1e-9):.1f}x)")
+          f"(plots cost {ratio(t2, t):.1f}x)")
 
     t = median_time(lambda: report_html(path, plots=False), max(1, r // 2))
     page = report_html(path, plots=False)

@@ -220,7 +220,7 @@ def sample_main(argv:list[str]|None=None) -> int:
     p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--limit", type=positive_int, default=None, help="sample at most this many new groups, then stop")
     p.add_argument("--overwrite", action="store_true", help="start the output afresh instead of resuming")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     a = p.parse_args(argv)
     cfg = SampleConfig(num_rollouts=a.num_rollouts, temperature=a.temperature, top_p=a.top_p, max_new_tokens=a.max_new_tokens,
                        seed=a.seed, system_prompt=a.system_prompt, chat_template=not a.no_chat_template,
@@ -232,6 +232,8 @@ def sample_main(argv:list[str]|None=None) -> int:
         import torch
         from ktae_lab.lm import load_model
         if a.threads is not None: torch.set_num_threads(a.threads)
+        if a.no_progress:  # also transformers' own bars (loading weights)
+            import transformers; transformers.utils.logging.disable_progress_bar()
         model, tok, name = load_model(a.model, a.gguf_file, device=a.device, dtype=a.dtype)
         stats = sample_rollouts(problems, model, tok, out, cfg, model_name=name, overwrite=a.overwrite, limit=a.limit,
                                 progress=not a.no_progress)

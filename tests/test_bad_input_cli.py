@@ -92,6 +92,7 @@ CASES = [
     Case(["report", "{sample}", "--max-groups", "0", "-o", "{ws}/r.html"], "--max-groups: must be >= 1"),
     Case(["report", "{sample}", "--preset", "nope", "-o", "{ws}/r.html"], "unknown preset 'nope'"),
     Case(["report", "{sample}", "--set", "betta=1", "-o", "{ws}/r.html"], "unknown KTAE override 'betta'"),
+    Case(["report", "{sample}", "--set", "novalue", "-o", "{ws}/r.html"], "KTAE override 'novalue' must look like name=value"),
     Case(["report", "{sample}", "-o", "{outdir}"], "is a folder; give a file name"),
     Case(["report", "{sample}", "-o", "{afile}/r.html"], "cannot create the folder"),
     Case(["report", "{sample}", "--set", "top=0.5", "--top", "3", "--no-plots", "--max-groups", "1", "-o", "{ws}/r2.html"], None),

@@ -1,5 +1,5 @@
 """The `ktae-lab` command line: what each command does on good input (error messages: test_bad_input_cli.py)."""
-import json, shutil, subprocess, sys
+import json, re, shutil, subprocess, sys
 
 import pandas as pd
 import pytest
@@ -84,6 +84,46 @@ def test_ablate_passes_ktae_and_lab_options(tmp_path, run_cli, monkeypatch):
     assert seen["algos"] == ["grpo", "grpo+ktae"] and seen["seeds"] == [0, 4] and seen["out"] == tmp_path / "runs"
     assert cfg.ktae == {"beta": 2.0} and cfg.ktae_preset == "clean" and cfg.max_new_tokens == 16 and cfg.group_size == 4
     assert not (tmp_path / "runs" / "metrics.csv.lock").exists()     # the lock is released
+
+
+def test_report_overrides_reach_the_page(tmp_path, worked_rollouts, run_cli):
+    out = tmp_path / "sub" / "r.html"
+    rc, text, err = run_cli(["report", worked_rollouts, "-o", out, "--no-plots", "--set", "beta=2", "--set", "ignore_ids=12;18"])
+    assert rc == 0 and "wrote" in text, err
+    page = out.read_text()
+    scores = re.findall(r'data-score="([^"]+)" title="[^"]*?\bid (\d+)\n', page)   # (K, token id) of every coloured token
+    assert {i for _, i in scores} >= {"11", "12", "13", "18"}
+    assert all(float(k) == 0 for k, i in scores if i in ("12", "18")) and any(float(k) != 0 for k, i in scores if i == "13")
+    assert "beta</td><td>2" in page and "ignore_ids</td><td>(12, 18)" in page
+
+
+def _ablate_fakes(monkeypatch):
+    "A deterministic verifier and a random warm start: the ablation runs in seconds and its groups are mixed."
+    import torch
+    import ktae_lab.lab as lab
+    tok = lab.lab_tokenizer()
+    def verifier(tokenizer, responses, response_mask, answers, marker="#"):
+        ones = torch.ones(responses.shape[0], dtype=torch.bool, device=responses.device)
+        return dict(reward=((responses * response_mask).sum(1) % 2).float(), finished=ones, uses_steps=ones)
+    monkeypatch.setattr(lab, "score_responses", verifier)
+    monkeypatch.setattr(lab, "prepare_warm_start", lambda seed, cfg, progress=False: {"state": lab._new_policy(tok, cfg, seed).state_dict()})
+
+
+TINY_LAB = dict(n_train=300, n_heldout=16, min_ops=2, max_ops=2, max_operand=3, prompts_per_step=4, max_new_tokens=12,
+                overlong_buffer=4, warm_batch=16)
+
+
+def test_ablate_tiny_run_and_config_guard(tmp_path, run_cli, monkeypatch):
+    _ablate_fakes(monkeypatch)
+    args = ["ablate", "--algos", "grpo,grpo+ktae", "--seeds", "1", "--steps", "2", "--eval-every", "1", "--warm-steps", "0",
+            "--group-size", "4", "-o", tmp_path, "--set", "beta=2", "--set", "gamma=0", "--workers", "1", "--no-progress"]
+    args += [x for k, v in TINY_LAB.items() for x in ("--lab", f"{k}={v}")]
+    rc, out, err = run_cli(args)
+    assert rc == 0, err
+    assert "| grpo+ktae |" in out and "metrics.csv" in out
+    assert json.loads((tmp_path / "config.json").read_text())["ktae"] == {"beta": 2.0, "gamma": 0.0}
+    rc, _, err = run_cli([a if a != "gamma=0" else "gamma=1" for a in args])   # another KTAE setting, same folder
+    assert rc == 2 and "holds runs of another configuration" in err and err.count("\n") == 1
 
 
 @pytest.mark.skipif(shutil.which("ktae-lab") is None, reason="console script not installed (pip install -e .)")

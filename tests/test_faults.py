@@ -307,3 +307,94 @@ def test_ablate_killed_then_resumed(tmp_path):
     merged = partial[keep].merge(final[keep], on=["algo", "seed", "step"], suffixes=("_before", "_after"))
     assert len(merged) == len(partial) and (merged.accuracy_before.fillna(-1) == merged.accuracy_after.fillna(-1)).all()
     assert not (out / "metrics.csv.lock").exists()
+
+
+# ------------------------------------------------------------------------------------------------ ktae-lab sample
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    "The tiny random model of ktae_lab.lm saved as a model directory, so `ktae-lab sample --model DIR` can load it."
+    import transformers
+    from ktae_lab.lm import tiny_random_lm
+    d = tmp_path_factory.mktemp("tiny_model")
+    transformers.logging.set_verbosity_error()
+    model, tok, _ = tiny_random_lm()
+    model.save_pretrained(d); tok.save_pretrained(d)
+    return d
+
+
+def _problems(path, n):
+    path.write_text("".join(json.dumps({"problem_id": f"p{i:02d}", "question": f"What is {i} + {i}?", "answer": str(2 * i)}) + "\n"
+                            for i in range(n)))
+    return path
+
+
+SAMPLE = """
+import sys, time, torch
+torch.set_num_threads(1)
+import ktae_lab.lm as lm
+SLOW = {slow}
+if SLOW:  # a slower model, so that the kill lands in the middle of the run
+    real = lm.generate
+    def slow_generate(*a, **k): time.sleep(0.1); return real(*a, **k)
+    lm.generate = slow_generate
+    import ktae_lab.sampling as s; s.generate = slow_generate
+from ktae_lab.cli import main
+sys.exit(main({args!r}))
+"""
+
+
+def _sample_args(model, problems, out):
+    return ["sample", "--model", str(model), "--problems", str(problems), "-o", str(out), "-G", "3", "--max-new-tokens", "6",
+            "--problems-per-batch", "2", "--no-progress", "--seed", "5"]
+
+
+def test_sample_killed_then_resumed_is_byte_identical(tmp_path, tiny_model_dir, run_cli):
+    problems = _problems(tmp_path / "problems.jsonl", 24)
+    ref = tmp_path / "ref.jsonl"
+    assert run_cli(_sample_args(tiny_model_dir, problems, ref))[0] == 0          # uninterrupted
+    out = tmp_path / "out.jsonl"
+    args = _sample_args(tiny_model_dir, problems, out)
+    start_and_kill(SAMPLE.format(slow=True, args=args), out, min_lines=2 * 3 * 2)  # two batches written, then kill -9
+    with out.open("ab") as f: f.write(b'{"group_id": "p9')                         # as if killed mid-line
+    rc, _, err = run_cli(args)                                                      # the same command resumes
+    assert rc == 0, err
+    assert out.read_bytes() == ref.read_bytes()                                     # nothing lost, nothing twice, same draws
+    assert (tmp_path / "out.jsonl.torn").read_text() == '{"group_id": "p9\n'
+    assert not (tmp_path / "out.jsonl.lock").exists()
+
+
+def test_sample_second_writer_refused_before_loading(tmp_path, tiny_model_dir, run_cli):
+    problems = _problems(tmp_path / "problems.jsonl", 40)
+    out = tmp_path / "out.jsonl"
+    args = _sample_args(tiny_model_dir, problems, out)
+    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(SAMPLE.format(slow=True, args=args))], env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        t0 = time.monotonic()
+        while not (tmp_path / "out.jsonl.lock").exists() and time.monotonic() - t0 < 120: time.sleep(0.02)
+        rc, _, err = run_cli(args)
+        assert rc == 2 and err == (f"ktae-lab sample: error: {out} is being written by another process (pid {proc.pid}; "
+                                   f"lock file {out}.lock); wait for it to finish, or delete the lock file if that process is gone\n")
+    finally:
+        proc.kill(); proc.wait()
+
+
+def test_sample_disk_full_one_line_then_resume(tmp_path, tiny_model_dir, run_cli, monkeypatch):
+    problems = _problems(tmp_path / "problems.jsonl", 6)
+    ref, out = tmp_path / "ref.jsonl", tmp_path / "out.jsonl"
+    assert run_cli(_sample_args(tiny_model_dir, problems, ref))[0] == 0
+    real = os.write
+    seen = {"n": 0}
+    def write(fd, data):  # the second batch of records finds the disk full after 100 bytes
+        if bytes(data[:1]) == b"{":
+            seen["n"] += 1
+            if seen["n"] == 2: real(fd, bytes(data[:100])); raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd, data)
+    monkeypatch.setattr(os, "write", write)
+    rc, _, err = run_cli(_sample_args(tiny_model_dir, problems, out))
+    monkeypatch.undo()
+    assert rc == 2 and err.count("\n") == 1 and err.startswith(f"ktae-lab sample: error: could not append to {out}: No space left")
+    assert out.read_bytes() == ref.read_bytes()[: len(out.read_bytes())] and out.read_bytes().endswith(b"\n")
+    assert run_cli(_sample_args(tiny_model_dir, problems, out))[0] == 0                  # space again: resume
+    assert out.read_bytes() == ref.read_bytes()

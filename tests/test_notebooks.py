@@ -1,4 +1,5 @@
-"""Run every notebook the way `nbdev_test` does, one pytest test per notebook."""
+"""Run every notebook the way `nbdev_test` does (nbdev's own `test_nb`, settings.ini's skip flags), one pytest test per
+notebook. This is the only place CI runs the notebooks (.ci/run has no separate `nbdev_test` call)."""
 from pathlib import Path
 import pytest
 from nbdev.config import get_config

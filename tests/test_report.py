@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ktae_lab.report import report_html, write_report, report_main
+from ktae_lab.report import report_html, write_report
 from ktae_lab.viz import KTAE_GREEN, KTAE_RED, explain_group
 from test_viz import ROWS, NAMES, write_worked_example, cells
 
@@ -56,42 +56,6 @@ def test_overrides_reach_the_page(worked):
     got = [float(c["data-score"]) for c in cells(page)]
     assert max(map(abs, got)) <= np.tanh(np.pi / 4) + 1e-6
     assert "use_tf</td><td>False" in page
-
-
-# ---------------------------------------------------------------- command line
-def test_report_main_writes_the_page(worked, tmp_path, capsys):
-    out = tmp_path / "sub" / "r.html"
-    assert report_main([str(worked), "-o", str(out), "--no-plots", "--set", "beta=2", "--set", "ignore_ids=12;18"]) == 0
-    page = out.read_text()
-    assert "wrote" in capsys.readouterr().out
-    t12 = [c for c in cells(page) if "id 12" in c["title"]]
-    t18 = [c for c in cells(page) if "id 18" in c["title"]]
-    assert t12 and t18 and all(float(c["data-score"]) == 0.0 for c in t12 + t18)   # ignored ids
-    assert "beta</td><td>2" in page
-
-
-@pytest.mark.parametrize("args,msg", [
-    (["--set", "nonsense=1"], "nonsense"),
-    (["--set", "novalue"], "name=value"),
-    (["--preset", "fancy"], "fancy"),
-    (["--max-groups", "0"], "max_groups"),
-])
-def test_report_main_bad_arguments(worked, tmp_path, capsys, args, msg):
-    assert report_main([str(worked), "-o", str(tmp_path / "r.html"), *args]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("ktae-lab report: error:") and msg in err
-    assert not (tmp_path / "r.html").exists()
-
-
-def test_report_main_bad_files(tmp_path, capsys):
-    assert report_main([str(tmp_path / "missing.jsonl"), "-o", str(tmp_path / "r.html")]) == 2
-    assert "missing.jsonl" in capsys.readouterr().err
-    bad = write_worked_example(tmp_path / "bad.jsonl")
-    lines = bad.read_text().splitlines()
-    lines.insert(2, '{"group_id": "g8", "token_ids": [1, 2], "reward": 1.0')   # truncated JSON on line 3
-    bad.write_text("\n".join(lines) + "\n")
-    assert report_main([str(bad), "-o", str(tmp_path / "r.html")]) == 2
-    assert "line 3" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- headless Chromium
