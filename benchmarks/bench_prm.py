@@ -2,7 +2,7 @@
 
     python -m benchmarks.bench_prm --what quick              # `ktae-lab prm --quick`: budget 5 min on 2 cores
     python -m benchmarks.bench_prm --what default            # `ktae-lab prm` (3 seeds): budget 20 min on 2 cores
-    python -m benchmarks.bench_prm --what step --prm FILE    # one RL step of grpo, grpo+ktae, grpo+prm, grpo+truth
+    python -m benchmarks.bench_prm --what step --prm FILE [--policy DIR/seed0/policy.pt]   # one RL step of each algorithm
     python -m benchmarks.bench_prm --what ablate --prm FILE  # ktae-lab ablate --algos grpo,grpo+ktae,grpo+prm,grpo+truth --seeds 3
 
 Budgets: `--quick` <= 5 min and the default pipeline <= 20 min of wall time on an idle 2-core CPU; the 4-algorithm
@@ -33,12 +33,12 @@ def pipeline(quick:bool, seeds, out):
     print(f"{'quick' if quick else 'default'} pipeline: wall {wall:.0f} s, CPU {cpu:.0f} s (budget {300 if quick else 1200} s)")
 
 
-def step(prm, n):
+def step(prm, n, policy=None):
     from ktae_lab import lab
     cfg = lab.LabConfig(device="cpu", prm_path=prm).validate()
     tok, (train, _) = lab.lab_tokenizer(), lab.lab_data(cfg)
     prompt_len = int(train["prompt"].str.len().max()) + 1
-    warm = lab.prepare_warm_start(0, cfg)
+    warm = {"state": torch.load(policy, map_location="cpu")} if policy else lab.prepare_warm_start(0, cfg)
     from ktae_lab.prm import load_prm
     p = load_prm(prm, tok, task=lab.LAB_TASK, device="cpu")
     for name in ("grpo", "grpo+ktae", "grpo+prm", "grpo+truth"):
@@ -67,6 +67,7 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--what", choices=["quick", "default", "step", "ablate"], default="quick")
     ap.add_argument("--prm", default=None, help="PRM checkpoint for step / ablate")
+    ap.add_argument("--policy", default=None, help="--what step: a warm-started policy state (DIR/seed0/policy.pt of `ktae-lab prm`) instead of a fresh warm start")
     ap.add_argument("--seeds", type=int, default=None)
     ap.add_argument("--steps", type=int, default=5, help="timed RL steps per algorithm (--what step)")
     ap.add_argument("--workers", type=int, default=2)
@@ -79,5 +80,5 @@ if __name__ == "__main__":
         if a.what in ("step", "ablate") and not a.prm: ap.error(f"--what {a.what} needs --prm FILE (a checkpoint written by `ktae-lab prm`)")
         if a.what == "quick": pipeline(True, a.seeds, out)
         elif a.what == "default": pipeline(False, a.seeds, out)
-        elif a.what == "step": step(a.prm, a.steps)
+        elif a.what == "step": step(a.prm, a.steps, a.policy)
         else: ablate(a.prm, out, a.workers)
