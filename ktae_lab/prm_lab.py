@@ -25,14 +25,14 @@ __all__ = ['PRMLabConfig', 'pd_isna', 'label_sets', 'predicted_first_error', 'pr
 class PRMLabConfig:
     "Everything that defines a PRM-lab run except the seeds."
     warm_steps:int=400 # the policy's supervised warm start (LabConfig.warm_steps)
-    n_train_problems:int=128; train_group:int=4 # training solutions: problems x rollouts each
+    n_train_problems:int=96; train_group:int=4 # training solutions: problems x rollouts each
     n_eval_problems:int=64; n_samples:int=32 # held-out problems x samples each (the largest N)
     ns:tuple=(4, 8, 16, 32) # best-of-N sizes
     draws:int=32 # random subsets of N samples per problem and N
     methods:tuple=("epic_adaptive", "epic_binary", "epic_sequential", "math_shepherd", "omega_binary") # annotators
     soft:tuple=("epic_adaptive", "math_shepherd") # methods also trained on their soft labels
     chunk:int=64 # solutions per annotation chunk (the unit of resumption)
-    prm_steps:int=300; prm_d_model:int=64; prm_lr:float=2e-3 # the PRMs
+    prm_steps:int=250; prm_d_model:int=64; prm_lr:float=2e-3 # the PRMs
     threshold:float=0.5 # a step is predicted wrong when its score is below this
 
     @classmethod
