@@ -14,7 +14,7 @@ from .lm import resolve_device, resolve_dtype
 # %% auto #0
 __all__ = ['COMMANDS', 'CommandError', 'ArgumentParser', 'error_line', 'command', 'add_ktae_options', 'ktae_overrides',
            'output_file', 'output_dir', 'positive_int', 'seeds_arg', 'dtype_arg', 'device_arg', 'score_main',
-           'report_main', 'sample_main', 'parse_lab_fields', 'ablate_main', 'main']
+           'report_main', 'sample_main', 'parse_lab_fields', 'ablate_main', 'prm_main', 'main']
 
 # %% ../nbs/49_cli.ipynb #63ad0f70
 class CommandError(ValueError):
@@ -312,12 +312,39 @@ def ablate_main(argv:list[str]|None=None) -> int:
           f"{out / 'summary.md'} in {time.perf_counter() - t0:.0f} s")
     return 0
 
+# %% ../nbs/49_cli.ipynb #0d80757c
+@command("prm")
+def prm_main(argv:list[str]|None=None) -> int:
+    "`ktae-lab prm -o DIR`: annotate -> train PRMs -> first-error and best-of-N evaluation, resumable."
+    # lazy: the PRM lab (training code, matplotlib) loads only for this command
+    from ktae_lab.prm_lab import run_prm_pipeline
+    p = ArgumentParser(prog="ktae-lab prm", description="Annotate the lab policy's solutions with each EpicPRM-family method, "
+                       "train one process reward model per label source (plus exact-truth and outcome-only PRMs), evaluate "
+                       "first-error identification and best-of-N; write eval.csv, cost.csv, best_of_n.png, summary.md into --out.")
+    p.add_argument("-o", "--out", required=True, metavar="DIR", help="output folder (a rerun resumes; another configuration is refused)")
+    p.add_argument("--quick", action="store_true", help="the CI-sized run (one seed unless --seeds, two annotators)")
+    p.add_argument("--seeds", type=seeds_arg, default=None, help="number of seeds (0..n-1) or a comma list (default: 1 with --quick, else 3)")
+    p.add_argument("--device", type=device_arg, default=None, help="cpu, cuda, cuda:N or mps (default: cuda when available)")
+    p.add_argument("--threads", type=positive_int, default=1, help="torch threads")
+    p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
+    a = p.parse_args(argv)
+    out = output_dir(a.out)
+    import torch
+    torch.set_num_threads(a.threads)
+    t0 = time.perf_counter()
+    r = run_prm_pipeline(out, quick=a.quick, device=a.device, progress=not a.no_progress, seeds=a.seeds)
+    print(r["summary"])
+    print(f"wrote {out / 'eval.csv'} ({len(r['eval'])} rows), {out / 'cost.csv'}, {out / 'best_of_n.png'}, {out / 'summary.md'} "
+          f"in {time.perf_counter() - t0:.0f} s")
+    return 0
+
 # %% ../nbs/49_cli.ipynb #c2c3d8f7
 COMMANDS = {  # command -> (function name in this module, one-line help)
     "score": ("score_main", "print each group's key tokens and write the per-token table"),
     "report": ("report_main", "write a self-contained HTML page: every rollout coloured by K, top key tokens, plots"),
     "sample": ("sample_main", "sample, grade and append G rollouts per problem from a causal LM (resumable)"),
     "ablate": ("ablate_main", "train GRPO/Dr.GRPO/DAPO (+KTAE) on a toy task over seeds; write metrics, curves, summary"),
+    "prm": ("prm_main", "annotate -> train process reward models -> first-error and best-of-N evaluation (resumable)"),
 }
 
 def main(argv:list[str]|None=None, # command line after `ktae-lab` (default: sys.argv[1:])

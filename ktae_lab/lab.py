@@ -9,19 +9,21 @@ from dataclasses import dataclass, asdict, fields, replace
 from pathlib import Path
 import numpy as np
 import torch
-from .task import make_problems, LAB_ALPHABET, lab_tokenizer, score_responses
+from .task import make_problems, LAB_ALPHABET, lab_tokenizer, score_responses, first_wrong_step, solution_steps, token_steps
 from .advantages import outcome_advantages, token_advantages
 from .ktae import ktae_advantages, key_token_values, resolve_config, parse_overrides
 from .losses import actor_loss, agg_loss, kl_penalty
 from .dapo import overlong_penalty, groups_with_spread, run_preset
 from .lm import tiny_random_lm, encode_prompts, generate, token_log_probs, resolve_device
 from .data import atomic_write, output_lock
+from .prm import load_prm, score_steps
 
 # %% auto #0
-__all__ = ['ALGORITHMS', 'KTAE_SUFFIX', 'RUNTIME_FIELDS', 'METRICS_FILE', 'CONFIG_FILE', 'CHECKPOINT_DIR', 'METRIC_LABELS',
-           'warm_start', 'evaluate', 'valid_algorithms', 'algorithm_spec', 'LabConfig', 'generate_groups',
-           'cfg_threshold', 'rl_step', 'lab_data', 'WarmStartTooWeak', 'prepare_warm_start', 'train_run',
-           'run_ablation', 'summarize', 'summary_markdown', 'plot_curves']
+__all__ = ['ALGORITHMS', 'KTAE_SUFFIX', 'PROCESS_SUFFIXES', 'RUNTIME_FIELDS', 'LAB_TASK', 'METRICS_FILE', 'CONFIG_FILE',
+           'CHECKPOINT_DIR', 'METRIC_LABELS', 'warm_start', 'evaluate', 'valid_algorithms', 'algorithm_spec',
+           'LabConfig', 'generate_groups', 'cfg_threshold', 'process_advantages', 'step_rewards', 'rl_step', 'lab_data',
+           'WarmStartTooWeak', 'prepare_warm_start', 'train_run', 'run_ablation', 'summarize', 'summary_markdown',
+           'plot_curves']
 
 # %% ../nbs/42_lab.ipynb #a4a7405d
 def _encode(tokenizer, prompts, device=None):
@@ -120,20 +122,23 @@ ALGORITHMS = {  # name -> switches, from the KTAE release's 1.5B run presets (kt
     "dapo": _spec_from_preset(run_preset("dapo-1.5b")),
 }
 KTAE_SUFFIX = "+ktae"
+PROCESS_SUFFIXES = {"+prm": "prm", "+truth": "truth"}  # step-level process advantage from a PRM or from the exact truth
 
 def valid_algorithms() -> list[str]:
     "Every algorithm name the lab accepts."
-    return [n + s for n in ALGORITHMS for s in ("", KTAE_SUFFIX)]
+    return [n + s for n in ALGORITHMS for s in ("", KTAE_SUFFIX, *PROCESS_SUFFIXES)]
 
 # %% ../nbs/42_lab.ipynb #5f5b2cec
 def algorithm_spec(name:str, # e.g. "grpo", "dapo+ktae"
-                  ) -> dict: # the algorithm's switches plus `ktae` (bool), `base` and `name`
+                  ) -> dict: # the algorithm's switches plus `ktae` (bool), `process` (None, "prm", "truth"), `base` and `name`
     "Look up an algorithm by name; unknown names raise a ValueError listing the valid ones."
     key = name.strip().lower() if isinstance(name, str) else name
     if key not in valid_algorithms():
         raise ValueError(f"unknown algorithm {name!r}; valid algorithms: {', '.join(valid_algorithms())}")
     base, ktae = (key[:-len(KTAE_SUFFIX)], True) if key.endswith(KTAE_SUFFIX) else (key, False)
-    return dict(ALGORITHMS[base], name=key, base=base, ktae=ktae)
+    suf = next((s for s in PROCESS_SUFFIXES if base.endswith(s)), None)
+    if suf: base = base[:-len(suf)]
+    return dict(ALGORITHMS[base], name=key, base=base, ktae=ktae, process=PROCESS_SUFFIXES.get(suf))
 
 # %% ../nbs/42_lab.ipynb #bc6418bf
 RUNTIME_FIELDS = ("threads", "device", "progress")  # do not change results: ignored when comparing configurations
@@ -166,6 +171,8 @@ class LabConfig:
     overlong_buffer:int=8; overlong_factor:float=1.0; max_gen_rounds:int=4
     # KTAE
     ktae_preset:str="official"; ktae:dict|None=None
+    # process rewards (+prm, +truth): weight w of the step-level advantage; the PRM checkpoint of the +prm algorithms
+    process_weight:float=1.0; prm_path:str|None=None
     # runtime
     threads:int=1; device:str|None=None; progress:bool=True
 
@@ -196,6 +203,9 @@ class LabConfig:
         if self.ktae is not None and not isinstance(self.ktae, dict):
             raise ValueError(f"`ktae` must be a dict of KTAE overrides or None, got {type(self.ktae).__name__}")
         resolve_config(self.ktae_preset, **(self.ktae or {}))   # unknown or out-of-range overrides raise, naming the field
+        _check_field("process_weight", self.process_weight, float, 0)
+        if self.prm_path is not None and (not isinstance(self.prm_path, str) or not Path(self.prm_path).is_file()):
+            raise ValueError(f"`prm_path` must be the file of a PRM checkpoint (ktae-lab prm writes DIR/seed0/prm/<labels>.pt), got {self.prm_path!r}")
         return self
 
 def _check_cfg(cfg) -> LabConfig:
@@ -242,6 +252,55 @@ def cfg_threshold(cfg:LabConfig) -> float:
     cfg = _check_cfg(cfg)
     return resolve_config(cfg.ktae_preset, **(cfg.ktae or {})).correct_threshold
 
+# %% ../nbs/42_lab.ipynb #a2c0b0d5
+LAB_TASK = "ktae_lab.arithmetic"  # the task name PRM checkpoints of the lab are trained and checked on
+
+def process_advantages(step_rewards:torch.Tensor, # [B, S] reward of each step (any value where `step_valid` is False)
+                       step_valid:torch.Tensor, # [B, S] bool: the rollout has this step
+                       steps:torch.Tensor, # [B, L] step index of every response token, -1 on padding (`token_steps`)
+                       group_size:int, # G rollouts per group (groups contiguous)
+                       eps:float=1e-6, # added to the group std
+                      ) -> torch.Tensor: # [B, L] float: sum of the normalised rewards of the token's step and later ones
+    "DeepSeekMath's process-supervision advantage: step rewards normalised within the group, summed from each token's step on."
+    B, S = step_rewards.shape
+    if step_valid.shape != (B, S): raise ValueError(f"`step_valid` must have shape {(B, S)}, got {tuple(step_valid.shape)}")
+    if steps.shape[0] != B: raise ValueError(f"`steps` has {steps.shape[0]} rows but `step_rewards` has {B}")
+    if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1 or B % group_size:
+        raise ValueError(f"`group_size` must be an int >= 1 dividing the batch ({B}), got {group_size!r}")
+    v = step_valid.float().reshape(B // group_size, -1)
+    r = (step_rewards.float() * step_valid).reshape(B // group_size, -1)
+    n = v.sum(1, keepdim=True).clamp_min(1)
+    mu = r.sum(1, keepdim=True) / n
+    sd = (((r - mu) ** 2 * v).sum(1, keepdim=True) / (n - 1).clamp_min(1)).sqrt()                   # unbiased, as torch.std
+    z = torch.where(sd > 1e-6, (r - mu) / (sd + eps), torch.zeros_like(r)) * v                     # no contrast: 0
+    z = z.reshape(B, S)
+    suffix = z.flip(1).cumsum(1).flip(1)                                                             # [B, S] sum over s' >= s
+    return torch.where(steps >= 0, suffix.gather(1, steps.clamp(0, S - 1)), torch.zeros((), device=z.device))
+
+# %% ../nbs/42_lab.ipynb #d08f12f1
+@torch.no_grad()
+def step_rewards(tokenizer, # the lab tokenizer
+                 prompt_ids:torch.Tensor, prompt_mask:torch.Tensor, # [B, P] the prompts (left-padded)
+                 responses:torch.Tensor, response_mask:torch.Tensor, # [B, L] the responses
+                 source:str, # "truth" (exact step labels) or "prm" (a PRM's step scores)
+                 prm=None, # the ProcessRewardModel when source == "prm"
+                ) -> tuple[torch.Tensor, torch.Tensor]: # [B, S] rewards, [B, S] bool valid (on the responses' device)
+    "Per-step rewards of a batch of lab rollouts: exact truth labels or PRM scores."
+    if source not in ("truth", "prm"): raise ValueError(f"`source` must be 'truth' or 'prm', got {source!r}")
+    if source == "prm" and prm is None: raise ValueError("`source='prm'` needs a `prm` (a ProcessRewardModel)")
+    prompts = tokenizer.batch_decode((prompt_ids * prompt_mask).tolist(), skip_special_tokens=True)
+    texts = tokenizer.batch_decode((responses * response_mask).tolist(), skip_special_tokens=True)
+    fin = ((responses == tokenizer.eos_token_id) & response_mask.bool()).any(1).tolist()
+    steps = [solution_steps(t) or [""] for t in texts]
+    if source == "truth":
+        fw = [first_wrong_step(p, t, f) for p, t, f in zip(prompts, texts, fin)]
+        vals = [[float(f is None or s < f) for s in range(len(st))] for st, f in zip(steps, fw)]
+    else: vals = score_steps(prm, prompts, steps)
+    S = max(map(len, vals))
+    r = torch.zeros(len(vals), S); m = torch.zeros(len(vals), S, dtype=torch.bool)
+    for i, v in enumerate(vals): r[i, :len(v)] = torch.tensor(v); m[i, :len(v)] = True
+    return r.to(responses.device), m.to(responses.device)
+
 # %% ../nbs/42_lab.ipynb #198765a0
 def _gather_rollouts(policy, tokenizer, problems, cfg, algo, rng, generator, prompt_len):
     "Steps 1-2 of `rl_step`: generate, score, shape rewards and (DAPO) filter groups over rounds."
@@ -277,6 +336,7 @@ def rl_step(policy, # the policy (trained in place)
             generator:torch.Generator|None=None, # sampling (on the policy's device)
             ref=None, # frozen reference policy (required when algo['kl_coef'] > 0; gives the `kl` metric)
             prompt_len:int|None=None, # fixed prompt width
+            prm=None, # a ProcessRewardModel (required by the +prm algorithms)
            ) -> dict: # the step's metrics
     "One RL step: sample, reward, advantages (optionally KTAE), clipped policy-loss updates; returns metrics."
     if not isinstance(optimizer, torch.optim.Optimizer): raise TypeError(f"`optimizer` must be a torch optimizer, got {type(optimizer).__name__}")
@@ -299,6 +359,9 @@ def rl_step(policy, # the policy (trained in place)
     seq_adv = outcome_advantages(rewards, group_size=G, estimator=algo["estimator"])                           # [B]
     if algo["ktae"]: adv = ktae_advantages(resp, rmask, rewards, outcome_advantage=seq_adv, **ktae_kw)          # [B, L]
     else: adv = token_advantages(seq_adv, rmask)                                                               # [B, L]
+    if algo.get("process"):   # + w * step-level process advantage (DeepSeekMath §4.1.3), from a PRM or the exact truth
+        r, valid = step_rewards(tokenizer, ids, am, resp, rmask, algo["process"], prm)
+        adv = adv + cfg.process_weight * process_advantages(r, valid, token_steps(resp, rmask, tokenizer.convert_tokens_to_ids(",")), G)
     K = key_token_values(resp, rmask, rewards, **ktae_kw)                                                       # [B, L]
     in_mixed = groups_with_spread(rewards > cfg_threshold(cfg), group_size=G)[:, None] & rmask.bool()
     out["mean_abs_k"] = (K.abs() * in_mixed).sum().item() / max(int(in_mixed.sum()), 1)
@@ -412,6 +475,10 @@ def train_run(algo:str, # algorithm name, e.g. "grpo+ktae"
     policy = _new_policy(tok, cfg, seed)
     policy.load_state_dict(warm["state"])
     ref = copy.deepcopy(policy).requires_grad_(False)
+    if spec["process"] == "prm" and cfg.prm_path is None:
+        raise ValueError(f"algorithm {spec['name']!r} needs a PRM: set LabConfig.prm_path (CLI: --lab prm_path=FILE) to a checkpoint "
+                         "written by `ktae-lab prm` (DIR/seed0/prm/<labels>.pt)")
+    prm = load_prm(cfg.prm_path, tok, task=LAB_TASK, device=dev) if spec["process"] == "prm" else None
     opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0)
     # linear warm-up: Adam's first updates are sign steps of size lr on every weight, however noisy its gradient
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / (cfg.lr_warmup_steps + 1)))
@@ -431,7 +498,7 @@ def train_run(algo:str, # algorithm name, e.g. "grpo+ktae"
         rows, start = st["rows"], st["step"] + 1
     else: rows, start = [dict(algo=spec["name"], seed=seed, step=0, **ev(0))], 1
     for step in tqdm(range(start, cfg.steps + 1), desc=f"{spec['name']} seed {seed}", disable=not progress, leave=False):
-        m = rl_step(policy, opt, tok, train, cfg, spec, rng, gen, ref, prompt_len)
+        m = rl_step(policy, opt, tok, train, cfg, spec, rng, gen, ref, prompt_len, prm=prm)
         sched.step()
         evaluated = step % cfg.eval_every == 0 or step == cfg.steps
         if evaluated: m.update(ev(step))
@@ -525,6 +592,9 @@ def run_ablation(algos=("grpo", "grpo+ktae", "dapo", "dapo+ktae"), # algorithm n
     algos = [algorithm_spec(a)["name"] for a in algos]
     if not algos: raise ValueError("`algos` is empty; valid algorithms: " + ", ".join(valid_algorithms()))
     if len(set(algos)) != len(algos): raise ValueError(f"`algos` has duplicates: {algos}")
+    if cfg.prm_path is None and any(algorithm_spec(a)["process"] == "prm" for a in algos):
+        raise ValueError("the +prm algorithms need a PRM: set LabConfig.prm_path (CLI: --lab prm_path=FILE) to a checkpoint written by "
+                         "`ktae-lab prm -o DIR` (DIR/seed0/prm/epic_adaptive.pt, for example)")
     if isinstance(seeds, bool): raise ValueError(f"`seeds` must be a count >= 1 or a list of seeds, got {seeds!r}")
     if isinstance(seeds, (int, np.integer)):
         if seeds < 1: raise ValueError(f"`seeds` must be a count >= 1 or a list of seeds, got {seeds!r}")

@@ -8,7 +8,8 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['LAB_ALPHABET', 'make_problems', 'lab_tokenizer', 'score_responses']
+__all__ = ['LAB_ALPHABET', 'make_problems', 'lab_tokenizer', 'score_responses', 'reference_solution', 'solution_steps',
+           'first_wrong_step', 'token_steps']
 
 # %% ../nbs/41_task.ipynb #65cde236
 def make_problems(n:int, # number of problems to draw
@@ -69,3 +70,59 @@ def score_responses(tokenizer, # the lab tokenizer
     reward = torch.tensor(ok, dtype=torch.float32, device=dev) * finished
     steps = torch.tensor(["=" in s for s in texts], dtype=torch.bool, device=dev)
     return dict(reward=reward, finished=finished, uses_steps=steps)
+
+# %% ../nbs/41_task.ipynb #a83c0efb
+import re
+_PROMPT_RE = re.compile(r"^(\d+)((?:[+-]\d+)+):$")
+_OPERAND_RE = re.compile(r"([+-])(\d+)")
+
+def reference_solution(prompt:str, # a lab problem, e.g. "7-3+5:"
+                      ) -> str: # its step-by-step solution, e.g. "7-3=4,4+5=9#9"
+    "The reference solution of a lab problem, computed from the prompt alone (the way `make_problems` writes it)."
+    if not isinstance(prompt, str): raise TypeError(f"`prompt` must be a str, got {type(prompt).__name__}")
+    m = _PROMPT_RE.match(prompt)
+    if m is None:
+        raise ValueError(f"`prompt` {prompt!r} is not a lab problem: expected operands joined by '+'/'-' and a final ':', e.g. '7-3+5:'")
+    total, steps = int(m.group(1)), []
+    for sign, o in _OPERAND_RE.findall(m.group(2)):
+        new = total + int(o) if sign == "+" else total - int(o)
+        steps.append(f"{total}{sign}{o}={new}"); total = new
+    return ",".join(steps) + f"#{total}"
+
+# %% ../nbs/41_task.ipynb #bbc10be2
+def solution_steps(text:str, # a response or a solution, e.g. "7-3=4,4+5=9#9"
+                   sep:str=",", # the step separator
+                  ) -> list[str]: # its steps; [] for an empty text
+    "Split a lab response into its steps: the comma-separated pieces, the final `#answer` staying on the last one."
+    if not isinstance(text, str): raise TypeError(f"`text` must be a str, got {type(text).__name__}")
+    return text.split(sep) if text else []
+
+# %% ../nbs/41_task.ipynb #1dc3069e
+def first_wrong_step(prompt:str, # a lab problem, e.g. "7-3+5:"
+                     response:str, # the decoded response, without special tokens
+                     finished:bool=True, # the response ended with its end-of-sequence token
+                     alphabet:str=LAB_ALPHABET, # characters a response may contain
+                    ) -> int|None: # index of the first wrong step; None when the response is the reference solution
+    "Exact first wrong step of a lab response: the first piece where it differs from the reference solution."
+    ref = solution_steps(reference_solution(prompt))
+    if not isinstance(response, str): raise TypeError(f"`response` must be a str, got {type(response).__name__}")
+    bad = sorted(set(response) - set(alphabet))
+    if bad: raise ValueError(f"`response` {response!r} has characters outside the task's alphabet {alphabet!r}: {bad}")
+    got = solution_steps(response)
+    for i, (s, r) in enumerate(zip(got, ref)):
+        if s != r: return i
+    if len(got) > len(ref): return len(ref)                 # an extra piece
+    if len(got) < len(ref): return max(len(got) - 1, 0)     # stopped early: wrong in the piece it stopped with
+    return None if finished else len(ref) - 1
+
+# %% ../nbs/41_task.ipynb #cf96d69a
+def token_steps(responses:torch.Tensor, # [B, L] response ids
+                response_mask:torch.Tensor, # [B, L] 0/1
+                sep_token_id:int, # id of the step separator (the lab tokenizer's ',')
+               ) -> torch.Tensor: # [B, L] long: step index of each token, -1 on padding
+    "Step index of every response token: separators counted before it (a separator belongs to the step it closes)."
+    if responses.shape != response_mask.shape:
+        raise ValueError(f"`responses` {tuple(responses.shape)} and `response_mask` {tuple(response_mask.shape)} must have the same shape")
+    m = response_mask.bool()
+    is_sep = ((responses == sep_token_id) & m).long()
+    return torch.where(m, is_sep.cumsum(1) - is_sep, torch.full_like(is_sep, -1))

@@ -140,8 +140,10 @@ def test_score_responses_cases():
 
 # ---------------------------------------------------------------- algorithms and config
 def test_algorithm_names():
-    assert valid_algorithms() == ["grpo", "grpo+ktae", "drgrpo", "drgrpo+ktae", "dapo", "dapo+ktae"]
-    with pytest.raises(ValueError, match="valid algorithms: grpo, grpo\\+ktae, drgrpo"): algorithm_spec("ppo+ktae")
+    assert valid_algorithms() == [b + s for b in ("grpo", "drgrpo", "dapo") for s in ("", "+ktae", "+prm", "+truth")]
+    with pytest.raises(ValueError, match="valid algorithms: grpo, grpo\\+ktae, grpo\\+prm, grpo\\+truth, drgrpo"): algorithm_spec("ppo+ktae")
+    assert algorithm_spec("dapo+prm")["process"] == "prm" and algorithm_spec("dapo+prm")["base"] == "dapo"
+    assert algorithm_spec("grpo+truth")["process"] == "truth" and algorithm_spec("grpo+ktae")["process"] is None
     d = algorithm_spec("dapo")
     assert d["dynamic_sampling"] and d["overlong"] and d["clip_ratio_high"] == 0.28 and d["kl_coef"] == 0
     assert algorithm_spec("grpo")["loss_agg_mode"] == "token-mean"
