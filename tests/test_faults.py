@@ -304,8 +304,11 @@ cfg = LabConfig(n_train=300, n_heldout=16, min_ops=2, max_ops=2, max_operand=3, 
 """
 
 
-def test_ablate_killed_then_resumed(tmp_path):
+def test_ablate_killed_then_resumed(tmp_path, monkeypatch):
     import pandas as pd
+    import ktae_lab.lab as lab
+    for name in ("score_responses", "prepare_warm_start", "rl_step"):   # the fakes below patch the module: restore after
+        monkeypatch.setattr(lab, name, getattr(lab, name))
     out = tmp_path / "runs"
     code = ABLATE.format(slow=True) + f"run_ablation(['grpo', 'grpo+ktae'], 2, cfg, {str(out)!r}, progress=False)\n"
     start_and_kill(code, out / "metrics.csv", min_lines=1 + 7, timeout=300)    # header + one finished run, then kill
