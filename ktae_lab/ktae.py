@@ -8,6 +8,7 @@ import dataclasses, math
 from dataclasses import dataclass, field, fields
 import numpy as np
 import torch
+from .data import to_batch
 from .core import (group_ids, group_sum, check_token_batch, check_rewards, check_number, check_choice,
                            check_float_tensor, check_tensor, check_shape)
 from .stats import (as_tables, fisher_exact_pvalue, fisher_exact_pvalue_released, fisher_weight, information_gain,
@@ -419,8 +420,6 @@ def token_table(responses:torch.Tensor, # [B, L] token ids
     return key_token_details(responses, response_mask, rewards, index, group_size, preset, tokens, tokenizer, **overrides)[1]
 
 # %% ../nbs/12_ktae.ipynb #804f2953
-from .data import to_batch  # (placed here because this cell was appended to the chapter; belongs with the imports)
-
 def score_rollouts(rollouts, # path to a rollout JSONL file, or a DataFrame from `read_rollouts`
                    preset:str|KTAEConfig="official", # KTAE preset name or a KTAEConfig
                    **overrides, # KTAEConfig overrides
