@@ -106,7 +106,7 @@ def test_lab_completer_protocol_budget_and_grading(monkeypatch):
             e = e[:max_new]; r[i, :len(e)] = torch.tensor(e); rm[i, :len(e)] = 1
         return r, rm
     monkeypatch.setattr(credit, "sample_rollouts", scripted)
-    got = comp("7-3+5:", ["7-3=4"], 3)
+    got = LabCompleter(model, TOK, max_new_tokens=32)("7-3+5:", ["7-3=4"], 3)
     assert [c.correct for c in got] == [True, False, False]
     assert [c.text for c in got] == ["4+5=9#9", "4+5=8#8", "4+5=9#9"]
 
@@ -169,7 +169,7 @@ def _sol(prompts, texts, G):
 def test_ktae_points_at_a_planted_mistake():
     "Right rollouts write 6 in step 1, wrong ones write 7 there: K is negative inside the wrong step, AUROC > 0.5."
     p = "1+2+3:"
-    sol = _sol([p] * 8 + ["2+2:"] * 4, ["1+2=3,3+3=6#6"] * 4 + ["1+2=3,3+3=7#7"] * 4 + ["2+2=4#4"] * 4, 4)
+    sol = _sol([p] * 8 + ["2+2:"] * 8, ["1+2=3,3+3=6#6"] * 4 + ["1+2=3,3+3=7#7"] * 4 + ["2+2=4#4"] * 8, 8)
     kc = ktae_credit(sol)
     assert list(kc.setting) == list(KTAE_SETTINGS)
     off = kc.set_index("setting")
