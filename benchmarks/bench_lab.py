@@ -1,7 +1,8 @@
-"""Speed of the ablation lab: one RL step (16 prompts x 8 rollouts), sampler vs `generate`, and the default ablation.
+"""Speed of the ablation lab: one RL step (16 prompts x 8 rollouts), `ktae_lab.lm.generate` vs `model.generate`, the default ablation.
 
     python benchmarks/bench_lab.py                 # all three (the ablation takes minutes)
     python benchmarks/bench_lab.py --no-ablation   # step and sampler timings only
+    python benchmarks/bench_lab.py --small         # a 5-algorithm x 8-step ablation: its summary and a checksum of its metrics
 Targets (issue 7): one step <= 0.5 s, the default ablation (4 algorithms x 3 seeds) <= 15 min on a 2-core CPU.
 """
 import argparse, os, statistics, sys, tempfile, time
@@ -44,9 +45,10 @@ def time_sampler(cfg, warm, n):
     tok, (train, _) = lab.lab_tokenizer(), lab.lab_data(cfg)
     pol = lab._new_policy(tok, cfg, 0); pol.load_state_dict(warm["state"])
     rows = np.repeat(np.arange(cfg.prompts_per_step), cfg.group_size)
-    ids, am = lab.encode_prompts(tok, list(train["prompt"].to_numpy()[rows]), lab._device(cfg))
+    ids, am = lab._encode(tok, train["prompt"].to_numpy()[rows], lab._device(cfg))
+    from ktae_lab.lm import generate
     def ours():
-        lab.sample_rollouts(pol, ids, am, cfg.max_new_tokens, tok.eos_token_id, tok.pad_token_id, 1.0, torch.Generator().manual_seed(0))
+        generate(pol, ids, am, cfg.max_new_tokens, tok.eos_token_id, tok.pad_token_id, 1.0, generator=torch.Generator().manual_seed(0))
     @torch.no_grad()
     def hf():
         pol.generate(input_ids=ids, attention_mask=am, do_sample=True, top_k=0, top_p=1.0, max_new_tokens=cfg.max_new_tokens,
@@ -60,15 +62,30 @@ def time_sampler(cfg, warm, n):
     return res
 
 
+def small(lab):
+    "A small fixed ablation; the SHA-256 of its per-step metrics (all but step_time) must not change between versions."
+    import hashlib
+    cfg = lab.LabConfig(steps=8, warm_steps=300, eval_every=4, n_train=3000, n_heldout=64, prompts_per_step=8, group_size=4,
+                        progress=False)
+    t = time.perf_counter()
+    df = lab.run_ablation(("grpo", "grpo+ktae", "drgrpo+ktae", "dapo", "dapo+ktae"), [0], cfg, None, progress=False)
+    print(f"small ablation (5 algorithms x 1 seed x {cfg.steps} steps): {time.perf_counter() - t:.0f} s; {load()}")
+    csv = df.drop(columns=["step_time"]).to_csv(index=False, float_format="%.10g")
+    print(lab.summarize(df).drop(columns=["step_time"]).round(6).to_string())
+    print("metrics sha256 (without step_time):", hashlib.sha256(csv.encode()).hexdigest())
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the machine is shared)")
     p.add_argument("--steps", type=int, default=10, help="timed RL steps per algorithm")
     p.add_argument("--no-ablation", action="store_true", help="skip the default ablation")
     p.add_argument("--workers", type=int, default=1, help="processes for the ablation")
+    p.add_argument("--small", action="store_true", help="only the small fixed ablation (figures to compare across versions)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     from ktae_lab import lab
+    if a.small: return small(lab)
     cfg = lab.LabConfig(threads=a.threads, progress=False)
     print(f"torch {torch.__version__}, {a.threads} thread(s), device {lab._device(cfg)}; {load()}")
     t = time.perf_counter(); warm = lab.prepare_warm_start(0, cfg)

@@ -16,7 +16,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # importable from a checkout
 from ktae_lab.advantages import grpo_advantages
-from ktae_lab.losses import policy_loss, ktae_token_advantages
+from ktae_lab.losses import policy_loss
+from ktae_lab.ktae import ktae_advantages
 from ktae_lab.dapo import groups_with_spread, overlong_penalty
 
 
@@ -109,14 +110,14 @@ def main(argv=None):
     resp = torch.randint(0, 5000, (B5, L5), generator=g)
     m5 = (torch.arange(L5)[None] < torch.randint(16, L5 + 1, (B5,), generator=g)[:, None]).long()
     r5 = torch.randint(0, 2, (B5,), generator=g).float()
-    row(f"ktae_token_advantages {B5}x{L5}", median_ms(lambda: ktae_token_advantages(resp.to(dev), m5.to(dev), r5.to(dev), group_size=16),
+    row(f"ktae_advantages {B5}x{L5}", median_ms(lambda: ktae_advantages(resp.to(dev), m5.to(dev), r5.to(dev), group_size=16),
                                                        repeat=3, sync=sync))
 
     if dev.type != "cpu":                                     # device parity
         cpu_l, cpu_m = policy_loss(old, new, adv, m, 0.2, 0.28, 10.0)
         dev_l, dev_m = policy_loss(old_d, new_d, adv_d, m_d, 0.2, 0.28, 10.0)
-        A_cpu = ktae_token_advantages(resp, m5, r5, group_size=16)
-        A_dev = ktae_token_advantages(resp.to(dev), m5.to(dev), r5.to(dev), group_size=16)
+        A_cpu = ktae_advantages(resp, m5, r5, group_size=16)
+        A_dev = ktae_advantages(resp.to(dev), m5.to(dev), r5.to(dev), group_size=16)
         print(f"device parity: |loss diff| {abs(cpu_l.item() - dev_l.item()):.2e}, loss on {dev_l.device}, "
               f"metrics on {dev_m['pg_clipfrac'].device}; KTAE max |diff| {(A_cpu - A_dev.cpu()).abs().max().item():.2e}, "
               f"advantages on {A_dev.device}")

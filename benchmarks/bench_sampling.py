@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from ktae_lab.sampling import (DEFAULT_SYSTEM_PROMPT, _peak_rss_mb, generate_group_batch, load_model, load_problems,
-                               render_prompt, tiny_random_lm)
+from ktae_lab.lm import load_model, render_prompt, tiny_random_lm
+from ktae_lab.sampling import DEFAULT_SYSTEM_PROMPT, SampleConfig, _peak_rss_mb, generate_group_batch, load_problems
 
 
 def main(argv=None):
@@ -41,9 +41,11 @@ def main(argv=None):
     rates, slot_rates = [], []
     for r in range(a.repeats):
         batch = problems[r * a.problems_per_batch:(r + 1) * a.problems_per_batch] or problems[:a.problems_per_batch]
-        prompts = [render_prompt(tok, p["question"], a.system_prompt) for p in batch]
+        prompts = [render_prompt(tok, p["question"], a.system_prompt, True) for p in batch]
+        cfg = SampleConfig(num_rollouts=a.num_rollouts, temperature=a.temperature, top_p=0.95, max_new_tokens=a.max_new_tokens,
+                           seed=r, system_prompt=a.system_prompt, problems_per_batch=a.problems_per_batch)
         t = time.perf_counter()
-        rows = generate_group_batch(lm, tok, prompts, a.num_rollouts, a.temperature, 0.95, a.max_new_tokens, seed=r)
+        rows = generate_group_batch(lm, tok, prompts, [p["problem_id"] for p in batch], cfg)
         dt = time.perf_counter() - t
         kept = sum(len(x["token_ids"]) for x in rows)
         slots = len(rows) * max(len(x["token_ids"]) for x in rows)

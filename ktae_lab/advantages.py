@@ -5,7 +5,9 @@
 # %% ../nbs/11_advantages.ipynb #f8973c8b
 from __future__ import annotations
 import torch
-from .core import group_ids, group_mean_std, check_rewards
+from .core import (group_ids, group_mean_std, accumulation_dtype, check_rewards, check_number, check_choice,
+                           check_advantages, check_mask, check_tensor)
+
 
 # %% auto #0
 __all__ = ['GRPO_EPS', 'ESTIMATORS', 'grpo_advantages', 'batch_std_advantages', 'rloo_advantages', 'outcome_advantages',
@@ -14,49 +16,58 @@ __all__ = ['GRPO_EPS', 'ESTIMATORS', 'grpo_advantages', 'batch_std_advantages', 
 # %% ../nbs/11_advantages.ipynb #aeea4110
 GRPO_EPS = 1e-6  # verl core_algos.compute_grpo_outcome_advantage default epsilon
 
+def _scaled(centred:torch.Tensor, scale:torch.Tensor, eps:float) -> torch.Tensor:
+    "centred / (scale + eps), and 0 where the denominator is 0 (a group without contrast with eps = 0)."
+    den = scale + eps
+    ok = den > 0
+    return torch.where(ok, centred / torch.where(ok, den, torch.ones_like(den)), torch.zeros_like(centred))
+
 def grpo_advantages(rewards, # [B] scalar reward per rollout
                     index=None, # [B] per-row group ids (verl's uid), or None with `group_size`
                     group_size:int|None=None, # contiguous groups (TRL's num_generations)
                     eps:float=GRPO_EPS, # added to the std
                     norm_by_std:bool=True, # False: Dr.GRPO (mean-centred only)
-                   ) -> torch.Tensor: # [B] advantages
+                   ) -> torch.Tensor: # [B] advantages, in the rewards' floating dtype
     "GRPO group z-score advantages (unbiased std; a group of one gets mean 0, std 1 as in verl)."
-    if not eps >= 0: raise ValueError(f"`eps` must be >= 0, got {eps!r}")
-    r = torch.as_tensor(rewards)
-    r = check_rewards(r, r.shape[0] if r.dim() == 1 else -1)
+    eps = check_number(eps, "eps", 0)
+    r = check_rewards(rewards, None)
     gid, G = group_ids(index, group_size, r.shape[0], device=r.device)
     mean, std, n = group_mean_std(r, gid, G)
     single = n == 1
     mean = torch.where(single, torch.zeros_like(mean), mean)
     std = torch.where(single, torch.ones_like(std), std)
-    return (r - mean) / (std + eps) if norm_by_std else r - mean
+    centred = r.to(mean.dtype) - mean
+    return (_scaled(centred, std, eps) if norm_by_std else centred).to(r.dtype)
+
 
 # %% ../nbs/11_advantages.ipynb #76140043
 def batch_std_advantages(rewards, # [B] scalar reward per rollout
                          index=None, # [B] per-row group ids, or None with `group_size`
                          group_size:int|None=None, # contiguous groups (TRL's num_generations)
                          eps:float=GRPO_EPS, # added to the batch std (TRL: 1e-4)
-                        ) -> torch.Tensor: # [B] advantages
+                        ) -> torch.Tensor: # [B] advantages, in the rewards' floating dtype
     "Group-mean baseline scaled by the batch standard deviation (TRL's `scale_rewards=\"batch\"`)."
-    if not eps >= 0: raise ValueError(f"`eps` must be >= 0, got {eps!r}")
-    r = torch.as_tensor(rewards)
-    r = check_rewards(r, r.shape[0] if r.dim() == 1 else -1)
+    eps = check_number(eps, "eps", 0)
+    r = check_rewards(rewards, None)
     gid, G = group_ids(index, group_size, r.shape[0], device=r.device)
     mean, _, _ = group_mean_std(r, gid, G)
-    std = r.std() if r.shape[0] > 1 else torch.zeros((), dtype=r.dtype, device=r.device)
-    return (r - mean) / (std + eps)
+    ra = r.to(mean.dtype)
+    std = ra.std() if r.shape[0] > 1 else torch.zeros((), dtype=ra.dtype, device=r.device)
+    return _scaled(ra - mean, std, eps).to(r.dtype)
+
 
 # %% ../nbs/11_advantages.ipynb #79f11dcf
 def rloo_advantages(rewards, # [B] scalar reward per rollout
                     index=None, # [B] per-row group ids, or None with `group_size`
                     group_size:int|None=None, # contiguous groups
-                   ) -> torch.Tensor: # [B] advantages
+                   ) -> torch.Tensor: # [B] advantages, in the rewards' floating dtype
     "RLOO leave-one-out advantages: reward minus the mean reward of the other rollouts of the group."
-    r = torch.as_tensor(rewards)
-    r = check_rewards(r, r.shape[0] if r.dim() == 1 else -1)
+    r = check_rewards(rewards, None)
     gid, G = group_ids(index, group_size, r.shape[0], device=r.device)
     mean, _, n = group_mean_std(r, gid, G)
-    return torch.where(n > 1, (r - mean) * n / (n - 1).clamp_min(1), r)
+    ra = r.to(mean.dtype)
+    return torch.where(n > 1, (ra - mean) * n / (n - 1).clamp_min(1), ra).to(r.dtype)
+
 
 # %% ../nbs/11_advantages.ipynb #55eeb9ac
 ESTIMATORS = ("grpo", "dr_grpo", "batch_std", "rloo")  # names accepted by `outcome_advantages`
@@ -68,26 +79,24 @@ def outcome_advantages(rewards, # [B] scalar reward per rollout
                        eps:float=GRPO_EPS, # std epsilon (grpo, batch_std)
                       ) -> torch.Tensor: # [B] advantages
     "Rollout-level advantages from one of `ESTIMATORS`: grpo, dr_grpo (no std), batch_std (TRL), rloo."
+    check_choice(estimator, ESTIMATORS, "estimator")
     if estimator == "grpo": return grpo_advantages(rewards, index, group_size, eps=eps)
     if estimator == "dr_grpo": return grpo_advantages(rewards, index, group_size, eps=eps, norm_by_std=False)
     if estimator == "batch_std": return batch_std_advantages(rewards, index, group_size, eps=eps)
-    if estimator == "rloo": return rloo_advantages(rewards, index, group_size)
-    raise ValueError(f"unknown `estimator` {estimator!r}; valid: {', '.join(ESTIMATORS)}")
+    return rloo_advantages(rewards, index, group_size)
+
 
 # %% ../nbs/11_advantages.ipynb #97c21f34
 def token_advantages(advantages:torch.Tensor, # [B] per-rollout or [B, L] per-token advantages
                      response_mask:torch.Tensor, # [B, L] 0/1 response mask
                     ) -> torch.Tensor: # [B, L] masked token advantages
     "Broadcast `[B]` advantages over the response tokens (or mask `[B, L]` ones); padding gets 0."
-    if not isinstance(advantages, torch.Tensor): raise TypeError(f"`advantages` must be a torch.Tensor, got {type(advantages).__name__}")
-    if not isinstance(response_mask, torch.Tensor): raise TypeError(f"`response_mask` must be a torch.Tensor, got {type(response_mask).__name__}")
+    check_tensor(response_mask, "response_mask")
     if response_mask.dim() != 2: raise ValueError(f"`response_mask` must be 2-D [B, L], got shape {tuple(response_mask.shape)}")
-    if not advantages.dtype.is_floating_point: raise TypeError(f"`advantages` must be floating point, got {advantages.dtype}")
-    B = response_mask.shape[0]
-    if advantages.dim() == 1 and advantages.shape[0] == B: advantages = advantages[:, None]
-    elif advantages.shape != response_mask.shape:
-        raise ValueError(f"`advantages` must have shape [B]=({B},) or [B, L]={tuple(response_mask.shape)}, got {tuple(advantages.shape)}")
-    return advantages * response_mask.to(advantages.dtype)
+    mask = check_mask(response_mask, response_mask.shape)
+    adv = check_advantages(advantages, response_mask.shape)
+    return torch.where(mask, adv, torch.zeros((), dtype=adv.dtype, device=adv.device))
+
 
 # %% ../nbs/11_advantages.ipynb #fe9e0875
 def outcome_token_advantages(rewards, # [B] scalar reward per rollout

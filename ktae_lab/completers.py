@@ -4,66 +4,28 @@
 
 # %% ../nbs/22_completers.ipynb #3f81b109
 from __future__ import annotations
-import math
+import math, os
+import torch
 from .epicprm import Completion
+from .lm import render_prompt, uses_chat_template, encode_prompts, generate, eos_token_ids, pad_id, derive_seed
 
 # %% auto #0
-__all__ = ['TINY_CHAT_TEMPLATE', 'completion_prompt', 'tiny_random_lm', 'sequence_logprobs', 'TransformersCompleter']
+__all__ = ['completion_prompt', 'TransformersCompleter']
 
 # %% ../nbs/22_completers.ipynb #9f984076
 def completion_prompt(tokenizer, # a transformers tokenizer
                       question:str, # the problem
                       prefix_steps:list[str], # steps already written
-                      system_prompt:str|None=None, # optional system turn (chat templates only)
-                      step_sep:str="\n", # between steps
+                      system_prompt:str|None=None, # optional system turn
+                      step_sep:str="\n", # after each step
                      ) -> tuple[str, bool]: # prompt text, whether a chat template was used
-    "The text a causal LM continues: chat template when the tokenizer has one, else plain."
-    prefix = step_sep.join(prefix_steps) + (step_sep if prefix_steps else "")
-    if getattr(tokenizer, "chat_template", None):
-        msgs = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [{"role": "user", "content": question}]
-        return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True) + prefix, True
-    return question + "\n" + prefix, False
-
-# %% ../nbs/22_completers.ipynb #eec01844
-TINY_CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
-                      "{% if add_generation_prompt %}<|assistant|>{% endif %}")
-
-def tiny_random_lm(seed:int=0, # torch seed for the weights
-                   chat:bool=True, # give the tokenizer a chat template
-                   vocab_size:int=320, # BPE vocabulary size
-                  ): # -> (model, tokenizer)
-    "A 2-layer random Llama and an offline byte-level BPE tokenizer (no downloads)."
-    import torch
-    from tokenizers import Tokenizer, models, pre_tokenizers, decoders, trainers
-    from transformers import PreTrainedTokenizerFast, LlamaConfig, LlamaForCausalLM
-    corpus = ["Step 1: Let x be the number. Step 2: Then 2x = 8, so x = 4. The answer is \\boxed{4}.",
-              "What is 3 + 5? We add: 3 + 5 = 8. The answer is 8.", "Compute 12 * 7 = 84, then divide by 2 to get 42."]
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>", "<pad>"],
-                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<pad>")
-    if chat: fast.chat_template = TINY_CHAT_TEMPLATE
-    cfg = LlamaConfig(vocab_size=len(fast), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, max_position_embeddings=1024, eos_token_id=fast.eos_token_id,
-                      pad_token_id=fast.pad_token_id, bos_token_id=None, tie_word_embeddings=True)
-    torch.manual_seed(seed)
-    return LlamaForCausalLM(cfg).eval(), fast
-
-# %% ../nbs/22_completers.ipynb #8aed4cea
-def sequence_logprobs(logits, # [b, T, V] raw logits of each generated position
-                      tokens, # [b, T] generated ids
-                      eos_ids, # EOS id or list of ids
-                     ): # -> (mean_logprob [b], num_tokens [b] long, mask [b, T] bool)
-    "Mean log-prob and length of each sampled completion, stopping at the first EOS (inclusive)."
-    import torch
-    eos = torch.as_tensor(eos_ids if isinstance(eos_ids, (list, tuple)) else [eos_ids], device=tokens.device)
-    lp = torch.log_softmax(logits.float(), -1).gather(-1, tokens[..., None]).squeeze(-1)      # [b, T]
-    is_eos = torch.isin(tokens, eos).long()
-    mask = (is_eos.cumsum(1) - is_eos) == 0                                                  # up to the first EOS
-    n = mask.sum(1)
-    return (lp * mask).sum(1) / n.clamp(min=1), n, mask
+    "The text a causal LM continues: the question, then the steps so far (chat template when the tokenizer has one)."
+    if isinstance(prefix_steps, (str, bytes)) or not isinstance(prefix_steps, (list, tuple)) or not all(isinstance(s, str) for s in prefix_steps):
+        raise TypeError(f"`prefix_steps` must be a list of strings, got {prefix_steps!r}")
+    if not isinstance(step_sep, str): raise TypeError(f"`step_sep` must be a str, got {type(step_sep).__name__}")
+    chat = uses_chat_template(tokenizer)
+    prefix = "".join(s + step_sep for s in prefix_steps)
+    return render_prompt(tokenizer, question, system_prompt, chat, prefix), chat
 
 # %% ../nbs/22_completers.ipynb #9153fd68
 class TransformersCompleter:
@@ -72,43 +34,38 @@ class TransformersCompleter:
                  max_new_tokens:int=512, # per completion
                  temperature:float=0.8, top_p:float=1.0, # EpicPRM's rollout sampling (T 0.8, top_p 1)
                  batch_size:int=16, # rows per generate call
-                 system_prompt:str|None=None, # system turn for chat templates
-                 step_sep:str="\n", # joins prefix steps
-                 seed:int|None=None, # seed torch per call (reproducible runs)
+                 system_prompt:str|None=None, # system turn (chat templates) or first paragraph (plain prompts)
+                 step_sep:str="\n", # after each prefix step
+                 seed:int|None=None, # base seed of the per-call generators (None: fresh entropy)
                 ):
-        if max_new_tokens <= 0: raise ValueError(f"`max_new_tokens` must be > 0, got {max_new_tokens}")
-        if batch_size <= 0: raise ValueError(f"`batch_size` must be > 0, got {batch_size}")
-        if temperature < 0: raise ValueError(f"`temperature` must be >= 0, got {temperature}")
+        for k, v in (("max_new_tokens", max_new_tokens), ("batch_size", batch_size)):
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0: raise ValueError(f"`{k}` must be an int > 0, got {v!r}")
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 <= temperature < math.inf:
+            raise ValueError(f"`temperature` must be a finite number >= 0, got {temperature!r}")
+        if isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1:
+            raise ValueError(f"`top_p` must be in (0, 1], got {top_p!r}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)): raise ValueError(f"`seed` must be an int or None, got {seed!r}")
         self.model, self.tokenizer = model, tokenizer
-        self.max_new_tokens, self.temperature, self.top_p, self.batch_size = max_new_tokens, temperature, top_p, batch_size
+        self.max_new_tokens, self.temperature, self.top_p, self.batch_size = max_new_tokens, float(temperature), float(top_p), batch_size
         self.system_prompt, self.step_sep, self.seed, self.calls = system_prompt, step_sep, seed, 0
-        eos = getattr(model.generation_config, "eos_token_id", None)
-        if eos is None: eos = tokenizer.eos_token_id
-        if eos is None: raise ValueError("neither the model's generation_config nor the tokenizer defines an EOS token")
-        self.eos_ids = list(eos) if isinstance(eos, (list, tuple)) else [eos]
-        pad = tokenizer.pad_token_id
-        self.pad_id = self.eos_ids[0] if pad is None else pad
+        self.eos_ids, self.pad_id = eos_token_ids(model, tokenizer), pad_id(tokenizer)
 
     def __call__(self, question, prefix_steps, n):
-        import torch
         if isinstance(n, bool) or not isinstance(n, int) or n <= 0: raise ValueError(f"`n` must be a positive int, got {n!r}")
-        text, chat = completion_prompt(self.tokenizer, question, list(prefix_steps), self.system_prompt, self.step_sep)
-        enc = self.tokenizer(text, return_tensors="pt", add_special_tokens=not chat)
+        text, chat = completion_prompt(self.tokenizer, question, prefix_steps, self.system_prompt, self.step_sep)
         dev = next(self.model.parameters()).device
-        ids, att = enc["input_ids"].to(dev), enc["attention_mask"].to(dev)
-        if self.seed is not None: torch.manual_seed(self.seed + self.calls)
+        ids, att = encode_prompts(self.tokenizer, [text], dev, add_special_tokens=not chat)
+        seed = self.seed if self.seed is not None else int.from_bytes(os.urandom(8), "little") >> 1
+        gen = torch.Generator(dev).manual_seed(derive_seed(seed, self.calls)) if self.temperature > 0 else None
         self.calls += 1
-        sample = dict(do_sample=True, temperature=self.temperature, top_p=self.top_p) if self.temperature > 0 else dict(do_sample=False)
         out = []
         for start in range(0, n, self.batch_size):
             b = min(self.batch_size, n - start)
-            with torch.no_grad():
-                g = self.model.generate(input_ids=ids.expand(b, -1), attention_mask=att.expand(b, -1), max_new_tokens=self.max_new_tokens,
-                                        return_dict_in_generate=True, output_logits=True, pad_token_id=self.pad_id,
-                                        eos_token_id=self.eos_ids, **sample)
-            gen = g.sequences[:, ids.shape[1]:]                                   # [b, T]
-            mlp, num, _ = sequence_logprobs(torch.stack(g.logits, 1), gen, self.eos_ids)
-            texts = self.tokenizer.batch_decode([row[:k] for row, k in zip(gen.tolist(), num.tolist())], skip_special_tokens=True)
+            g = generate(self.model, ids.expand(b, -1), att.expand(b, -1), self.max_new_tokens, self.eos_ids, self.pad_id,
+                         self.temperature, self.top_p, generator=gen)
+            num = g.response_mask.sum(1)
+            mlp = (g.log_probs * g.response_mask).sum(1) / num.clamp(min=1)
+            texts = self.tokenizer.batch_decode([row[:k] for row, k in zip(g.responses.tolist(), num.tolist())], skip_special_tokens=True)
             out += [Completion(t, None, min(float(m), 0.0), int(k)) for t, m, k in zip(texts, mlp.tolist(), num.tolist())]
         return out
 

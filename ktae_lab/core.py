@@ -4,11 +4,158 @@
 
 # %% ../nbs/00_core.ipynb #aa445316
 from __future__ import annotations
+import math
 import numpy as np
+import pandas as pd
 import torch
 
+
 # %% auto #0
-__all__ = ['group_ids', 'group_sum', 'group_mean_std', 'check_token_batch', 'check_rewards']
+__all__ = ['MAX_TOKEN_ID', 'check_tensor', 'check_shape', 'check_float_tensor', 'check_mask', 'check_token_batch',
+           'check_rewards', 'check_number', 'check_positive', 'check_choice', 'check_advantages', 'group_ids',
+           'group_sum', 'accumulation_dtype', 'group_mean_std']
+
+# %% ../nbs/00_core.ipynb #80d7e922
+MAX_TOKEN_ID = 2**62  # token ids must be below this: (group, id) keys are packed into int64
+
+def _shape(shape): return tuple(int(s) for s in shape)
+
+def check_tensor(x, # the value to check
+                 name:str, # argument name used in errors
+                ) -> torch.Tensor: # x, unchanged
+    "Check that `x` is a torch.Tensor."
+    if not isinstance(x, torch.Tensor): raise TypeError(f"`{name}` must be a torch.Tensor, got {type(x).__name__}")
+    return x
+
+def check_shape(x:torch.Tensor, # a tensor
+                name:str, # argument name used in errors
+                shape=None, # the exact expected shape (None: any)
+                label:str="[B, L]", # how the expected shape is named in the error
+                dim:int|None=None, # expected number of dims (checked first)
+               ) -> torch.Tensor: # x, unchanged
+    "Check the number of dims and the exact shape of a tensor."
+    if dim is not None and x.dim() != dim: raise ValueError(f"`{name}` must be {dim}-D {label}, got shape {_shape(x.shape)}")
+    if shape is not None and _shape(x.shape) != _shape(shape):
+        raise ValueError(f"`{name}` shape {_shape(x.shape)} does not match the expected {label} {_shape(shape)}")
+    return x
+
+def check_float_tensor(x, # the value to check
+                       name:str, # argument name used in errors
+                       shape=None, # exact expected shape; None: only `dim` is checked
+                       label:str|None=None, # name of the expected shape ("[B, L]", "[B]"); default from its length
+                       *,
+                       dim:int|None=None, # expected number of dims when `shape` is None
+                       finite:bool=False, # refuse NaN and +-inf
+                      ) -> torch.Tensor: # x, unchanged
+    "Check a floating-point tensor: type, dtype, shape, and optionally finiteness."
+    check_tensor(x, name)
+    if not x.dtype.is_floating_point: raise TypeError(f"`{name}` must be a floating-point tensor, got {x.dtype}")
+    n = len(shape) if shape is not None else dim
+    check_shape(x, name, shape, label or {1: "[B]", 2: "[B, L]"}.get(n, f"{n}-D"), dim=n)
+    if finite and x.numel() and not bool(torch.isfinite(x).all()): raise ValueError(f"`{name}` contains NaN or infinite values")
+    return x
+
+def check_mask(mask, # the 0/1 mask to check (bool, int or float)
+               shape, # the shape it must have
+               name:str="response_mask", # argument name used in errors
+              ) -> torch.Tensor: # the mask as a bool tensor
+    "Check a 0/1 mask of a given shape; return it as bool."
+    check_tensor(mask, name)
+    check_shape(mask, name, shape, {1: "[B]", 2: "[B, L]"}.get(len(shape), f"{len(shape)}-D"), dim=len(shape))
+    if mask.dtype == torch.bool: return mask
+    if mask.dtype.is_complex or not bool(((mask == 0) | (mask == 1)).all()): raise ValueError(f"`{name}` must contain only 0 and 1")
+    return mask != 0
+
+def check_token_batch(responses:torch.Tensor, # [B, L] token ids
+                      response_mask:torch.Tensor, # [B, L] 0/1 (bool, int or float)
+                     ) -> torch.Tensor: # the mask as a bool tensor
+    "Validate a `[B, L]` batch of token ids and its 0/1 mask; return the mask as bool."
+    check_tensor(responses, "responses")
+    check_shape(responses, "responses", dim=2)
+    if responses.dtype.is_floating_point or responses.dtype.is_complex or responses.dtype == torch.bool:
+        raise TypeError(f"`responses` must hold integer token ids, got {responses.dtype}")
+    mask = check_mask(response_mask, responses.shape)
+    if responses.numel():
+        ids = responses[mask]
+        if ids.numel() and bool((ids < 0).any()): raise ValueError("`responses` has negative token ids at unmasked positions")
+        if ids.numel() and responses.dtype == torch.int64 and bool((ids >= MAX_TOKEN_ID).any()):
+            raise ValueError(f"`responses` has token ids >= 2**62 at unmasked positions (max {int(ids.max())}); "
+                             "token ids must be vocabulary indices")
+    return mask
+
+
+# %% ../nbs/00_core.ipynb #70756a11
+def check_rewards(rewards, # [B] one scalar reward per rollout (tensor, array or list of numbers)
+                  batch_size:int|None, # expected B (None: any length)
+                  name:str="rewards", # argument name used in errors
+                 ) -> torch.Tensor: # the rewards as a floating tensor (integers and bools become the default float dtype)
+    "Validate a `[B]` reward vector: numbers (not strings), right length, finite."
+    if isinstance(rewards, torch.Tensor): r = rewards
+    else:
+        arr = np.asarray(rewards)
+        if arr.dtype.kind not in "biuf":
+            raise TypeError(f"`{name}` must hold numbers, got {arr.dtype.name if arr.dtype.kind != 'U' else 'strings'}"
+                            f" (e.g. {arr.ravel()[:1].tolist()})")
+        r = torch.as_tensor(arr)
+    if r.dtype.is_complex: raise TypeError(f"`{name}` must hold real numbers, got {r.dtype}")
+    check_shape(r, name, label="[B]", dim=1)
+    if batch_size is not None and r.shape[0] != batch_size:
+        raise ValueError(f"`{name}` has {r.shape[0]} entries, expected {batch_size} (one per row)")
+    if not r.dtype.is_floating_point: r = r.to(torch.get_default_dtype())
+    if r.numel() and not bool(torch.isfinite(r).all()): raise ValueError(f"`{name}` contains NaN or infinite values")
+    return r
+
+def check_number(value, # the value to check
+                 name:str, # argument name used in errors
+                 low:float|None=None, # lower bound
+                 high:float|None=None, # upper bound
+                 *,
+                 low_open:bool=False, # True: value must be > low (else >= low)
+                 high_open:bool=False, # True: value must be < high (else <= high)
+                 integer:bool=False, # require an int (bools are refused)
+                ) -> float|int: # the value as a Python number
+    "Check a scalar option: a finite real number (or int) within a range."
+    kind = "an int" if integer else "a finite number"
+    rng = " and ".join(s for s in ((f"{'>' if low_open else '>='} {low}" if low is not None else ""),
+                                   (f"{'<' if high_open else '<='} {high}" if high is not None else "")) if s)
+    msg = f"`{name}` must be {kind}{' ' + rng if rng else ''}, got {value!r}"
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.dtype.is_complex: value = value.item()
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)): raise TypeError(msg)
+    if integer and not isinstance(value, (int, np.integer)): raise TypeError(msg)
+    if not math.isfinite(value): raise ValueError(msg)
+    if low is not None and (value <= low if low_open else value < low): raise ValueError(msg)
+    if high is not None and (value >= high if high_open else value > high): raise ValueError(msg)
+    return int(value) if integer else float(value)
+
+def check_positive(value, # the value to check
+                   name:str, # argument name used in errors
+                   integer:bool=False, # require an int
+                  ) -> float|int:
+    "Check a strictly positive finite number (or int)."
+    return check_number(value, name, 0, low_open=True, integer=integer)
+
+def check_choice(value, # the value to check
+                 choices, # the valid values
+                 name:str, # argument name used in errors
+                ):
+    "Check that an option is one of `choices`; the error lists them."
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"unknown `{name}` {value!r}; valid: {', '.join(map(str, choices))}")
+    return value
+
+def check_advantages(advantages, # [B] per-rollout or [B, L] per-token advantages
+                     shape, # [B, L] shape of the batch
+                     name:str="advantages", # argument name used in errors
+                    ) -> torch.Tensor: # [B, 1] or [B, L], broadcastable against the batch
+    "Check `[B]` or `[B, L]` floating advantages; return them broadcastable against `[B, L]`."
+    check_tensor(advantages, name)
+    if not advantages.dtype.is_floating_point: raise TypeError(f"`{name}` must be a floating-point tensor, got {advantages.dtype}")
+    B = int(shape[0])
+    if advantages.dim() == 1 and advantages.shape[0] == B: return advantages[:, None]
+    if _shape(advantages.shape) != _shape(shape):
+        raise ValueError(f"`{name}` shape {_shape(advantages.shape)} does not match the expected [B] ({B},) or [B, L] {_shape(shape)}")
+    return advantages
+
 
 # %% ../nbs/00_core.ipynb #33c41d45
 def group_ids(index=None, # per-row group id: int tensor, array or list of hashables (verl's `uid`)
@@ -21,8 +168,7 @@ def group_ids(index=None, # per-row group id: int tensor, array or list of hasha
         raise ValueError("pass exactly one of `index` (per-row group ids) or `group_size` (contiguous groups); "
                          f"got index={'None' if index is None else 'given'}, group_size={group_size!r}")
     if group_size is not None:
-        if isinstance(group_size, bool) or not isinstance(group_size, (int, np.integer)) or group_size < 1:
-            raise ValueError(f"`group_size` must be a positive int, got {group_size!r}")
+        group_size = check_positive(group_size, "group_size", integer=True)
         if batch_size is None: raise ValueError("`batch_size` is required with `group_size`")
         if batch_size % group_size:
             raise ValueError(f"`group_size`={group_size} does not divide the batch size {batch_size}")
@@ -40,7 +186,6 @@ def group_ids(index=None, # per-row group id: int tensor, array or list of hasha
         rank = torch.empty_like(first); rank[first.argsort()] = torch.arange(len(uniq), device=index.device)
         gid, G = rank[inv], len(uniq)
     else:
-        import pandas as pd
         arr = np.asarray(index, dtype=object) if not isinstance(index, np.ndarray) else index
         if arr.ndim != 1: raise ValueError(f"`index` must be 1-D, got shape {arr.shape}")
         codes, uniques = pd.factorize(arr, sort=False, use_na_sentinel=False)
@@ -59,49 +204,22 @@ def group_sum(values:torch.Tensor, # [B, ...] values to sum per group
     return out.index_add_(0, gid, values)
 
 # %% ../nbs/00_core.ipynb #1a479ed4
+def accumulation_dtype(dtype:torch.dtype, # dtype of the values to reduce
+                      ) -> torch.dtype: # float64 for float64, float32 for every narrower float
+    "The dtype that sums, counts and variances are accumulated in: never narrower than float32."
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
 def group_mean_std(values:torch.Tensor, # [B] one value per row
                    gid:torch.Tensor, # [B] dense group ids
                    num_groups:int, # G
                    unbiased:bool=True, # divide by n-1 (torch.std's default, as verl does)
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: # per-row mean, std, group size
-    "Per-row group mean, standard deviation and group size, broadcast back to the rows."
-    n = group_sum(torch.ones_like(values), gid, num_groups)
-    mean = group_sum(values, gid, num_groups) / n
-    dev2 = group_sum((values - mean[gid]) ** 2, gid, num_groups)
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: # per-row mean, std, group size (accumulation dtype)
+    "Per-row group mean, standard deviation and group size, accumulated in float32 or wider, broadcast back to the rows."
+    v = values.to(accumulation_dtype(values.dtype))
+    n = group_sum(torch.ones_like(v), gid, num_groups)
+    mean = group_sum(v, gid, num_groups) / n
+    dev2 = group_sum((v - mean[gid]) ** 2, gid, num_groups)
     denom = (n - 1).clamp_min(1) if unbiased else n
     std = (dev2 / denom).sqrt()
     return mean[gid], std[gid], n[gid]
 
-# %% ../nbs/00_core.ipynb #80d7e922
-def check_token_batch(responses:torch.Tensor, # [B, L] token ids
-                      response_mask:torch.Tensor, # [B, L] 0/1 (bool, int or float)
-                     ) -> torch.Tensor: # the mask as a bool tensor
-    "Validate a `[B, L]` batch of token ids and its 0/1 mask; return the mask as bool."
-    if not isinstance(responses, torch.Tensor): raise TypeError(f"`responses` must be a torch.Tensor, got {type(responses).__name__}")
-    if not isinstance(response_mask, torch.Tensor): raise TypeError(f"`response_mask` must be a torch.Tensor, got {type(response_mask).__name__}")
-    if responses.dim() != 2: raise ValueError(f"`responses` must be 2-D [B, L], got shape {tuple(responses.shape)}")
-    if responses.dtype.is_floating_point or responses.dtype.is_complex or responses.dtype == torch.bool:
-        raise TypeError(f"`responses` must hold integer token ids, got {responses.dtype}")
-    if response_mask.shape != responses.shape:
-        raise ValueError(f"`response_mask` shape {tuple(response_mask.shape)} does not match `responses` {tuple(responses.shape)}")
-    if response_mask.dtype == torch.bool: mask = response_mask
-    else:
-        if not ((response_mask == 0) | (response_mask == 1)).all():
-            raise ValueError("`response_mask` must contain only 0 and 1")
-        mask = response_mask != 0
-    if responses.numel() and bool((responses[mask] < 0).any()):
-        raise ValueError("`responses` has negative token ids at unmasked positions")
-    return mask
-
-# %% ../nbs/00_core.ipynb #70756a11
-def check_rewards(rewards, # [B] one scalar reward per rollout
-                  batch_size:int, # expected B
-                  name:str="rewards", # argument name used in errors
-                 ) -> torch.Tensor: # the rewards as a floating tensor
-    "Validate a `[B]` reward vector: right length, finite floats."
-    r = torch.as_tensor(rewards)
-    if r.dim() != 1: raise ValueError(f"`{name}` must be 1-D [B], got shape {tuple(r.shape)}")
-    if r.shape[0] != batch_size: raise ValueError(f"`{name}` has {r.shape[0]} entries, expected {batch_size} (one per row)")
-    if not r.dtype.is_floating_point: r = r.to(torch.get_default_dtype())
-    if not torch.isfinite(r).all(): raise ValueError(f"`{name}` contains NaN or infinite values")
-    return r

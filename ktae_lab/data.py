@@ -4,7 +4,8 @@
 
 # %% ../nbs/01_data.ipynb #36ee46bf
 from __future__ import annotations
-import json, math, numbers, os
+import errno, json, math, numbers, os, tempfile, time, warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
@@ -13,8 +14,8 @@ import torch
 
 # %% auto #0
 __all__ = ['SCHEMA_VERSION', 'REQUIRED_FIELDS', 'OPTIONAL_DEFAULTS', 'ROLLOUT_FIELDS', 'validate_rollout', 'read_rollouts',
-           'write_rollouts', 'RolloutBatch', 'to_batch', 'shipped_data_path', 'sample_rollouts_path',
-           'smollm2_rollouts_path']
+           'OutputLockedError', 'output_lock', 'repair_jsonl_tail', 'atomic_write', 'append_jsonl', 'write_rollouts',
+           'RolloutBatch', 'to_batch', 'shipped_data_path', 'sample_rollouts_path', 'smollm2_rollouts_path']
 
 # %% ../nbs/01_data.ipynb #414cff82
 SCHEMA_VERSION = "1"  # the rollout schema this module reads and writes
@@ -133,6 +134,135 @@ def read_rollouts(path, # a JSONL file, one rollout per line
     df.attrs["path"] = str(path)
     return df
 
+# %% ../nbs/01_data.ipynb #4b73afbe
+class OutputLockedError(RuntimeError):
+    "Another live process is writing the output file (it holds `<path>.lock`)."
+
+def _pid_alive(pid:int) -> bool:
+    if pid <= 0: return False
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except PermissionError: return True  # it exists but belongs to another user
+    return True
+
+def _lock_pid(lock:Path, wait:float=1.0) -> int|None: # pid in the lock file; None when it holds none
+    deadline = time.monotonic() + wait
+    while True:  # the owner writes its pid right after creating the file: give it a moment
+        try: text = lock.read_text().strip()
+        except FileNotFoundError: return None
+        if text or time.monotonic() > deadline: break
+        time.sleep(0.05)
+    try: return int(text)
+    except ValueError: return None
+
+@contextmanager
+def output_lock(path, # the output file to protect; the lock is `<path>.lock` beside it
+               ):
+    "Hold an exclusive lock on writing `path`; a second writer gets `OutputLockedError` naming the holder's pid."
+    path = Path(path)
+    lock = path.with_name(path.name + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(10):
+        try: fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            pid = _lock_pid(lock)
+            if pid is not None and _pid_alive(pid):
+                raise OutputLockedError(f"{path} is being written by another process (pid {pid}; lock file {lock}); "
+                                        "wait for it to finish, or delete the lock file if that process is gone") from None
+            try: lock.unlink()  # stale: its owner died (or never wrote a pid); take it over
+            except FileNotFoundError: pass
+            continue
+        except OSError as e: raise OSError(e.errno, f"cannot create the lock file {lock}: {e.strerror}") from None
+        try: os.write(fd, f"{os.getpid()}\n".encode())
+        finally: os.close(fd)
+        break
+    else: raise OutputLockedError(f"could not take the lock {lock} on {path} after 10 attempts")
+    try: yield path
+    finally:
+        if _lock_pid(lock, wait=0) == os.getpid(): lock.unlink(missing_ok=True)
+
+# %% ../nbs/01_data.ipynb #41b7c80f
+def _last_line_start(f, end:int) -> int: # offset just after the last b"\n" before `end` (0 when none)
+    pos, block = end, 1 << 16
+    while pos > 0:
+        n = min(block, pos)
+        f.seek(pos - n)
+        i = f.read(n).rfind(b"\n")
+        if i >= 0: return pos - n + i + 1
+        pos -= n
+    return 0
+
+def _complete_json(line:bytes) -> bool:
+    try: json.loads(line.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError): return False
+    return True
+
+def repair_jsonl_tail(path, # a JSONL file that a crash may have cut in the middle of its last line
+                     ) -> int: # bytes removed (0 when the file was intact)
+    "Truncate a torn last line so `path` is strict JSONL again, keeping the fragment in `<path>.torn`."
+    path = Path(path)
+    if not path.is_file() or not path.stat().st_size: return 0
+    with path.open("r+b") as f:
+        size = f.seek(0, os.SEEK_END)
+        f.seek(size - 1)
+        newline = f.read(1) == b"\n"
+        start = _last_line_start(f, size - 1 if newline else size)
+        f.seek(start)
+        frag = f.read()
+        if not frag.strip() or _complete_json(frag): # intact (or whitespace): at most add the missing newline
+            if not newline: f.write(b"\n"); f.flush(); os.fsync(f.fileno())
+            return 0
+        with path.with_name(path.name + ".torn").open("ab") as t: t.write(frag.rstrip(b"\n") + b"\n")
+        f.truncate(start)
+        f.flush(); os.fsync(f.fileno())
+    return len(frag)
+
+# %% ../nbs/01_data.ipynb #31dce717
+def atomic_write(path, # file to (re)write
+                 data:str|bytes, # the whole new content (str is written as UTF-8)
+                ) -> Path: # the path written
+    "Replace `path` with `data` atomically: temporary file in the same folder, fsync, `os.replace`."
+    path = Path(path)
+    if isinstance(data, str): data = data.encode("utf-8")
+    if not isinstance(data, (bytes, bytearray)): raise TypeError(f"`data` must be str or bytes, got {type(data).__name__}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data); f.flush(); os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True); raise
+    return path
+
+# %% ../nbs/01_data.ipynb #99e35118
+def append_jsonl(path, # JSONL file to append to (created with its folders when missing)
+                 records, # a dict or an iterable of dicts, one line each
+                ) -> Path: # the path written
+    "Append `records` as JSONL and fsync; on a write error (e.g. disk full) cut the partial write back and raise."
+    if isinstance(records, dict): records = [records]
+    data = "".join(json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n" for r in records).encode("utf-8")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cut = repair_jsonl_tail(path)
+    if cut: warnings.warn(f"{path}: removed a torn last line ({cut} bytes, kept in {path.name}.torn)")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        start = os.lseek(fd, 0, os.SEEK_END)
+        try:
+            view = memoryview(data)
+            while view: view = view[os.write(fd, view):]
+            os.fsync(fd)
+        except OSError as e:
+            try: os.ftruncate(fd, start); os.fsync(fd)
+            except OSError: pass
+            raise OSError(e.errno, f"could not append to {path}: {e.strerror or e}; the partial write was removed "
+                                   f"(the file keeps its {start} bytes of complete lines), so rerunning resumes") from None
+    finally: os.close(fd)
+    return path
+
 # %% ../nbs/01_data.ipynb #3c046721
 def _frame_records(df):
     import pandas as pd
@@ -150,17 +280,9 @@ def write_rollouts(records, # list of dicts, one dict, or a DataFrame with schem
     for i, rec in enumerate(records):
         try: clean.append(validate_rollout(rec))
         except ValueError as e: raise ValueError(f"write_rollouts: record {i} (0-based): {e}") from None
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lead = ""
-    if append and path.exists() and path.stat().st_size:
-        with path.open("rb") as f:
-            f.seek(-1, os.SEEK_END)
-            if f.read(1) != b"\n": lead = "\n"  # the file's last line lacks its newline
-    lines = [json.dumps({k: v for k, v in r.items() if v is not None}, ensure_ascii=False, allow_nan=False) for r in clean]
-    with path.open("a" if append else "w", encoding="utf-8") as f:
-        f.write(lead + "".join(l + "\n" for l in lines))
-    return path
+    lines = [{k: v for k, v in r.items() if v is not None} for r in clean]
+    if append: return append_jsonl(path, lines)
+    return atomic_write(path, "".join(json.dumps(l, ensure_ascii=False, allow_nan=False) + "\n" for l in lines))
 
 # %% ../nbs/01_data.ipynb #4020e432
 @dataclass(repr=False)

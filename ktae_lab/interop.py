@@ -7,9 +7,10 @@ from __future__ import annotations
 import sys
 import numpy as np
 import torch
-from .advantages import GRPO_EPS, outcome_advantages
-from .ktae import key_token_values
-from .losses import ktae_token_advantages
+from .core import check_float_tensor, check_shape, check_tensor, check_choice, check_rewards
+from .advantages import GRPO_EPS
+from .ktae import ktae_advantages
+
 
 # %% auto #0
 __all__ = ['TRL_EPS', 'compute_ktae_outcome_advantage', 'register_verl_estimator', 'compute_ktae_advantage_for_batch',
@@ -48,19 +49,16 @@ def compute_ktae_outcome_advantage(token_level_rewards:torch.Tensor, # [B, L] re
                         "registered advantage estimators; use `compute_ktae_advantage_for_batch(data)` or "
                         "`patch_verl_compute_advantage()` (see ktae_lab.interop)")
     if index is None: raise TypeError("`index` (per-row group ids, verl's `uid`) is required for KTAE")
-    if not isinstance(token_level_rewards, torch.Tensor) or token_level_rewards.dim() != 2:
-        raise ValueError(f"`token_level_rewards` must be a 2-D [B, L] tensor, got {getattr(token_level_rewards, 'shape', type(token_level_rewards).__name__)}")
-    if not token_level_rewards.dtype.is_floating_point:
-        raise TypeError(f"`token_level_rewards` must be floating point, got {token_level_rewards.dtype}")
-    if tuple(response_mask.shape) != tuple(token_level_rewards.shape):
-        raise ValueError(f"`response_mask` shape {tuple(response_mask.shape)} does not match `token_level_rewards` {tuple(token_level_rewards.shape)}")
+    check_float_tensor(token_level_rewards, "token_level_rewards", dim=2)
+    check_tensor(response_mask, "response_mask")
+    check_shape(response_mask, "response_mask", token_level_rewards.shape)
     preset, estimator, overrides = _ktae_settings(ktae, config)
     if norm_adv_by_std_in_grpo is None: norm_adv_by_std_in_grpo = bool(_cfg_get(config, "norm_adv_by_std_in_grpo", True))
     if estimator is None: estimator = "grpo" if norm_adv_by_std_in_grpo else "dr_grpo"
     scores = token_level_rewards.sum(-1)
     with torch.no_grad():
-        adv = ktae_token_advantages(responses, response_mask, scores, index=index, estimator=estimator,
-                                    preset=preset, eps=epsilon, **overrides).to(token_level_rewards.dtype)
+        adv = ktae_advantages(responses, response_mask, scores, index=index, estimator=estimator,
+                              preset=preset, eps=epsilon, **overrides).to(token_level_rewards.dtype)
     return adv, adv
 
 # %% ../nbs/15_interop.ipynb #c0c62b7b
@@ -168,20 +166,20 @@ def trl_ktae_advantages(completion_ids:torch.Tensor, # [B, T] completion token i
                         **overrides, # KTAEConfig overrides
                        ) -> torch.Tensor: # [B, T] token advantages (Â + K) * mask
     "KTAE token advantages in TRL's layout (contiguous groups of `num_generations`)."
-    r = torch.as_tensor(rewards)
-    if not r.dtype.is_floating_point: r = r.to(torch.get_default_dtype())
-    r = torch.nan_to_num(r, nan=0.0)                                    # TRL: unscorable completions carry no signal
+    if isinstance(rewards, torch.Tensor): r = rewards
+    else:
+        arr = np.asarray(rewards)
+        if arr.dtype.kind not in "biuf": check_rewards(rewards, None)      # raises: strings, objects
+        r = torch.as_tensor(arr)
+    if r.dtype.is_floating_point: r = torch.where(torch.isnan(r), torch.zeros_like(r), r)  # TRL: unscorable completions carry no signal
     if scale_rewards is False: scale_rewards = "none"
     if scale_rewards is True: scale_rewards = "group"
-    if scale_rewards not in _TRL_SCALE:
-        raise ValueError(f"unknown `scale_rewards` {scale_rewards!r}; valid: {', '.join(_TRL_SCALE)}")
-    K = key_token_values(completion_ids, completion_mask, r, group_size=num_generations, preset=preset, **overrides)
-    if advantages is None:
-        base = outcome_advantages(r.to(K.device), group_size=num_generations, estimator=_TRL_SCALE[scale_rewards], eps=eps)
-    else:
-        base = torch.as_tensor(advantages)
-        if base.shape != r.shape: raise ValueError(f"`advantages` shape {tuple(base.shape)} must be [B]=({r.shape[0]},)")
-    return (base.to(K)[:, None] + K) * (completion_mask != 0)
+    check_choice(scale_rewards, tuple(_TRL_SCALE), "scale_rewards")
+    if advantages is not None and isinstance(completion_ids, torch.Tensor):
+        check_float_tensor(advantages, "advantages", (completion_ids.shape[0],), finite=True)
+    return ktae_advantages(completion_ids, completion_mask, r, group_size=num_generations, preset=preset, eps=eps,
+                           estimator=_TRL_SCALE[scale_rewards], outcome_advantage=advantages, **overrides)
+
 
 # %% ../nbs/15_interop.ipynb #c26fc255
 def make_ktae_grpo_trainer(base=None, # TRL's GRPOTrainer (imported when None) or a subclass of it
@@ -211,10 +209,11 @@ def make_ktae_grpo_trainer(base=None, # TRL's GRPOTrainer (imported when None) o
             weights = self.reward_weights.to(rpf.device)
             rewards = (rpf * weights.unsqueeze(0)).nansum(dim=1)
             n_gen = self.num_generations if self.model.training else getattr(self, "num_generations_eval", self.num_generations)
-            K = key_token_values(all_ids, all_mask, rewards.to(all_ids.device), group_size=n_gen, preset=preset, **overrides)
+            all_adv = acc.gather(adv)                                 # TRL's own [B_global] advantages
+            A = ktae_advantages(all_ids, all_mask, rewards.to(all_ids.device), group_size=n_gen, preset=preset,
+                                outcome_advantage=all_adv.to(all_ids.device).to(rewards.dtype), **overrides)
             B, T = ids.shape
-            K = K[acc.process_index * B:(acc.process_index + 1) * B, :T].to(adv.device)
-            out["advantages"] = (adv.to(K.dtype)[:, None] + K) * (mask != 0)
+            out["advantages"] = A[acc.process_index * B:(acc.process_index + 1) * B, :T].to(adv.device)
             return out
 
     KTAEGRPOTrainer.__qualname__ = KTAEGRPOTrainer.__name__ = f"KTAE{base.__name__}"

@@ -6,16 +6,21 @@
 from __future__ import annotations
 import dataclasses, math
 from dataclasses import dataclass, field, fields
+import numpy as np
+import pandas as pd
 import torch
-from .core import group_ids, group_sum, check_token_batch, check_rewards
+from .core import (group_ids, group_sum, check_token_batch, check_rewards, check_number, check_choice,
+                           check_float_tensor)
 from .stats import (fisher_exact_pvalue, fisher_exact_pvalue_released, fisher_weight, information_gain,
                             cohens_h, bm25_tf, frequency_direction, P_TRANSFORMS, TF_KINDS, FISHER_RTOL, H_EPS,
                             TF_EPS, BM25_K1, BM25_B)
 from .advantages import outcome_advantages, ESTIMATORS, GRPO_EPS
 
+
 # %% auto #0
-__all__ = ['PRESETS', 'CHUNK_TOKENS', 'TABLE_COLUMNS', 'KTAEConfig', 'resolve_config', 'parse_overrides', 'table_statistics',
-           'combine_terms', 'key_token_values', 'ktae_advantages', 'key_token_details', 'token_table']
+__all__ = ['PRESETS', 'CHUNK_TOKENS', 'TABLE_COLUMNS', 'KTAEConfig', 'validate_config', 'resolve_config', 'parse_overrides',
+           'table_statistics', 'combine_terms', 'key_token_values', 'ktae_advantages', 'key_token_details',
+           'token_table']
 
 # %% ../nbs/12_ktae.ipynb #672208a8
 @dataclass(frozen=True)
@@ -44,27 +49,48 @@ class KTAEConfig:
 PRESETS = {
     "official": KTAEConfig(),
     "clean": KTAEConfig(p_transform="linear", tf_kind="bounded", half_h=False),
+    "released": KTAEConfig(released_numerics=True),   # + ignore_ids=(pad id,) to match the release bit for bit
 }
 
+_FLOAT_RANGES = {  # field: (low, high, low_open) -- every float field of KTAEConfig must be finite
+    "alpha": (0, None, False), "beta": (0, None, False), "gamma": (0, None, False), "top": (0, None, False),
+    "k1": (0, None, True), "b": (0, 1, False), "tf_eps": (0, None, True), "h_eps": (0, None, False),
+    "fisher_rtol": (0, None, False), "correct_threshold": (None, None, False)}
+
+def validate_config(cfg:KTAEConfig, # a configuration to check
+                   ) -> KTAEConfig: # the same configuration, with `ignore_ids` as a tuple of ints
+    "Check every field of a KTAEConfig: types, finiteness and ranges; errors name the field."
+    for f in fields(KTAEConfig):
+        v = getattr(cfg, f.name)
+        if f.name in _FLOAT_RANGES:
+            lo, hi, lo_open = _FLOAT_RANGES[f.name]
+            check_number(v, f.name, lo, hi, low_open=lo_open)
+        elif isinstance(f.default, bool):
+            if not isinstance(v, (bool, np.bool_)): raise TypeError(f"`{f.name}` must be a bool, got {v!r}")
+    check_choice(cfg.p_transform, P_TRANSFORMS, "p_transform")
+    check_choice(cfg.tf_kind, TF_KINDS, "tf_kind")
+    ids = cfg.ignore_ids
+    if isinstance(ids, torch.Tensor): ids = ids.flatten().tolist()
+    elif isinstance(ids, np.ndarray): ids = ids.ravel().tolist()
+    if isinstance(ids, (int, np.integer)) and not isinstance(ids, bool): ids = (ids,)
+    if isinstance(ids, (str, bytes)) or not hasattr(ids, "__iter__"):
+        raise TypeError(f"`ignore_ids` must be a sequence of token ids (ints), got {cfg.ignore_ids!r}")
+    ids = tuple(ids)
+    if not all(isinstance(i, (int, np.integer)) and not isinstance(i, (bool, np.bool_)) and i >= 0 for i in ids):
+        raise ValueError(f"`ignore_ids` must hold non-negative int token ids, got {cfg.ignore_ids!r}")
+    return dataclasses.replace(cfg, ignore_ids=tuple(int(i) for i in ids))
+
 def resolve_config(preset:str|KTAEConfig="official", # preset name, or a KTAEConfig
-                   **overrides) -> KTAEConfig: # the preset with `overrides` applied
-    "Look up a preset and apply overrides, with errors that list the valid names."
+                   **overrides) -> KTAEConfig: # the preset with `overrides` applied, validated
+    "Look up a preset, apply overrides and validate every field, with errors that list the valid names."
     if isinstance(preset, KTAEConfig): cfg = preset
-    elif preset in PRESETS: cfg = PRESETS[preset]
-    else: raise ValueError(f"unknown `preset` {preset!r}; valid presets: {sorted(PRESETS)}")
+    elif isinstance(preset, str) and preset in PRESETS: cfg = PRESETS[preset]
+    else: raise ValueError(f"unknown `preset` {preset!r}; valid presets: {', '.join(PRESETS)}")
     names = {f.name for f in fields(KTAEConfig)}
     bad = sorted(set(overrides) - names)
     if bad: raise ValueError(f"unknown KTAE override(s) {bad}; valid names: {sorted(names)}")
-    if "ignore_ids" in overrides:
-        ids = overrides["ignore_ids"]
-        overrides["ignore_ids"] = tuple(int(i) for i in (ids.tolist() if isinstance(ids, torch.Tensor) else ids))
-    cfg = dataclasses.replace(cfg, **overrides)
-    if cfg.p_transform not in P_TRANSFORMS: raise ValueError(f"`p_transform` must be one of {P_TRANSFORMS}, got {cfg.p_transform!r}")
-    if cfg.tf_kind not in TF_KINDS: raise ValueError(f"`tf_kind` must be one of {TF_KINDS}, got {cfg.tf_kind!r}")
-    for k in ("alpha", "beta", "gamma", "top"):
-        v = getattr(cfg, k)
-        if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0): raise ValueError(f"`{k}` must be a finite number >= 0, got {v!r}")
-    return cfg
+    return validate_config(dataclasses.replace(cfg, **overrides))
+
 
 # %% ../nbs/12_ktae.ipynb #e6dfa0ba
 def parse_overrides(spec:str|list|tuple|None, # "k=v,k=v" or a list of "k=v"; ignore_ids as "0;2" or "0 2"
@@ -257,6 +283,21 @@ def key_token_values(responses:torch.Tensor, # [B, L] token ids
     return _ktae_batch(responses, response_mask, rewards, index, group_size, cfg)[0]
 
 # %% ../nbs/12_ktae.ipynb #b4ae8603
+def _released_grpo(r:torch.Tensor, gid:torch.Tensor, G:int, eps:float) -> torch.Tensor:
+    "GRPO as the release computes it: float32, torch.mean / torch.std over each group's rewards in batch order."
+    r = r.float()
+    n = torch.bincount(gid, minlength=G)
+    order = torch.argsort(gid, stable=True)                        # rows grouped, batch order kept within a group
+    start = torch.cumsum(n, 0) - n
+    mean = torch.zeros(G, dtype=torch.float32, device=r.device); std = torch.ones_like(mean)
+    for size in torch.unique(n).tolist():                          # a few distinct group sizes, not one call per group
+        if size < 2: continue                                      # a group of one: mean 0, std 1 (verl)
+        groups = torch.nonzero(n == size).flatten()
+        vals = r[order[start[groups][:, None] + torch.arange(size, device=r.device)]]   # [groups, size]
+        mean[groups], std[groups] = vals.mean(1), vals.std(1)       # same bits as torch.mean/std of each group
+    den = std[gid] + eps
+    return torch.where(den > 0, (r - mean[gid]) / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(r))
+
 def ktae_advantages(responses:torch.Tensor, # [B, L] token ids
                     response_mask:torch.Tensor, # [B, L] 0/1 response mask
                     rewards, # [B] scalar rewards
@@ -265,13 +306,20 @@ def ktae_advantages(responses:torch.Tensor, # [B, L] token ids
                     preset:str="official", # KTAE preset
                     eps:float=GRPO_EPS, # std epsilon of the estimator
                     estimator:str="grpo", # rollout-level baseline Â: one of `ESTIMATORS` (release: grpo)
+                    *,
+                    outcome_advantage=None, # [B] precomputed rollout-level Â; replaces `estimator` when given
                     **overrides, # KTAEConfig overrides
                    ) -> torch.Tensor: # [B, L] token-level advantages A = (Â + K) * mask
-    "KTAE token advantages: a rollout-level advantage (GRPO's z-score by default) plus the key-token value, masked."
-    if estimator not in ESTIMATORS: raise ValueError(f"unknown `estimator` {estimator!r}; valid: {', '.join(ESTIMATORS)}")
-    K = key_token_values(responses, response_mask, rewards, index, group_size, preset, **overrides)
-    adv = outcome_advantages(torch.as_tensor(rewards).to(K.device), index, group_size, estimator, eps).to(K.dtype)
-    return (adv[:, None] + K) * (response_mask != 0)
+    "KTAE token advantages: a rollout-level advantage (GRPO's z-score by default, or `outcome_advantage`) plus K, masked."
+    cfg = resolve_config(preset, **overrides)
+    if outcome_advantage is None: check_choice(estimator, ESTIMATORS, "estimator"); check_number(eps, "eps", 0)
+    K, (_, _, gid, G, mask) = _ktae_batch(responses, response_mask, rewards, index, group_size, cfg)
+    if outcome_advantage is not None:
+        adv = check_float_tensor(outcome_advantage, "outcome_advantage", (responses.shape[0],), finite=True)
+    elif cfg.released_numerics and estimator == "grpo": adv = _released_grpo(check_rewards(rewards, None), gid, G, eps)
+    else: adv = outcome_advantages(rewards, gid, None, estimator, eps)
+    return (adv.to(K)[:, None] + K) * mask
+
 
 # %% ../nbs/12_ktae.ipynb #777f7e62
 TABLE_COLUMNS = ["group", "token_id", "token", "a", "b", "c", "d", "count_correct", "count_wrong", "p", "F", "IG", "h",

@@ -4,118 +4,38 @@
 
 # %% ../nbs/42_lab.ipynb #05603404
 from __future__ import annotations
-import copy, json, math, os, time
+import copy, io, json, math, os, sys, time
 from dataclasses import dataclass, asdict, fields, replace
 from pathlib import Path
 import numpy as np
 import torch
 from .task import make_problems, LAB_ALPHABET, lab_tokenizer, score_responses
-from .advantages import outcome_advantages
-from .ktae import key_token_values, resolve_config, parse_overrides
-from .losses import policy_loss, agg_loss, kl_penalty, entropy_from_logits
+from .advantages import outcome_advantages, token_advantages
+from .ktae import ktae_advantages, key_token_values, resolve_config, parse_overrides
+from .losses import actor_loss, agg_loss, kl_penalty
 from .dapo import overlong_penalty, groups_with_spread, run_preset
+from .lm import tiny_random_lm, encode_prompts, generate, token_log_probs, resolve_device
+from .data import atomic_write, output_lock
 
 # %% auto #0
-__all__ = ['ALGORITHMS', 'KTAE_SUFFIX', 'RUNTIME_FIELDS', 'METRICS_FILE', 'CONFIG_FILE', 'METRIC_LABELS', 'tiny_lm',
-           'encode_prompts', 'sample_rollouts', 'response_log_probs', 'warm_start', 'evaluate', 'valid_algorithms',
-           'algorithm_spec', 'LabConfig', 'generate_groups', 'cfg_threshold', 'rl_step', 'lab_data', 'WarmStartTooWeak',
-           'prepare_warm_start', 'train_run', 'run_ablation', 'summarize', 'summary_markdown', 'plot_curves',
-           'ablate_main']
-
-# %% ../nbs/42_lab.ipynb #c40b5320
-def tiny_lm(tokenizer, # the lab tokenizer (its vocabulary size and special ids are read from it)
-            d_model:int=64, # residual width
-            n_layers:int=2, # decoder blocks
-            n_heads:int=4, # attention heads
-            max_positions:int=128, # longest prompt + response
-            seed:int=0, # torch seed of the random initial weights
-            device=None, # where to put the model (default: cuda when available, else cpu)
-           ): # transformers.LlamaForCausalLM in eval mode
-    "A tiny randomly initialised Llama-style causal LM sized for the tokenizer."
-    from transformers import LlamaConfig, LlamaForCausalLM
-    cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=d_model, intermediate_size=4 * d_model,
-                      num_hidden_layers=n_layers, num_attention_heads=n_heads, num_key_value_heads=n_heads,
-                      max_position_embeddings=max_positions, tie_word_embeddings=True,
-                      bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                      pad_token_id=tokenizer.pad_token_id)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = LlamaForCausalLM(cfg)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return model.to(device).eval()
+__all__ = ['ALGORITHMS', 'KTAE_SUFFIX', 'RUNTIME_FIELDS', 'METRICS_FILE', 'CONFIG_FILE', 'CHECKPOINT_DIR', 'METRIC_LABELS',
+           'warm_start', 'evaluate', 'valid_algorithms', 'algorithm_spec', 'LabConfig', 'generate_groups',
+           'cfg_threshold', 'rl_step', 'lab_data', 'WarmStartTooWeak', 'prepare_warm_start', 'train_run',
+           'run_ablation', 'summarize', 'summary_markdown', 'plot_curves', 'ablate_main']
 
 # %% ../nbs/42_lab.ipynb #a4a7405d
-def encode_prompts(tokenizer, # the lab tokenizer
-                   prompts, # list of prompt strings
-                   device=None, # target device
-                  ) -> tuple[torch.Tensor, torch.Tensor]: # [B, P] left-padded ids (bos first), [B, P] mask
-    "Tokenise prompts with a leading bos token, left-padded to a common length."
-    enc = tokenizer([tokenizer.bos_token + p for p in prompts], padding=True, padding_side="left",
-                    return_tensors="pt", add_special_tokens=False)
-    return enc["input_ids"].to(device), enc["attention_mask"].to(device)
-
-# %% ../nbs/42_lab.ipynb #13539444
-def _forward(model, input_ids, attention_mask, position_ids, cache=None):
-    "One model call with a KV cache, across transformers versions (`cache` in 5.x, `past_key_values` before)."
-    kw = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True)
-    if cache is not None:
-        import inspect
-        name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-        kw[name] = cache
-    out = model(**kw)
-    return out.logits, (out["cache"] if "cache" in out else out["past_key_values"])
-
-# %% ../nbs/42_lab.ipynb #ced70cd0
-@torch.no_grad()
-def sample_rollouts(model, # causal LM
-                    prompt_ids:torch.Tensor, # [B, P] left-padded prompt ids (already repeated G times per prompt)
-                    prompt_mask:torch.Tensor, # [B, P] prompt attention mask
-                    max_new_tokens:int, # longest response
-                    eos_token_id:int, # ends a response (kept in the mask)
-                    pad_token_id:int, # fills finished rows
-                    temperature:float=1.0, # 0 = greedy
-                    generator:torch.Generator|None=None, # seeded sampling (on the model's device)
-                   ) -> tuple[torch.Tensor, torch.Tensor]: # [B, max_new_tokens] responses, [B, max_new_tokens] long mask
-    "Sample responses for a batch of prompts with one KV-cached loop; pads to `max_new_tokens`."
-    if max_new_tokens < 1: raise ValueError(f"`max_new_tokens` must be >= 1, got {max_new_tokens}")
-    dev = next(model.parameters()).device
-    ids, mask = prompt_ids.to(dev), prompt_mask.to(dev)
-    pos = (mask.cumsum(1) - 1).clamp_min(0)
-    logits, cache = _forward(model, ids, mask, pos)
-    B = ids.shape[0]
-    out = torch.full((B, max_new_tokens), pad_token_id, dtype=torch.long, device=dev)
-    valid = torch.zeros((B, max_new_tokens), dtype=torch.long, device=dev)
-    done = torch.zeros(B, dtype=torch.bool, device=dev)
-    last, one = pos[:, -1:], torch.ones((B, 1), dtype=mask.dtype, device=dev)
-    for t in range(max_new_tokens):
-        z = logits[:, -1].float()
-        nxt = (torch.multinomial(torch.softmax(z / temperature, -1), 1, generator=generator).squeeze(1)
-               if temperature > 0 else z.argmax(-1))
-        out[:, t] = torch.where(done, pad_token_id, nxt)
-        valid[:, t] = (~done).long()
-        done = done | (nxt == eos_token_id)
-        if t + 1 == max_new_tokens or bool(done.all()): break
-        mask, last = torch.cat([mask, one], 1), last + 1
-        logits, cache = _forward(model, out[:, t:t + 1], mask, last, cache)
-    return out, valid
-
-# %% ../nbs/42_lab.ipynb #e3d6d44f
-def response_log_probs(model, # causal LM
-                       prompt_ids:torch.Tensor, # [B, P] left-padded prompts
-                       prompt_mask:torch.Tensor, # [B, P]
-                       responses:torch.Tensor, # [B, L] response ids
-                       response_mask:torch.Tensor, # [B, L] 0/1
-                       with_entropy:bool=False, # also return the entropy [B, L]
-                      ): # [B, L] float32 log-probs (and [B, L] entropy)
-    "Per-token log-probabilities (and entropy) of `responses` under `model`, in one forward pass."
-    x = torch.cat([prompt_ids, responses], 1)
-    m = torch.cat([prompt_mask, response_mask.to(prompt_mask.dtype)], 1)
-    pos = (m.cumsum(1) - 1).clamp_min(0)
-    logits = model(input_ids=x, attention_mask=m, position_ids=pos).logits[:, prompt_ids.shape[1] - 1:-1].float()
-    lp = torch.log_softmax(logits, -1).gather(-1, responses.unsqueeze(-1)).squeeze(-1)
-    return (lp, entropy_from_logits(logits)) if with_entropy else lp
+def _encode(tokenizer, prompts, device=None):
+    "The lab's prompt encoding: a BOS token first, no other special tokens, left-padded."
+    return encode_prompts(tokenizer, list(prompts), device, add_special_tokens=False, prepend_bos=True)
 
 # %% ../nbs/42_lab.ipynb #8f79c185
+def _check_problems(problems, cols=("prompt", "answer")):
+    "A non-empty DataFrame of task problems with the columns a function reads."
+    import pandas as pd
+    if not isinstance(problems, pd.DataFrame) or not len(problems) or any(c not in problems.columns for c in cols):
+        raise ValueError(f"`problems` must be a non-empty DataFrame from `make_problems` with columns {list(cols)}")
+    return problems
+
 def warm_start(model, # causal LM (trained in place)
                tokenizer, # the lab tokenizer
                problems, # DataFrame from `make_problems` (prompt, solution)
@@ -128,21 +48,24 @@ def warm_start(model, # causal LM (trained in place)
                progress:bool=False, # show a tqdm bar
               ) -> list[float]: # loss per step
     "Supervised warm start on a mix of step-by-step and answer-only solutions; returns the loss curve."
-    if steps < 0: raise ValueError(f"`steps` must be >= 0, got {steps}")
+    for k, v, lo in (("steps", steps, 0), ("batch_size", batch_size, 1)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo: raise ValueError(f"`{k}` must be an int >= {lo}, got {v!r}")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (0 < lr < math.inf): raise ValueError(f"`lr` must be a finite number > 0, got {lr!r}")
+    if not 0 <= shortcut_frac <= 1: raise ValueError(f"`shortcut_frac` must be in [0, 1], got {shortcut_frac!r}")
+    if not 0 <= label_smoothing < 1: raise ValueError(f"`label_smoothing` must be in [0, 1), got {label_smoothing!r}")
+    _check_problems(problems, ("prompt", "solution", "direct"))
     from tqdm.auto import tqdm
     dev = next(model.parameters()).device
     rng = np.random.default_rng(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1 - s / max(steps, 1))
-    if not 0 <= shortcut_frac <= 1: raise ValueError(f"`shortcut_frac` must be in [0, 1], got {shortcut_frac!r}")
-    if not 0 <= label_smoothing < 1: raise ValueError(f"`label_smoothing` must be in [0, 1), got {label_smoothing!r}")
     prompts, losses = problems["prompt"].to_numpy(), []
     sols = np.stack([problems["solution"].to_numpy(), problems["direct"].to_numpy()], 1)
     model.train()
     for _ in tqdm(range(steps), desc="warm start", disable=not progress, leave=False):
         idx = rng.integers(0, len(prompts), batch_size)
         short = (rng.random(batch_size) < shortcut_frac).astype(int)
-        ids, am = encode_prompts(tokenizer, list(prompts[idx]), dev)
+        ids, am = _encode(tokenizer, prompts[idx], dev)
         enc = tokenizer([s + tokenizer.eos_token for s in sols[idx, short]], padding=True, padding_side="right",
                         return_tensors="pt", add_special_tokens=False)
         resp, rmask = enc["input_ids"].to(dev), enc["attention_mask"].to(dev)
@@ -163,17 +86,18 @@ def evaluate(model, # causal LM
              problems, # DataFrame of held-out problems
              max_new_tokens:int=32, # longest response
              temperature:float=1.0, # sampling temperature of the sampled accuracy
-             generator:torch.Generator|None=None, # seeded sampling
+             generator:torch.Generator|None=None, # seeded sampling (required when temperature > 0)
              greedy:bool=True, # also measure greedy accuracy
             ) -> dict: # eval_acc, eval_greedy_acc, eval_len, eval_steps_share
     "Held-out sampled (pass@1) and greedy accuracy, mean response length and share of answers that reason."
+    _check_problems(problems)
     dev = next(model.parameters()).device
-    ids, am = encode_prompts(tokenizer, list(problems["prompt"]), dev)
+    ids, am = _encode(tokenizer, problems["prompt"], dev)
     answers = list(problems["answer"])
     res = {}
     for name, temp in [("eval", temperature)] + ([("eval_greedy", 0.0)] if greedy else []):
-        resp, rm = sample_rollouts(model, ids, am, max_new_tokens, tokenizer.eos_token_id, tokenizer.pad_token_id,
-                                   temp, generator)
+        resp, rm, _ = generate(model, ids, am, max_new_tokens, tokenizer.eos_token_id, tokenizer.pad_token_id, temp,
+                               generator=generator if temp > 0 else None)
         s = score_responses(tokenizer, resp, rm, answers)
         res[f"{name}_acc"] = s["reward"].mean().item()
         if name == "eval":
@@ -183,14 +107,13 @@ def evaluate(model, # causal LM
 
 # %% ../nbs/42_lab.ipynb #4e5a61d9
 def _spec_from_preset(p) -> dict:
-    "The scale-free switches of a `ktae_lab.dapo.RunPreset`."
+    "The scale-free switches of a `ktae_lab.dapo.RunPreset` (grad clip and overlong factor are `LabConfig` fields)."
     return dict(estimator="grpo" if p.norm_adv_by_std else "dr_grpo", clip_ratio_low=p.clip_ratio_low,
                 clip_ratio_high=p.clip_ratio_high, clip_ratio_c=p.clip_ratio_c, loss_agg_mode=p.loss_agg_mode,
                 kl_coef=p.kl_loss_coef if p.use_kl_loss else 0.0, kl_type=p.kl_loss_type,
-                dynamic_sampling=p.filter_groups_enable, overlong=p.overlong_buffer_enable,
-                overlong_factor=p.overlong_penalty_factor, grad_clip=p.grad_clip)
+                dynamic_sampling=p.filter_groups_enable, overlong=p.overlong_buffer_enable)
 
-ALGORITHMS = {  # name -> switches, from the KTAE paper's 1.5B run presets (rl_losses.md §8)
+ALGORITHMS = {  # name -> switches, from the KTAE release's 1.5B run presets (ktae_lab.dapo.RUN_PRESETS)
     "grpo": _spec_from_preset(run_preset("grpo-1.5b")),
     "drgrpo": _spec_from_preset(run_preset("grpo-1.5b", norm_adv_by_std=False, use_kl_loss=False,
                                            kl_loss_coef=0.0, loss_agg_mode="seq-mean-token-sum-norm")),
@@ -215,6 +138,16 @@ def algorithm_spec(name:str, # e.g. "grpo", "dapo+ktae"
 # %% ../nbs/42_lab.ipynb #bc6418bf
 RUNTIME_FIELDS = ("threads", "device", "progress")  # do not change results: ignored when comparing configurations
 
+def _check_field(name, v, kind, lo=None, hi=None, lo_open=False, hi_open=False):
+    "One field of `LabConfig.validate`: type, finiteness and range, with a message naming the field."
+    if kind is int:
+        if isinstance(v, bool) or not isinstance(v, int): raise ValueError(f"`{name}` must be an int, got {v!r}")
+    elif isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise ValueError(f"`{name}` must be a finite number, got {v!r}")
+    if (lo is not None and (v <= lo if lo_open else v < lo)) or (hi is not None and (v >= hi if hi_open else v > hi)):
+        rng = f"{'(' if lo_open else '['}{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}{')' if hi_open or hi is None else ']'}"
+        raise ValueError(f"`{name}` must be in {rng}, got {v!r}")
+
 @dataclass
 class LabConfig:
     "Everything that defines a lab run except the algorithm and the seed."
@@ -224,10 +157,10 @@ class LabConfig:
     d_model:int=64; n_layers:int=2; n_heads:int=4
     # supervised warm start
     warm_steps:int=600; warm_batch:int=64; warm_lr:float=3e-3; warm_label_smoothing:float=0.1; shortcut_frac:float=0.0
-    # RL
+    # RL (grad_clip: max gradient norm of every algorithm)
     steps:int=80; prompts_per_step:int=16; group_size:int=8; lr:float=3e-4; lr_warmup_steps:int=10; mini_batches:int=2
     max_new_tokens:int=32; temperature:float=1.0; grad_clip:float=1.0
-    # evaluation
+    # evaluation (and checkpoints of an ablation with an output directory)
     eval_every:int=10
     # DAPO: overlong buffer (L_cache) and penalty factor, generation rounds of dynamic sampling
     overlong_buffer:int=8; overlong_factor:float=1.0; max_gen_rounds:int=4
@@ -241,19 +174,34 @@ class LabConfig:
         return {k: v for k, v in asdict(self).items() if k not in RUNTIME_FIELDS}
 
     def validate(self) -> LabConfig:
-        "Check ranges and KTAE overrides; return self."
-        for k in ("steps", "prompts_per_step", "group_size", "mini_batches", "max_new_tokens", "eval_every", "n_heldout",
-                  "n_train", "d_model", "n_layers", "n_heads", "max_gen_rounds", "threads"):
-            v = getattr(self, k)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1: raise ValueError(f"`{k}` must be an int >= 1, got {v!r}")
-        if self.group_size < 2: raise ValueError(f"`group_size` must be >= 2 (a group needs a correct and a wrong rollout), got {self.group_size}")
-        if self.lr_warmup_steps < 0: raise ValueError(f"`lr_warmup_steps` must be >= 0, got {self.lr_warmup_steps}")
-        if self.warm_steps < 0: raise ValueError(f"`warm_steps` must be >= 0, got {self.warm_steps}")
-        if not 0 <= self.overlong_buffer < self.max_new_tokens:
+        "Check the type and range of every field (and the KTAE overrides); return self."
+        for k in ("steps", "prompts_per_step", "mini_batches", "max_new_tokens", "eval_every", "n_heldout", "n_train",
+                  "d_model", "n_layers", "n_heads", "max_gen_rounds", "threads", "warm_batch", "max_operand"):
+            _check_field(k, getattr(self, k), int, 1)
+        for k in ("lr_warmup_steps", "warm_steps", "data_seed", "overlong_buffer"): _check_field(k, getattr(self, k), int, 0)
+        _check_field("group_size", self.group_size, int, 2)       # a group needs a correct and a wrong rollout
+        _check_field("min_ops", self.min_ops, int, 2)
+        _check_field("max_ops", self.max_ops, int, self.min_ops)
+        if self.d_model % self.n_heads: raise ValueError(f"`d_model` ({self.d_model}) must be divisible by `n_heads` ({self.n_heads})")
+        if self.overlong_buffer >= self.max_new_tokens:
             raise ValueError(f"`overlong_buffer` must be in [0, max_new_tokens={self.max_new_tokens}), got {self.overlong_buffer}")
-        if self.temperature <= 0: raise ValueError(f"`temperature` must be > 0 for RL sampling, got {self.temperature}")
-        resolve_config(self.ktae_preset, **(self.ktae or {}))   # unknown override names raise, listing the valid ones
+        for k, lo, lo_open in (("lr", 0, True), ("warm_lr", 0, True), ("temperature", 0, True), ("grad_clip", 0, True),
+                               ("overlong_factor", 0, False)):
+            _check_field(k, getattr(self, k), float, lo, lo_open=lo_open)
+        _check_field("warm_label_smoothing", self.warm_label_smoothing, float, 0, 1, hi_open=True)
+        _check_field("shortcut_frac", self.shortcut_frac, float, 0, 1)
+        if not isinstance(self.progress, bool): raise ValueError(f"`progress` must be True or False, got {self.progress!r}")
+        if self.device is not None: resolve_device(self.device)   # a clear error for 'gpu', or cuda on a CPU machine
+        if not isinstance(self.ktae_preset, str): raise ValueError(f"`ktae_preset` must be a preset name, got {self.ktae_preset!r}")
+        if self.ktae is not None and not isinstance(self.ktae, dict):
+            raise ValueError(f"`ktae` must be a dict of KTAE overrides or None, got {type(self.ktae).__name__}")
+        resolve_config(self.ktae_preset, **(self.ktae or {}))   # unknown or out-of-range overrides raise, naming the field
         return self
+
+def _check_cfg(cfg) -> LabConfig:
+    "A validated LabConfig (a clear TypeError for anything else)."
+    if not isinstance(cfg, LabConfig): raise TypeError(f"`cfg` must be a LabConfig, got {type(cfg).__name__}")
+    return cfg.validate()
 
 # %% ../nbs/42_lab.ipynb #470bcfa5
 def generate_groups(model, # the policy
@@ -267,15 +215,23 @@ def generate_groups(model, # the policy
                     prompt_len:int|None=None, # pad prompts to at least this many tokens
                    ) -> dict: # prompt_ids, prompt_mask, responses, response_mask, correct, uses_steps, lengths
     "Sample and score G rollouts for each chosen prompt (groups contiguous)."
+    _check_problems(problems)
+    idx = np.asarray(idx)
+    if idx.ndim != 1 or not len(idx) or idx.dtype.kind not in "iu" or idx.min() < 0 or idx.max() >= len(problems):
+        raise ValueError(f"`idx` must be a non-empty list of row numbers in [0, {len(problems)}), got {idx.tolist()!r}")
+    if isinstance(group_size, bool) or not isinstance(group_size, (int, np.integer)) or group_size < 1:
+        raise ValueError(f"`group_size` must be an int >= 1, got {group_size!r}")
+    if prompt_len is not None and (isinstance(prompt_len, bool) or not isinstance(prompt_len, int) or prompt_len < 1):
+        raise ValueError(f"`prompt_len` must be None or an int >= 1, got {prompt_len!r}")
     dev = next(model.parameters()).device
-    rows = np.repeat(np.asarray(idx), group_size)
-    ids, am = encode_prompts(tokenizer, list(problems["prompt"].to_numpy()[rows]), dev)
+    rows = np.repeat(idx, group_size)
+    ids, am = _encode(tokenizer, problems["prompt"].to_numpy()[rows], dev)
     if prompt_len is not None and ids.shape[1] < prompt_len:
         pad = prompt_len - ids.shape[1]
         ids = torch.nn.functional.pad(ids, (pad, 0), value=tokenizer.pad_token_id)
         am = torch.nn.functional.pad(am, (pad, 0), value=0)
-    resp, rm = sample_rollouts(model, ids, am, max_new_tokens, tokenizer.eos_token_id, tokenizer.pad_token_id,
-                               temperature, generator)
+    resp, rm, _ = generate(model, ids, am, max_new_tokens, tokenizer.eos_token_id, tokenizer.pad_token_id, temperature,
+                           generator=generator)
     s = score_responses(tokenizer, resp, rm, list(problems["answer"].to_numpy()[rows]))
     return dict(prompt_ids=ids, prompt_mask=am, responses=resp, response_mask=rm, correct=s["reward"],
                 uses_steps=s["uses_steps"], finished=s["finished"], lengths=rm.sum(1))
@@ -283,6 +239,7 @@ def generate_groups(model, # the policy
 # %% ../nbs/42_lab.ipynb #b8c8101f
 def cfg_threshold(cfg:LabConfig) -> float:
     "KTAE's correctness threshold under this configuration's overrides (reward > threshold is correct)."
+    cfg = _check_cfg(cfg)
     return resolve_config(cfg.ktae_preset, **(cfg.ktae or {})).correct_threshold
 
 # %% ../nbs/42_lab.ipynb #198765a0
@@ -296,7 +253,7 @@ def _gather_rollouts(policy, tokenizer, problems, cfg, algo, rng, generator, pro
         b["rewards"] = b["correct"].clone()
         if algo["overlong"] and cfg.overlong_buffer > 0:
             b["rewards"] = b["rewards"] + overlong_penalty(b["lengths"], cfg.max_new_tokens, cfg.overlong_buffer,
-                                                           algo["overlong_factor"]).to(b["rewards"])
+                                                           cfg.overlong_factor).to(b["rewards"])
         keep = groups_with_spread(b["correct"], group_size=G)          # [B] rows of mixed groups
         if first is None:
             first = dict(accuracy=b["correct"].mean().item(), reward=b["rewards"].mean().item(),
@@ -322,6 +279,11 @@ def rl_step(policy, # the policy (trained in place)
             prompt_len:int|None=None, # fixed prompt width
            ) -> dict: # the step's metrics
     "One RL step: sample, reward, advantages (optionally KTAE), clipped policy-loss updates; returns metrics."
+    if not isinstance(optimizer, torch.optim.Optimizer): raise TypeError(f"`optimizer` must be a torch optimizer, got {type(optimizer).__name__}")
+    cfg = _check_cfg(cfg)
+    if not isinstance(algo, dict) or "name" not in algo or "ktae" not in algo:
+        raise TypeError(f"`algo` must be the dict of `algorithm_spec(name)`, got {algo!r}")
+    if not isinstance(rng, np.random.Generator): raise TypeError(f"`rng` must be a numpy Generator (np.random.default_rng), got {type(rng).__name__}")
     t0, G = time.perf_counter(), cfg.group_size
     if algo["kl_coef"] > 0 and ref is None: raise ValueError(f"algorithm {algo['name']!r} needs a reference policy `ref`")
     batch, out = _gather_rollouts(policy, tokenizer, problems, cfg, algo, rng, generator, prompt_len)
@@ -332,16 +294,18 @@ def rl_step(policy, # the policy (trained in place)
     L = max(int(batch["lengths"].max()), 1)                 # trim padding columns that no row uses
     resp, rmask = batch["responses"][:, :L], batch["response_mask"][:, :L]
     ids, am, rewards = batch["prompt_ids"], batch["prompt_mask"], batch["rewards"]
-    # 3. advantages: (A_rollout + K) * mask, K only for the +ktae variants
-    seq_adv = outcome_advantages(rewards, group_size=G, estimator=algo["estimator"])                     # [B]
-    K = key_token_values(resp, rmask, rewards, group_size=G, preset=cfg.ktae_preset, **(cfg.ktae or {}))  # [B, L]
-    adv = (seq_adv[:, None].to(K.dtype) + (K if algo["ktae"] else 0.0)) * rmask                          # [B, L]
+    # 3. advantages: (A_rollout + K) * mask for the +ktae variants, A_rollout * mask otherwise
+    ktae_kw = dict(group_size=G, preset=cfg.ktae_preset, **(cfg.ktae or {}))
+    seq_adv = outcome_advantages(rewards, group_size=G, estimator=algo["estimator"])                           # [B]
+    if algo["ktae"]: adv = ktae_advantages(resp, rmask, rewards, outcome_advantage=seq_adv, **ktae_kw)          # [B, L]
+    else: adv = token_advantages(seq_adv, rmask)                                                               # [B, L]
+    K = key_token_values(resp, rmask, rewards, **ktae_kw)                                                       # [B, L]
     in_mixed = groups_with_spread(rewards > cfg_threshold(cfg), group_size=G)[:, None] & rmask.bool()
     out["mean_abs_k"] = (K.abs() * in_mixed).sum().item() / max(int(in_mixed.sum()), 1)
     # 4. old and reference log-probs
     with torch.no_grad():
-        old = response_log_probs(policy, ids, am, resp, rmask)
-        ref_lp = response_log_probs(ref, ids, am, resp, rmask) if ref is not None else None
+        old = token_log_probs(policy, ids, am, resp, rmask)
+        ref_lp = token_log_probs(ref, ids, am, resp, rmask) if ref is not None else None
     out["kl"] = (agg_loss(kl_penalty(old, ref_lp, "low_var_kl"), rmask, "token-mean").item()
                  if ref_lp is not None else float("nan"))
     # 5. updates
@@ -350,20 +314,17 @@ def rl_step(policy, # the policy (trained in place)
     perm = torch.randperm(B, generator=generator, device=dev).to(resp.device)
     logs = []
     for mb in perm.chunk(min(cfg.mini_batches, B)):
-        lp, ent = response_log_probs(policy, ids[mb], am[mb], resp[mb], rmask[mb], with_entropy=True)
-        loss, m = policy_loss(old[mb], lp, adv[mb], rmask[mb], clip_ratio_low=algo["clip_ratio_low"],
-                              clip_ratio_high=algo["clip_ratio_high"], clip_ratio_c=algo["clip_ratio_c"],
-                              loss_agg_mode=algo["loss_agg_mode"])
-        pg = loss.item()
-        if algo["kl_coef"] > 0:
-            loss = loss + algo["kl_coef"] * agg_loss(kl_penalty(lp, ref_lp[mb], algo["kl_type"]), rmask[mb],
-                                                     algo["loss_agg_mode"])
+        lp, ent = token_log_probs(policy, ids[mb], am[mb], resp[mb], rmask[mb], with_entropy=True)
+        loss, m = actor_loss(old[mb], lp, adv[mb], rmask[mb], clip_ratio_low=algo["clip_ratio_low"],
+                             clip_ratio_high=algo["clip_ratio_high"], clip_ratio_c=algo["clip_ratio_c"],
+                             loss_agg_mode=algo["loss_agg_mode"], kl_loss_coef=algo["kl_coef"], kl_loss_type=algo["kl_type"],
+                             ref_log_prob=ref_lp[mb] if ref_lp is not None else None)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(policy.parameters(), algo["grad_clip"])
+        torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
         optimizer.step()
         w = rmask[mb].sum().item()
-        logs.append((w, pg, (ent.detach() * rmask[mb]).sum().item() / max(w, 1), float(m["pg_clipfrac"]),
+        logs.append((w, float(m["pg_loss"]), (ent.detach() * rmask[mb]).sum().item() / max(w, 1), float(m["pg_clipfrac"]),
                      float(m["pg_clipfrac_lower"]), float(m["ppo_kl"])))
     policy.eval()
     w = np.array([l[0] for l in logs], dtype=float); w = w / max(w.sum(), 1.0)
@@ -378,6 +339,7 @@ _DATA_CACHE = {}
 def lab_data(cfg:LabConfig, # the configuration (task fields)
             ): # (train DataFrame, held-out DataFrame)
     "The training pool and the held-out set of a configuration (held-out prompts removed from the pool)."
+    cfg = _check_cfg(cfg)
     key = (cfg.min_ops, cfg.max_ops, cfg.max_operand, cfg.n_train, cfg.n_heldout, cfg.data_seed)
     if key not in _DATA_CACHE:
         held = make_problems(cfg.n_heldout, cfg.data_seed, cfg.min_ops, cfg.max_ops, cfg.max_operand)
@@ -387,10 +349,13 @@ def lab_data(cfg:LabConfig, # the configuration (task fields)
     return _DATA_CACHE[key]
 
 def _device(cfg:LabConfig) -> torch.device:
-    return torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    "The configuration's device (default: cuda when available), checked to exist."
+    return resolve_device(cfg.device)
 
 def _new_policy(tokenizer, cfg:LabConfig, seed:int):
-    return tiny_lm(tokenizer, cfg.d_model, cfg.n_layers, cfg.n_heads, seed=seed, device=_device(cfg))
+    "A fresh random policy for `seed`: `ktae_lab.lm.tiny_random_lm` sized by the configuration."
+    return tiny_random_lm(seed, tokenizer, d_model=cfg.d_model, n_layers=cfg.n_layers, n_heads=cfg.n_heads,
+                          max_positions=128, device=_device(cfg))[0]
 
 # %% ../nbs/42_lab.ipynb #4b8ab3a9
 class WarmStartTooWeak(ValueError):
@@ -401,6 +366,8 @@ def prepare_warm_start(seed:int, # seed of the initial weights and the warm-star
                        progress:bool=False, # tqdm bar
                       ) -> dict: # {'state': state_dict, 'loss': final loss, 'probe_mixed_share': float}
     "Warm-start a fresh policy for `seed` and check that its rollouts form mixed groups."
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0: raise ValueError(f"`seed` must be an int >= 0, got {seed!r}")
+    cfg, seed = _check_cfg(cfg), int(seed)
     tok, (train, _) = lab_tokenizer(), lab_data(cfg)
     policy = _new_policy(tok, cfg, seed)
     losses = warm_start(policy, tok, train, cfg.warm_steps, cfg.warm_batch, cfg.warm_lr, seed=seed,
@@ -419,16 +386,26 @@ def prepare_warm_start(seed:int, # seed of the initial weights and the warm-star
                 loss=losses[-1] if losses else float("nan"), probe_mixed_share=mixed)
 
 # %% ../nbs/42_lab.ipynb #5f5bdf7b
+def _save_checkpoint(path:Path, state:dict) -> None:
+    "Write a checkpoint atomically (a kill never leaves half a file)."
+    buf = io.BytesIO(); torch.save(state, buf); atomic_write(path, buf.getvalue())
+
 def train_run(algo:str, # algorithm name, e.g. "grpo+ktae"
               seed:int, # run seed
               cfg:LabConfig|None=None, # configuration (default LabConfig())
               warm:dict|None=None, # `prepare_warm_start(seed, cfg)` result, to share one warm start between algorithms
               progress:bool=False, # tqdm bar over steps
+              checkpoint:str|Path|None=None, # file to save the run to every `eval_every` steps and resume from
              ): # pandas DataFrame, one row per step (step 0 = the warm start)
-    "Train one algorithm from the seed's warm start; return its per-step metrics."
+    "Train one algorithm from the seed's warm start; return its per-step metrics (resuming from `checkpoint`)."
     import pandas as pd
     from tqdm.auto import tqdm
-    spec, cfg = algorithm_spec(algo), (cfg or LabConfig()).validate()
+    spec, cfg = algorithm_spec(algo), _check_cfg(LabConfig() if cfg is None else cfg)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0: raise ValueError(f"`seed` must be an int >= 0, got {seed!r}")
+    seed = int(seed)
+    if warm is not None and (not isinstance(warm, dict) or "state" not in warm):
+        raise ValueError("`warm` must be the dict of `prepare_warm_start` (with the policy's 'state')")
+    if checkpoint is not None and Path(checkpoint).is_dir(): raise ValueError(f"`checkpoint` {str(checkpoint)!r} is a directory; name a file")
     tok, (train, held) = lab_tokenizer(), lab_data(cfg)
     warm = warm or prepare_warm_start(seed, cfg)
     dev = _device(cfg)
@@ -442,98 +419,171 @@ def train_run(algo:str, # algorithm name, e.g. "grpo+ktae"
     prompt_len = int(train["prompt"].str.len().max()) + 1
     ev = lambda step: evaluate(policy, tok, held, cfg.max_new_tokens, cfg.temperature,
                                torch.Generator(dev).manual_seed(seed * 100_003 + step))
-    rows = [dict(algo=spec["name"], seed=seed, step=0, **ev(0))]
-    for step in tqdm(range(1, cfg.steps + 1), desc=f"{spec['name']} seed {seed}", disable=not progress, leave=False):
+    ident = dict(algo=spec["name"], seed=seed, config=json.loads(json.dumps(cfg.identity())))
+    ckpt = Path(checkpoint) if checkpoint is not None else None
+    if ckpt is not None and ckpt.exists():
+        try: st = torch.load(ckpt, map_location=dev, weights_only=False)
+        except Exception as e: raise ValueError(f"checkpoint {str(ckpt)!r} is unreadable ({type(e).__name__}: {e}); delete it to restart the run") from None
+        if st.get("identity") != ident:
+            raise ValueError(f"checkpoint {str(ckpt)!r} belongs to another run or configuration; delete it or choose another output")
+        policy.load_state_dict(st["policy"]); opt.load_state_dict(st["optimizer"]); sched.load_state_dict(st["scheduler"])
+        rng.bit_generator.state = st["rng"]; gen.set_state(st["generator"].cpu())   # RNG states are CPU byte tensors
+        rows, start = st["rows"], st["step"] + 1
+    else: rows, start = [dict(algo=spec["name"], seed=seed, step=0, **ev(0))], 1
+    for step in tqdm(range(start, cfg.steps + 1), desc=f"{spec['name']} seed {seed}", disable=not progress, leave=False):
         m = rl_step(policy, opt, tok, train, cfg, spec, rng, gen, ref, prompt_len)
         sched.step()
-        if step % cfg.eval_every == 0 or step == cfg.steps: m.update(ev(step))
+        evaluated = step % cfg.eval_every == 0 or step == cfg.steps
+        if evaluated: m.update(ev(step))
         rows.append(dict(algo=spec["name"], seed=seed, step=step, **m))
+        if ckpt is not None and evaluated and step < cfg.steps:
+            _save_checkpoint(ckpt, dict(identity=ident, step=step, rows=rows, policy=policy.state_dict(),
+                                        optimizer=opt.state_dict(), scheduler=sched.state_dict(),
+                                        rng=rng.bit_generator.state, generator=gen.get_state()))
     return pd.DataFrame(rows)
 
 # %% ../nbs/42_lab.ipynb #6e5617ae
-METRICS_FILE, CONFIG_FILE = "metrics.csv", "config.json"
+METRICS_FILE, CONFIG_FILE, CHECKPOINT_DIR = "metrics.csv", "config.json", "checkpoints"
 
 def _check_out_dir(out:Path, cfg:LabConfig) -> None:
     "Create `out` or check that it holds runs of the same configuration."
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir(): raise ValueError(f"output {str(out)!r} is a file; `out` must be a directory")
+    try: out.mkdir(parents=True, exist_ok=True)
+    except OSError as e: raise ValueError(f"cannot create the output directory {str(out)!r}: {e.strerror}") from None
+    if not os.access(out, os.W_OK): raise ValueError(f"output directory {str(out)!r} is not writable")
     f = out / CONFIG_FILE
     ident = json.loads(json.dumps(cfg.identity()))
     if f.exists():
-        old = json.loads(f.read_text())
+        try: old = json.loads(f.read_text())
+        except (ValueError, UnicodeDecodeError): raise ValueError(f"{f} is not valid JSON; delete the directory or choose a new one") from None
         diff = sorted(k for k in set(old) | set(ident) if old.get(k) != ident.get(k))
         if diff:
             raise ValueError(f"output directory {str(out)!r} holds runs of another configuration (differs in "
                              f"{', '.join(f'{k}: {old.get(k)!r} there vs {ident.get(k)!r} now' for k in diff)}); "
                              "refusing to mix them: choose a new --out or delete that directory")
-    elif (out / METRICS_FILE).exists():
+    elif (out / METRICS_FILE).exists() and (out / METRICS_FILE).stat().st_size:
         raise ValueError(f"output directory {str(out)!r} has {METRICS_FILE} but no {CONFIG_FILE}; refusing to mix runs")
-    else: f.write_text(json.dumps(ident, indent=1, sort_keys=True))
+    else: atomic_write(f, json.dumps(ident, indent=1, sort_keys=True))
 
-def _warm_job(seed, cfg):
+def _read_metrics(f:Path, steps:int): # DataFrame of the complete runs in `f` (empty when there is none)
+    "Runs already finished in `metrics.csv`: rows of incomplete or torn runs are dropped (they are redone)."
+    import pandas as pd
+    data = f.read_bytes() if f.exists() else b""
+    if not data.strip(): return pd.DataFrame()
+    if not data.endswith(b"\n"):                                  # a torn last line: every complete row ends in a newline
+        data = data[:data.rfind(b"\n") + 1]
+        print(f"{f}: ignoring a torn last line; its run is redone", file=sys.stderr)
+    try: prev = pd.read_csv(io.BytesIO(data))
+    except pd.errors.EmptyDataError: return pd.DataFrame()
+    except (pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise ValueError(f"{f} is not a readable CSV ({str(e).splitlines()[0]}); move it away to start the runs afresh") from None
+    if not {"algo", "seed", "step", "eval_acc"} <= set(prev.columns):
+        raise ValueError(f"{f} lacks the columns algo, seed, step, eval_acc: not a metrics file of the lab")
+    prev = prev.dropna(subset=["algo", "seed", "step"])
+    full = set(range(steps + 1))
+    def complete(d): return set(d["step"].astype(int)) == full and len(d) == len(full) and d.loc[d["step"] == steps, "eval_acc"].notna().all()
+    ok = prev.groupby(["algo", "seed"]).filter(complete)
+    if len(ok) < len(prev): print(f"{f}: dropping {len(prev) - len(ok)} row(s) of incomplete runs; they are run again", file=sys.stderr)
+    return ok.reset_index(drop=True).astype({"seed": int, "step": int})
+
+def _warm_for(seed:int, cfg:LabConfig, ckdir:Path|None) -> dict:
+    "A seed's warm start, kept in (and reused from) `ckdir` when there is one."
+    f = ckdir / f"warm-seed{seed}.pt" if ckdir is not None else None
+    if f is not None and f.exists():
+        try: return torch.load(f, map_location="cpu", weights_only=False)
+        except Exception: f.unlink()                                 # unreadable: compute it again
+    warm = prepare_warm_start(seed, cfg)
+    if f is not None: _save_checkpoint(f, warm)
+    return warm
+
+def _ckpt_path(ckdir:Path|None, algo:str, seed:int) -> Path|None:
+    return ckdir / f"{algo.replace('+', '_')}-seed{seed}.pt" if ckdir is not None else None
+
+def _warm_job(seed, cfg, ckdir=None):
     "Worker process of `run_ablation`: one seed's warm start."
     torch.set_num_threads(cfg.threads)
-    return prepare_warm_start(seed, cfg)
+    return _warm_for(seed, cfg, ckdir)
 
-def _run_job(algo, seed, cfg, warm):
+def _run_job(algo, seed, cfg, warm, checkpoint=None):
     "Worker process of `run_ablation`: one training run."
     torch.set_num_threads(cfg.threads)
-    return train_run(algo, seed, cfg, warm)
+    return train_run(algo, seed, cfg, warm, checkpoint=checkpoint)
 
 # %% ../nbs/42_lab.ipynb #fdcd722f
 def run_ablation(algos=("grpo", "grpo+ktae", "dapo", "dapo+ktae"), # algorithm names
-                 seeds=3, # number of seeds (0..n-1) or a list of seeds
+                 seeds=3, # number of seeds (0..n-1) or a list of distinct seeds
                  cfg:LabConfig|None=None, # configuration (default LabConfig())
-                 out:str|Path|None=None, # directory for metrics.csv, config.json, curves.png, summary files
+                 out:str|Path|None=None, # directory for metrics.csv, config.json, checkpoints/, curves.png, summary files
                  workers:int=1, # parallel processes (each trains whole seeds)
                  progress:bool=True, # tqdm bars
                 ): # pandas DataFrame of all runs (including resumed ones)
     "Train each algorithm for each seed from shared per-seed warm starts; write tidy metrics, plots and a summary."
     import pandas as pd
     from tqdm.auto import tqdm
-    cfg = (cfg or LabConfig()).validate()
-    algos = [algorithm_spec(a)["name"] for a in ([algos] if isinstance(algos, str) else algos)]
+    cfg = _check_cfg(LabConfig() if cfg is None else cfg)
+    if isinstance(algos, str): algos = [algos]
+    algos = [algorithm_spec(a)["name"] for a in algos]
     if not algos: raise ValueError("`algos` is empty; valid algorithms: " + ", ".join(valid_algorithms()))
     if len(set(algos)) != len(algos): raise ValueError(f"`algos` has duplicates: {algos}")
-    seeds = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
-    if not seeds: raise ValueError("`seeds` must be a positive count or a non-empty list of seeds")
-    if not (isinstance(workers, int) and workers >= 1): raise ValueError(f"`workers` must be an int >= 1, got {workers!r}")
-    frames, done = [], set()
+    if isinstance(seeds, bool): raise ValueError(f"`seeds` must be a count >= 1 or a list of seeds, got {seeds!r}")
+    if isinstance(seeds, (int, np.integer)):
+        if seeds < 1: raise ValueError(f"`seeds` must be a count >= 1 or a list of seeds, got {seeds!r}")
+        seeds = list(range(int(seeds)))
+    else:
+        seeds = list(seeds)
+        if not seeds: raise ValueError("`seeds` must be a positive count or a non-empty list of seeds")
+        if any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 0 for s in seeds):
+            raise ValueError(f"`seeds` must hold ints >= 0, got {seeds!r}")
+        seeds = [int(s) for s in seeds]
+        if len(set(seeds)) != len(seeds): raise ValueError(f"`seeds` has duplicates: {seeds}; each seed would be run twice")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1: raise ValueError(f"`workers` must be an int >= 1, got {workers!r}")
+    if out is None: return _run_ablation(algos, seeds, cfg, None, workers, progress)
+    out = Path(out)
+    _check_out_dir(out, cfg)
+    with output_lock(out / METRICS_FILE):
+        return _run_ablation(algos, seeds, cfg, out, workers, progress)
+
+def _run_ablation(algos, seeds, cfg, out, workers, progress):
+    "The body of `run_ablation` (under the output lock when there is an output directory)."
+    import pandas as pd
+    from tqdm.auto import tqdm
+    frames, done, ckdir = [], set(), None
     if out is not None:
-        out = Path(out); _check_out_dir(out, cfg)
-        if (out / METRICS_FILE).exists():
-            prev = pd.read_csv(out / METRICS_FILE)
-            frames.append(prev); done = set(zip(prev["algo"], prev["seed"]))
+        prev = _read_metrics(out / METRICS_FILE, cfg.steps)
+        if len(prev): frames.append(prev); done = set(zip(prev["algo"], prev["seed"]))
+        ckdir = out / CHECKPOINT_DIR; ckdir.mkdir(exist_ok=True)
     todo = [(s, [a for a in algos if (a, s) not in done]) for s in seeds]
     todo = [(s, al) for s, al in todo if al]
-    def save(dfs):
-        frames.extend(dfs)
-        if out is not None:
-            new = pd.concat(dfs, ignore_index=True)
-            f = out / METRICS_FILE
-            new.to_csv(f, mode="a", header=not f.exists(), index=False)
+    def save(run, algo, seed):
+        frames.append(run)
+        if out is not None:    # the whole file, atomically: a kill leaves the previous complete version
+            atomic_write(out / METRICS_FILE, pd.concat(frames, ignore_index=True).to_csv(index=False))
+            ck = _ckpt_path(ckdir, algo, seed)
+            if ck.exists(): ck.unlink()
     bar = tqdm(total=sum(len(al) for _, al in todo), desc="ablation runs", disable=not progress)
     if workers == 1 or len(todo) <= 1:
         for s, al in todo:
-            warm = prepare_warm_start(s, cfg)
+            warm = _warm_for(s, cfg, ckdir)
             for a in al:
-                save([train_run(a, s, cfg, warm, progress=progress)]); bar.update(1)
+                save(train_run(a, s, cfg, warm, progress=progress, checkpoint=_ckpt_path(ckdir, a, s)), a, s); bar.update(1)
     else:   # warm starts first, then each seed's runs as soon as its warm start is ready: no idle worker
         import multiprocessing as mp
         with mp.get_context("spawn").Pool(min(workers, sum(len(al) for _, al in todo))) as pool:
-            warms = {s: pool.apply_async(_warm_job, (s, cfg)) for s, _ in todo}
-            runs = [pool.apply_async(_run_job, (a, s, cfg, warms[s].get())) for s, al in todo for a in al]
-            for r in runs:
-                save([r.get()]); bar.update(1)
+            warms = {s: pool.apply_async(_warm_job, (s, cfg, ckdir)) for s, _ in todo}
+            runs = [(a, s, pool.apply_async(_run_job, (a, s, cfg, warms[s].get(), _ckpt_path(ckdir, a, s)))) for s, al in todo for a in al]
+            for a, s, r in runs:
+                save(r.get(), a, s); bar.update(1)
     bar.close()
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     df = df[df["algo"].isin(algos) & df["seed"].isin(seeds)].sort_values(["algo", "seed", "step"], ignore_index=True)
     if out is not None and len(df):
         fig, _ = plot_curves(df)
-        fig.savefig(out / "curves.png", dpi=120, bbox_inches="tight")
+        buf = io.BytesIO(); fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
         import matplotlib.pyplot as plt; plt.close(fig)
+        atomic_write(out / "curves.png", buf.getvalue())
         summ = summarize(df)
-        summ.to_csv(out / "summary.csv")
-        (out / "summary.md").write_text(summary_markdown(summ))
+        atomic_write(out / "summary.csv", summ.to_csv())
+        atomic_write(out / "summary.md", summary_markdown(summ))
     return df
 
 # %% ../nbs/42_lab.ipynb #4c6b33e1
@@ -541,7 +591,13 @@ def summarize(df, # tidy metrics from `run_ablation` / `train_run`
              ): # pandas DataFrame, one row per algorithm
     "One row per algorithm: warm-start and final held-out accuracy, gain across seeds, length, entropy, signal."
     import pandas as pd
+    need = ["algo", "seed", "step", "eval_acc", "eval_greedy_acc", "eval_len", "entropy", "mixed_share", "mean_abs_k", "step_time"]
+    if not isinstance(df, pd.DataFrame): raise TypeError(f"`df` must be the metrics DataFrame of `run_ablation`, got {type(df).__name__}")
+    miss = [c for c in need if c not in df.columns]
+    if miss: raise ValueError(f"`df` lacks the metric column(s) {miss}")
     if not len(df): raise ValueError("`df` has no rows")
+    if set(map(tuple, df[["algo", "seed"]].drop_duplicates().to_numpy())) != set(map(tuple, df.loc[df["step"] == 0, ["algo", "seed"]].to_numpy())):
+        raise ValueError("`df` has a run without its step 0 row (the warm start's evaluation)")
     last = df.groupby(["algo", "seed"])["step"].transform("max")
     ends = df[df["step"] == last].set_index(["algo", "seed"])
     start = df[df["step"] == 0].set_index(["algo", "seed"])
@@ -566,6 +622,11 @@ def summarize(df, # tidy metrics from `run_ablation` / `train_run`
 def summary_markdown(summ, # from `summarize`
                     ) -> str: # a markdown table (accuracies in points)
     "The summary as a markdown table, accuracies in percentage points, mean ± std over seeds."
+    import pandas as pd
+    need = ["seeds", "warm_acc_mean", "warm_acc_std", "final_acc_mean", "final_acc_std", "gain_mean", "gain_std", "gain_min",
+            "final_greedy_acc", "final_len", "final_entropy", "mixed_share", "mean_abs_k"]
+    if not isinstance(summ, pd.DataFrame) or not len(summ) or any(c not in summ.columns for c in need):
+        raise ValueError("`summ` must be the non-empty table of `summarize(df)`")
     pm = lambda m, s: f"{100 * m:.1f} ± {100 * s:.1f}"
     lines = ["| algorithm | seeds | warm-start acc | final acc | gain (worst seed) | greedy acc | length | entropy | mixed groups | mean abs K |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -587,8 +648,12 @@ def plot_curves(df, # tidy metrics
                 smooth:int=5, # rolling mean window for per-step (training) metrics
                ): # (fig, axes)
     "Learning curves per algorithm: mean over seeds with a min-max band across seeds."
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt, pandas as pd
+    if not isinstance(df, pd.DataFrame) or not len(df) or any(c not in df.columns for c in ("algo", "seed", "step")):
+        raise ValueError("`df` must be a non-empty metrics DataFrame with algo, seed and step columns")
+    if isinstance(smooth, bool) or not isinstance(smooth, int) or smooth < 1: raise ValueError(f"`smooth` must be an int >= 1, got {smooth!r}")
     metrics = [metrics] if isinstance(metrics, str) else list(metrics)
+    if not metrics: raise ValueError("`metrics` is empty: name at least one metric column")
     bad = [m for m in metrics if m not in df.columns]
     if bad: raise ValueError(f"unknown metric(s) {bad}; available: {sorted(c for c in df.columns if c not in ('algo', 'seed', 'step'))}")
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 3.4), squeeze=False)

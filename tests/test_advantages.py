@@ -154,12 +154,12 @@ def test_bad_input():
     with pytest.raises(ValueError, match="`rewards` must be 1-D"): batch_std_advantages(torch.ones(2, 2), group_size=2)
     with pytest.raises(ValueError, match="exactly one of `index`"): rloo_advantages(r)
     with pytest.raises(ValueError, match="does not divide"): grpo_advantages(r, group_size=3)
-    with pytest.raises(ValueError, match="`advantages` must have shape"): token_advantages(torch.ones(3), torch.ones(2, 4))
-    with pytest.raises(TypeError, match="`advantages` must be floating"): token_advantages(torch.ones(2, dtype=torch.long), torch.ones(2, 4))
+    with pytest.raises(ValueError, match="`advantages` shape"): token_advantages(torch.ones(3), torch.ones(2, 4))
+    with pytest.raises(TypeError, match="`advantages` must be a floating-point"): token_advantages(torch.ones(2, dtype=torch.long), torch.ones(2, 4))
     with pytest.raises(ValueError, match="`response_mask` must be 2-D"): token_advantages(torch.ones(2), torch.ones(2))
 
 
 def test_negative_eps_rejected():
     r = torch.tensor([1., 0.])
     for est in ("grpo", "batch_std"):
-        with pytest.raises(ValueError, match="`eps` must be >= 0"): outcome_advantages(r, group_size=2, estimator=est, eps=-1e-6)
+        with pytest.raises(ValueError, match="`eps` must be a finite number >= 0"): outcome_advantages(r, group_size=2, estimator=est, eps=-1e-6)

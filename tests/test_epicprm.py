@@ -343,29 +343,56 @@ def test_text_steps_and_epic50k_layout():
 # ---------------------------------------------------------------- transformers completer on a tiny random model
 def test_transformers_completer_logprobs_match_forward():
     torch = pytest.importorskip("torch")
-    from ktae_lab.completers import tiny_random_lm, TransformersCompleter, completion_prompt
+    from ktae_lab.completers import TransformersCompleter, completion_prompt
+    from ktae_lab.lm import tiny_random_lm, encode_prompts, generate, token_log_probs, derive_seed
     torch.set_num_threads(1)
-    model, tok = tiny_random_lm(seed=3)
+    model, tok, _ = tiny_random_lm(seed=3)
     tc = TransformersCompleter(model, tok, max_new_tokens=10, batch_size=3, seed=0, temperature=1.0)
     out = check_completions(tc("What is 2 + 2?", ["Step 1: 2 + 2 = 4."], 4), 4)
     prompt, chat = completion_prompt(tok, "What is 2 + 2?", ["Step 1: 2 + 2 = 4."])
-    ids = tok(prompt, add_special_tokens=not chat)["input_ids"]
-    # recompute with a teacher-forced forward pass: re-tokenising the text is lossy, so re-generate deterministically
-    torch.manual_seed(0)
-    g = model.generate(torch.tensor([ids] * 3), attention_mask=torch.ones(3, len(ids), dtype=torch.long), do_sample=True,
-                       temperature=1.0, top_p=1.0, max_new_tokens=10, pad_token_id=tok.pad_token_id, eos_token_id=[tok.eos_token_id])
-    seq = g[0]; gen = seq[len(ids):]
-    eos = (gen == tok.eos_token_id).nonzero()
-    n = int(eos[0]) + 1 if len(eos) else len(gen)
-    with torch.no_grad(): logits = model(seq[None]).logits[0]
-    lp = torch.log_softmax(logits[len(ids) - 1: len(ids) - 1 + n], -1).gather(-1, gen[:n, None]).mean()
-    assert out[0].num_tokens == n and out[0].mean_logprob == pytest.approx(float(lp), abs=1e-4)
+    ids, am = encode_prompts(tok, [prompt] * 3, add_special_tokens=not chat)
+    # regenerate the first chunk with the completer's generator (call 0), then score it with a teacher-forced pass
+    g = generate(model, ids, am, 10, tok.eos_token_id, tok.pad_token_id, 1.0, generator=torch.Generator().manual_seed(derive_seed(0, 0)))
+    with torch.no_grad(): lp = token_log_probs(model, ids, am, g.responses, g.response_mask)
+    n = g.response_mask.sum(1)
+    mean = (lp * g.response_mask).sum(1) / n
+    for c, k, m in zip(out[:3], n.tolist(), mean.tolist()):
+        assert c.num_tokens == k and c.mean_logprob == pytest.approx(m, abs=1e-4)
+    assert out[0].text == tok.decode(g.responses[0, :n[0]], skip_special_tokens=True)
+    # the second call draws from another generator; the same seed repeats the whole sequence of calls
+    again = TransformersCompleter(model, tok, max_new_tokens=10, batch_size=3, seed=0, temperature=1.0)
+    assert [c.text for c in again("What is 2 + 2?", ["Step 1: 2 + 2 = 4."], 4)] == [c.text for c in out]
+
+
+def test_transformers_completer_greedy_and_global_rng_untouched():
+    torch = pytest.importorskip("torch")
+    from ktae_lab.completers import TransformersCompleter
+    from ktae_lab.lm import tiny_random_lm
+    model, tok, _ = tiny_random_lm(seed=2)
+    state = torch.random.get_rng_state()
+    outs = TransformersCompleter(model, tok, max_new_tokens=6, temperature=0.0)("What is 3 + 5?", [], 3)
+    assert len({c.text for c in outs}) == 1                              # greedy: all completions coincide
+    TransformersCompleter(model, tok, max_new_tokens=6, seed=None)("What is 3 + 5?", [], 2)
+    assert torch.equal(torch.random.get_rng_state(), state)               # private generators only
+
+
+@pytest.mark.parametrize("kw, msg", [(dict(max_new_tokens=0), "max_new_tokens"), (dict(batch_size=0), "batch_size"),
+                                     (dict(temperature=-1.0), "temperature"), (dict(temperature=float("nan")), "temperature"),
+                                     (dict(top_p=0.0), "top_p"), (dict(top_p=1.5), "top_p"), (dict(seed="0"), "seed"),
+                                     (dict(max_new_tokens=2.5), "max_new_tokens")])
+def test_transformers_completer_bad_settings(kw, msg):
+    pytest.importorskip("torch")
+    from ktae_lab.completers import TransformersCompleter
+    from ktae_lab.lm import tiny_random_lm
+    model, tok, _ = tiny_random_lm()
+    with pytest.raises(ValueError, match=f"`{msg}`"): TransformersCompleter(model, tok, **kw)
 
 
 def test_transformers_completer_end_to_end_dataset(tmp_path):
     pytest.importorskip("torch")
-    from ktae_lab.completers import tiny_random_lm, TransformersCompleter
-    model, tok = tiny_random_lm(chat=False)
+    from ktae_lab.completers import TransformersCompleter
+    from ktae_lab.lm import tiny_random_lm
+    model, tok, _ = tiny_random_lm(chat_template=False)
     tc = Counting(TransformersCompleter(model, tok, max_new_tokens=4, batch_size=8, seed=0))
     df = pd.DataFrame(dict(id=[0, 1], question=["2+2?", "3+3?"], reference_answer=["4", "6"],
                            steps=[["2+2=5", "The answer is 5"], ["3+3=7", "so 7", "The answer is 7"]]))

@@ -9,7 +9,6 @@ import torch
 
 from ktae_lab.advantages import outcome_advantages
 from ktae_lab.ktae import key_token_values, ktae_advantages
-from ktae_lab.losses import ktae_token_advantages
 from ktae_lab import interop
 from ktae_lab.interop import (compute_ktae_outcome_advantage, compute_ktae_advantage_for_batch, register_verl_estimator,
                               patch_verl_compute_advantage, verl_overrides, trl_ktae_advantages, make_ktae_grpo_trainer)
@@ -40,11 +39,11 @@ def test_estimator_settings_from_config_and_kwargs():
     resp, mask, score, tlr, uid = _batch(2)
     cfg = {"norm_adv_by_std_in_grpo": False, "ktae": {"preset": "clean", "beta": 2.0, "ignore_ids": [3]}}
     adv, _ = compute_ktae_outcome_advantage(tlr, mask, uid, resp, config=cfg, reward_baselines=torch.zeros(24))
-    expect = ktae_token_advantages(resp, mask, score, index=uid, estimator="dr_grpo", preset="clean", beta=2.0, ignore_ids=(3,))
+    expect = ktae_advantages(resp, mask, score, index=uid, estimator="dr_grpo", preset="clean", beta=2.0, ignore_ids=(3,))
     torch.testing.assert_close(adv, expect)
     assert (adv[(resp == 3) & (mask == 1)] == outcome_advantages(score, index=uid, estimator="dr_grpo")[:, None].expand_as(adv)[(resp == 3) & (mask == 1)]).all()
     adv2, _ = compute_ktae_outcome_advantage(tlr, mask, uid, resp, config=cfg, ktae={"estimator": "rloo"})
-    torch.testing.assert_close(adv2, ktae_token_advantages(resp, mask, score, index=uid, estimator="rloo"))
+    torch.testing.assert_close(adv2, ktae_advantages(resp, mask, score, index=uid, estimator="rloo"))
     adv3, _ = compute_ktae_outcome_advantage(tlr, mask, uid, resp, config=cfg, norm_adv_by_std_in_grpo=True, ktae={})
     torch.testing.assert_close(adv3, ktae_advantages(resp, mask, score, index=uid))
 
@@ -64,7 +63,7 @@ def test_verl_algo_config():
     from verl.trainer.config import AlgoConfig
     resp, mask, score, tlr, uid = _batch(4)
     adv, _ = compute_ktae_outcome_advantage(tlr, mask, uid, resp, config=AlgoConfig(norm_adv_by_std_in_grpo=False))
-    torch.testing.assert_close(adv, ktae_token_advantages(resp, mask, score, index=uid, estimator="dr_grpo"))
+    torch.testing.assert_close(adv, ktae_advantages(resp, mask, score, index=uid, estimator="dr_grpo"))
 
 
 def test_registry():
@@ -108,7 +107,7 @@ def test_patch_compute_advantage():
     d = SimpleNamespace(batch={"responses": resp, "response_mask": mask, "token_level_rewards": tlr}, non_tensor_batch={"uid": uid})
     mod.compute_advantage(d, "grpo", 1.0); assert calls == ["grpo"] and "advantages" not in d.batch
     mod.compute_advantage(d, SimpleNamespace(value="ktae"), norm_adv_by_std_in_grpo=False, config=None)
-    torch.testing.assert_close(d.batch["advantages"], ktae_token_advantages(resp, mask, score, index=uid, estimator="dr_grpo", preset="clean"))
+    torch.testing.assert_close(d.batch["advantages"], ktae_advantages(resp, mask, score, index=uid, estimator="dr_grpo", preset="clean"))
     patch_verl_compute_advantage(module=mod)                          # patching twice wraps the original once
     assert mod.compute_advantage.__wrapped__ is wrapped.__wrapped__
 
@@ -194,6 +193,7 @@ def test_trl_subclass_second_of_two_processes():
         process_index, num_processes = 1, 2
         def pad_across_processes(self, x, dim=1, pad_index=0): return torch.nn.functional.pad(x, (0, 9 - x.shape[1]), value=pad_index)
         def gather(self, x):
+            if x.dim() == 1: return torch.cat([outcome_advantages(r, group_size=4, eps=1e-4)[:h], x])   # TRL's [B] advantages
             src = [p0_ids, p1_ids] if torch.equal(x[:, :7], p1_ids) else [p0_mask, p1_mask]
             return torch.cat([torch.nn.functional.pad(p, (0, 9 - p.shape[1])) for p in src])
     base_local = outcome_advantages(r, group_size=4, eps=1e-4)[h:]
@@ -218,8 +218,8 @@ def test_trl_subclass_of_real_trainer():
 def test_bad_input():
     resp, mask, score, tlr, uid = _batch(8)
     with pytest.raises(TypeError, match="`index`"): compute_ktae_outcome_advantage(tlr, mask, None, resp)
-    with pytest.raises(ValueError, match="`token_level_rewards` must be a 2-D"): compute_ktae_outcome_advantage(score, mask, uid, resp)
-    with pytest.raises(TypeError, match="`token_level_rewards` must be floating"): compute_ktae_outcome_advantage(tlr.long(), mask, uid, resp)
+    with pytest.raises(ValueError, match="`token_level_rewards` must be 2-D"): compute_ktae_outcome_advantage(score, mask, uid, resp)
+    with pytest.raises(TypeError, match="`token_level_rewards` must be a floating-point"): compute_ktae_outcome_advantage(tlr.long(), mask, uid, resp)
     with pytest.raises(ValueError, match="`response_mask` shape"): compute_ktae_outcome_advantage(tlr, mask[:, :3], uid, resp)
     with pytest.raises(ValueError, match="unknown KTAE override"): compute_ktae_outcome_advantage(tlr, mask, uid, resp, ktae={"betta": 1})
     with pytest.raises(KeyError, match="no 'uid'"):

