@@ -7,10 +7,10 @@ from __future__ import annotations
 import copy, math, re, threading, time
 import numpy as np
 import torch
-from .task import lab_tokenizer, score_responses, reference_solution, solution_steps, first_wrong_step, token_steps
+from .task import lab_tokenizer, reference_solution, solution_steps, first_wrong_step, token_steps
 from .lm import tiny_random_lm, encode_prompts, generate
 from .lab import LabConfig, lab_data, prepare_warm_start, rl_step, algorithm_spec, generate_groups
-from .epicprm import Completion, Annotation, Baseline, annotate, epic_baseline, METHODS, EPIC_STATIC_K, EPIC_PILOT_K, EPIC_PILOT_MIN_CORRECT
+from .epicprm import Completion, Annotation, annotate, epic_baseline, METHODS, EPIC_STATIC_K, EPIC_PILOT_K, EPIC_PILOT_MIN_CORRECT
 from .ktae import key_token_values
 from .dapo import groups_with_spread
 
@@ -157,7 +157,7 @@ def annotate_many(questions, # [N] problems
         if errors: raise errors[0]
     first = {}
     for i, q in enumerate(questions): first.setdefault(q, i)
-    if method.startswith("epic") and method != "epic_sequential" or method in ("epic_sequential",):
+    if method.startswith("epic"):                              # EpicPRM methods share one baseline per question
         p = dict(params); adaptive = method == "epic_adaptive"
         def base_job(q):
             b = epic_baseline(q, bat, reference_answers[first[q]], adaptive=adaptive, k=p.get("k", EPIC_STATIC_K),
