@@ -16,7 +16,7 @@ OUT = HERE / "smollm2_annotations.jsonl"
 METHODS = ("epic_adaptive", "math_shepherd")
 # Budgets sized for 2 shared CPU cores (see the datasheet): a 16-rollout pilot, 16 rollouts per probe, 8 per step.
 PARAMS = {"epic_adaptive": dict(pilot=16, min_pilot_correct=1), "math_shepherd": dict(n=8)}
-MAX_NEW_TOKENS, TEMPERATURE, TOP_P, SEED, STEP_SEP, CHUNK = 96, 0.7, 0.95, 0, "\n", 4
+MAX_NEW_TOKENS, TEMPERATURE, TOP_P, SEED, STEP_SEP, CHUNK = 64, 0.7, 0.95, 0, "\n", 4
 
 # (group_id, rollout_id, hand_first_error, hand_note): read by hand, steps as `sentence_steps` splits them.
 HAND = [

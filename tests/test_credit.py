@@ -13,7 +13,9 @@ from ktae_lab.credit import (LabCompleter, annotate_many, policy_solutions, toke
                              sentence_steps, hand_agreement, seed_spread, KTAE_SETTINGS)
 from ktae_lab.epicprm import Completion, annotate, check_completions, METHODS
 from ktae_lab.task import lab_tokenizer, reference_solution, solution_steps, first_wrong_step, token_steps
-from ktae_lab.lab import tiny_lm
+from ktae_lab.lm import tiny_random_lm, Generation
+
+def tiny_lm(tok, seed=0, device="cpu"): return tiny_random_lm(seed, tok, d_model=64, max_positions=128)[0]
 
 torch.set_num_threads(1)
 TOK = lab_tokenizer()
@@ -97,16 +99,16 @@ def test_lab_completer_protocol_budget_and_grading(monkeypatch):
     assert all(c.num_tokens <= 12 - len("7-3=4,") for c in out)      # prefix + continuation within the budget
     # grading: script the sampler, so the right continuation is known
     eos, pad = TOK.eos_token_id, TOK.pad_token_id
-    def scripted(m, ids, am, max_new, eos_id, pad_id, temperature, generator):
+    def scripted(m, ids, am, max_new, eos_id, pad_id, temperature, generator=None):
         texts = ["4+5=9#9", "4+5=8#8", "4+5=9#9"]
         enc = TOK(texts, add_special_tokens=False)["input_ids"]
         r = torch.full((3, max_new), pad, dtype=torch.long); rm = torch.zeros_like(r)
         for i, e in enumerate(enc):
             e = e + ([eos] if i < 2 else [])                          # row 2 never ends: truncated, so wrong
             e = e[:max_new]; r[i, :len(e)] = torch.tensor(e); rm[i, :len(e)] = 1
-        return r, rm
-    monkeypatch.setattr(credit, "sample_rollouts", scripted)
-    got = comp("7-3+5:", ["7-3=4"], 3)
+        return Generation(r, rm, -0.5 * rm.float())
+    monkeypatch.setattr(credit, "generate", scripted)
+    got = LabCompleter(model, TOK, max_new_tokens=32)("7-3+5:", ["7-3=4"], 3)
     assert [c.correct for c in got] == [True, False, False]
     assert [c.text for c in got] == ["4+5=9#9", "4+5=8#8", "4+5=9#9"]
 
@@ -169,7 +171,7 @@ def _sol(prompts, texts, G):
 def test_ktae_points_at_a_planted_mistake():
     "Right rollouts write 6 in step 1, wrong ones write 7 there: K is negative inside the wrong step, AUROC > 0.5."
     p = "1+2+3:"
-    sol = _sol([p] * 8 + ["2+2:"] * 4, ["1+2=3,3+3=6#6"] * 4 + ["1+2=3,3+3=7#7"] * 4 + ["2+2=4#4"] * 4, 4)
+    sol = _sol([p] * 8 + ["2+2:"] * 8, ["1+2=3,3+3=6#6"] * 4 + ["1+2=3,3+3=7#7"] * 4 + ["2+2=4#4"] * 8, 8)
     kc = ktae_credit(sol)
     assert list(kc.setting) == list(KTAE_SETTINGS)
     off = kc.set_index("setting")
