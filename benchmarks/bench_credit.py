@@ -1,15 +1,14 @@
 """Who finds the mistake: EpicPRM's annotators and KTAE's token credit against the lab task's exact first wrong step.
 
-    python benchmarks/bench_credit.py            # 3 seeds x (warm start, GRPO) x >= 500 wrong solutions x 5 methods
-    python benchmarks/bench_credit.py --quick    # CI-sized: 1 seed, 60 wrong solutions, shorter warm start
-    python benchmarks/bench_credit.py --out DIR  # also write the tidy tables as CSV
+    python -m benchmarks.bench_credit            # 3 seeds x (warm start, GRPO) x >= 500 wrong solutions x 5 methods
+    python -m benchmarks.bench_credit --quick    # CI-sized: 1 seed, 60 wrong solutions, shorter warm start
+    python -m benchmarks.bench_credit --out DIR  # also write the tidy tables as CSV
 Target (issue 12): the full table in <= 10 minutes on 2 CPU cores.
 """
 import argparse, os, sys, time
 from pathlib import Path
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a checkout without installing
 
 
 def load():
