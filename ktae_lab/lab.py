@@ -9,6 +9,7 @@ from dataclasses import dataclass, asdict, fields, replace
 from pathlib import Path
 import numpy as np
 import torch
+from .core import check_float_tensor, check_mask, check_tensor, check_shape, check_number, check_token_batch
 from .task import make_problems, LAB_ALPHABET, lab_tokenizer, score_responses, first_wrong_step, solution_steps, token_steps
 from .advantages import outcome_advantages, token_advantages
 from .ktae import ktae_advantages, key_token_values, resolve_config, parse_overrides
@@ -262,9 +263,13 @@ def process_advantages(step_rewards:torch.Tensor, # [B, S] reward of each step (
                        eps:float=1e-6, # added to the group std
                       ) -> torch.Tensor: # [B, L] float: sum of the normalised rewards of the token's step and later ones
     "DeepSeekMath's process-supervision advantage: step rewards normalised within the group, summed from each token's step on."
+    check_float_tensor(step_rewards, "step_rewards", dim=2, label="[B, S]")
     B, S = step_rewards.shape
-    if step_valid.shape != (B, S): raise ValueError(f"`step_valid` must have shape {(B, S)}, got {tuple(step_valid.shape)}")
+    step_valid = check_mask(step_valid, (B, S), "step_valid")
+    check_tensor(steps, "steps"); check_shape(steps, "steps", dim=2)
     if steps.shape[0] != B: raise ValueError(f"`steps` has {steps.shape[0]} rows but `step_rewards` has {B}")
+    check_number(eps, "eps", 0)
+    if bool((~torch.isfinite(step_rewards) & step_valid).any()): raise ValueError("`step_rewards` contains NaN or infinite values at valid steps")
     if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1 or B % group_size:
         raise ValueError(f"`group_size` must be an int >= 1 dividing the batch ({B}), got {group_size!r}")
     v = step_valid.float().reshape(B // group_size, -1)
@@ -287,6 +292,11 @@ def step_rewards(tokenizer, # the lab tokenizer
                 ) -> tuple[torch.Tensor, torch.Tensor]: # [B, S] rewards, [B, S] bool valid (on the responses' device)
     "Per-step rewards of a batch of lab rollouts: exact truth labels or PRM scores."
     if source not in ("truth", "prm"): raise ValueError(f"`source` must be 'truth' or 'prm', got {source!r}")
+    if not hasattr(tokenizer, "batch_decode"): raise TypeError(f"`tokenizer` must be the lab tokenizer (a transformers tokenizer), got {type(tokenizer).__name__}")
+    check_token_batch(responses, response_mask)
+    check_token_batch(prompt_ids, prompt_mask)
+    if prompt_ids.shape[0] != responses.shape[0]:
+        raise ValueError(f"`prompt_ids` has {prompt_ids.shape[0]} rows but `responses` has {responses.shape[0]}")
     if source == "prm" and prm is None: raise ValueError("`source='prm'` needs a `prm` (a ProcessRewardModel)")
     prompts = tokenizer.batch_decode((prompt_ids * prompt_mask).tolist(), skip_special_tokens=True)
     texts = tokenizer.batch_decode((responses * response_mask).tolist(), skip_special_tokens=True)

@@ -34,7 +34,7 @@ class Case:
     needs_nonroot: bool = False
 
     @property
-    def cmd(self): return self.args[0] if self.args and self.args[0] in ("score", "report", "sample", "ablate") else None
+    def cmd(self): return self.args[0] if self.args and self.args[0] in ("score", "report", "sample", "ablate", "prm") else None
 
     def id(self): return " ".join(self.args)[:70]
 
@@ -137,13 +137,21 @@ CASES = [
     Case(["ablate", "--preset", "nope", "-o", "{ws}/ab"], "unknown preset 'nope'", old=["ablate", "--preset", "nope", "--out", "{ws}/ab"] + SMALL_LAB_OLD),
     Case(["ablate", "--steps", "0", "-o", "{ws}/ab"], "--steps: must be >= 1", old=["ablate", "--steps", "0", "--out", "{ws}/ab"]),
     Case(["ablate", "--algos", "grpo"], "the following arguments are required: -o/--out"),
+    # ------------------------------------------------------------------ prm (nothing is trained)
+    Case(["prm", "--seeds", "1,1", "-o", "{ws}/p"], "given twice"),
+    Case(["prm", "--seeds", "a", "-o", "{ws}/p"], "--seeds: expected a count or a comma list"),
+    Case(["prm", "--device", "gpu", "-o", "{ws}/p"], "'gpu' is not a device name"),
+    Case(["prm", "-o", "{existing}"], "is an existing file; give a folder"),
+    Case(["prm", "-o", "{afile}/sub"], "cannot create the folder"),
+    Case(["prm", "--threads", "0", "-o", "{ws}/p"], "--threads"),
+    Case(["prm", "--quick"], "the following arguments are required: -o/--out"),
     # ------------------------------------------------------------------ the dispatcher
     Case(["scroe"], "unknown command 'scroe'; valid commands: score, report, sample, ablate"),
     Case(["--bogus"], "unknown command '--bogus'"),
 ]
 
 STUBS = {"sample": [("ktae_lab.lm", "load_model"), ("ktae_lab.sampling", "load_model")],
-         "ablate": [("ktae_lab.lab", "run_ablation")]}
+         "ablate": [("ktae_lab.lab", "run_ablation")], "prm": [("ktae_lab.prm_lab", "run_prm_pipeline")]}
 
 
 def fill(args, ws): return [a.format(**ws) for a in args]
