@@ -294,9 +294,10 @@ def step_rewards(tokenizer, # the lab tokenizer
     if source not in ("truth", "prm"): raise ValueError(f"`source` must be 'truth' or 'prm', got {source!r}")
     if not hasattr(tokenizer, "batch_decode"): raise TypeError(f"`tokenizer` must be the lab tokenizer (a transformers tokenizer), got {type(tokenizer).__name__}")
     check_token_batch(responses, response_mask)
-    check_token_batch(prompt_ids, prompt_mask)
+    check_tensor(prompt_ids, "prompt_ids"); check_shape(prompt_ids, "prompt_ids", dim=2)
     if prompt_ids.shape[0] != responses.shape[0]:
         raise ValueError(f"`prompt_ids` has {prompt_ids.shape[0]} rows but `responses` has {responses.shape[0]}")
+    check_mask(prompt_mask, tuple(prompt_ids.shape), "prompt_mask")
     if source == "prm" and prm is None: raise ValueError("`source='prm'` needs a `prm` (a ProcessRewardModel)")
     prompts = tokenizer.batch_decode((prompt_ids * prompt_mask).tolist(), skip_special_tokens=True)
     texts = tokenizer.batch_decode((responses * response_mask).tolist(), skip_special_tokens=True)

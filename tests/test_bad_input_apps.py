@@ -243,6 +243,7 @@ CASES = [
     ("step_rewards", lambda t: lab.step_rewards(None, torch.ones(2, 3, dtype=torch.long), torch.ones(2, 3, dtype=torch.long), torch.ones(2, 4, dtype=torch.long), torch.ones(2, 4, dtype=torch.long), "truth"), "`tokenizer`"),
     ("step_rewards", lambda t: lab.step_rewards(LTOK, torch.ones(2, 3, dtype=torch.long), torch.ones(2, 3, dtype=torch.long), torch.ones(2, 4, dtype=torch.long), torch.ones(2, 3, dtype=torch.long), "truth"), "`response_mask` shape"),
     ("step_rewards", lambda t: lab.step_rewards(LTOK, torch.ones(1, 3, dtype=torch.long), torch.ones(1, 3, dtype=torch.long), torch.ones(2, 4, dtype=torch.long), torch.ones(2, 4, dtype=torch.long), "truth"), "`prompt_ids` has 1 rows"),
+    ("step_rewards", lambda t: lab.step_rewards(LTOK, torch.ones(2, 3, dtype=torch.long), torch.ones(2, 2, dtype=torch.long), torch.ones(2, 4, dtype=torch.long), torch.ones(2, 4, dtype=torch.long), "truth"), "`prompt_mask` shape"),
     ("step_rewards", lambda t: lab.step_rewards(LTOK, torch.ones(2, 3, dtype=torch.long), torch.ones(2, 3, dtype=torch.long), torch.ones(2, 4), torch.ones(2, 4, dtype=torch.long), "truth"), "`responses` must hold integer"),
     ("cfg_threshold", lambda t: lab.cfg_threshold(None), "`cfg`"),
     ("cfg_threshold", lambda t: lab.cfg_threshold({}), "`cfg`"),
