@@ -112,11 +112,33 @@ def test_every_navigation_page_is_served(site, server):
             assert r.status == 200 and "<article" in body, p
 
 
-def _chromium(args, timeout=180):
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-default-apps",
-             "--disable-domain-reliability", "--no-pings", "--disable-features=Translate,OptimizationHints,MediaRouter,AutofillServerCommunication"]
-    return subprocess.run([CHROMIUM, *flags, *args], capture_output=True, text=True, timeout=timeout)
+def _driver(netlog:Path):
+    "A headless Chromium driven by selenium that logs every network request to `netlog` (written when it quits)."
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    o = webdriver.ChromeOptions()
+    for a in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run", "--window-size=1000,700",
+              "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-default-apps",
+              "--disable-domain-reliability", "--no-pings", f"--log-net-log={netlog}",
+              "--disable-features=Translate,OptimizationHints,MediaRouter,AutofillServerCommunication"]: o.add_argument(a)
+    o.binary_location = CHROMIUM
+    d = webdriver.Chrome(service=Service(CHROMEDRIVER), options=o)
+    d.set_page_load_timeout(90); d.set_script_timeout(30)
+    return d
+
+
+def _visit(driver, url:str, wait_for:str|None=None, tries:int=2):
+    "Load `url` (a page-load timeout is retried once: a 2-core machine under load can stall one page) and wait until it has settled."
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
+    for k in range(tries):
+        try:
+            driver.get(url)
+            WebDriverWait(driver, 90).until(lambda d: d.execute_script("return document.readyState") == "complete")
+            if wait_for: WebDriverWait(driver, 90).until(lambda d: d.execute_script(wait_for))
+            return driver.page_source
+        except TimeoutException:
+            if k == tries - 1: raise
 
 
 def _page_requests(netlog:Path) -> list[str]:
@@ -126,33 +148,37 @@ def _page_requests(netlog:Path) -> list[str]:
             and urlparse(e["params"].get("initiator", "")).hostname in LOCAL]
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (see README's ci:system block)")
+CHROMEDRIVER = shutil.which("chromedriver")
+needs_browser = pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None or importlib.util.find_spec("selenium") is None,
+                                   reason="needs Chromium, its driver and selenium (see README's ci:system block)")
+# MathJax 2 (what mkdocs-jupyter loads) has finished typesetting when its queue is empty
+TYPESET = "return !window.MathJax || !MathJax.Hub || !MathJax.Hub.queue || (MathJax.Hub.queue.pending === 0 && !MathJax.Hub.queue.running)"
+
+
+@needs_browser
 def test_index_renders_in_chromium(site, server, tmp_path):
     log = tmp_path / "net.json"
-    r = _chromium([f"--user-data-dir={tmp_path / 'profile'}", f"--log-net-log={log}", "--virtual-time-budget=15000",
-                   "--dump-dom", urljoin(server.url, "index.html")])
-    dom = r.stdout
-    assert "Why: GRPO gives every token the same credit" in dom, r.stderr[-2000:]
-    assert "MathJax" in dom and re.search(r'class="MathJax[^"]*"', dom), "formulas were not typeset (MathJax did not run)"
+    d = _driver(log)
+    try: dom = _visit(d, urljoin(server.url, "index.html"), wait_for="return document.querySelector('[class^=MathJax]') !== null")
+    finally: d.quit()
+    assert "Why: GRPO gives every token the same credit" in dom
+    assert re.search(r'class="MathJax[^"]*"', dom), "formulas were not typeset (MathJax did not run)"
     assert "md-nav__link" in dom and "<table" in dom
     external_requests = [u for u in _page_requests(log) if external(u)]
     assert not external_requests, external_requests
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (see README's ci:system block)")
+@needs_browser
 def test_every_navigation_page_loads_in_chromium_without_external_requests(site, server, tmp_path):
     pages = nav_pages(site)
-    # one iframe that visits every page in turn (all at once is too heavy for a 2-core machine)
-    (site / "_all_pages.html").write_text(
-        '<!doctype html><html><head><link rel="icon" href="data:,"></head><body><iframe id="f" width="1000" height="600"></iframe>'
-        f"<script>const pages = {json.dumps(pages)}; let i = 0; const f = document.getElementById('f');"
-        "f.onload = () => { if (++i < pages.length) f.src = pages[i]; else document.title = 'done'; }; f.src = pages[0];</script>"
-        "</body></html>")
     log = tmp_path / "net.json"
     del server.requests[:]
-    r = _chromium([f"--user-data-dir={tmp_path / 'profile'}", f"--log-net-log={log}", "--virtual-time-budget=120000",
-               "--dump-dom", urljoin(server.url, "_all_pages.html")], timeout=900)
-    assert "<title>done</title>" in r.stdout, "the browser did not get through every page"
+    d = _driver(log)
+    try:
+        for p in pages:   # one browser visits every page in turn, each with its own timeout
+            dom = _visit(d, urljoin(server.url, p), wait_for=TYPESET)
+            assert "<article" in dom, p
+    finally: d.quit()
     loaded = {path.lstrip("/"): code for path, code in server.requests}
     assert all(loaded.get(p) == 200 for p in pages), [p for p in pages if loaded.get(p) != 200]
     requested = _page_requests(log)

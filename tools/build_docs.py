@@ -116,10 +116,18 @@ def stage(nbs:Path, lib:str) -> list:
     import jupyter_server_mathjax
     shutil.copytree(Path(jupyter_server_mathjax.__file__).parent / "static", docs / "assets" / "mathjax",
                     ignore=shutil.ignore_patterns("*.md", "LICENSE"))
-    # the package ships MathJax's STIX-Web fonts only: tell MathJax (config/local.js, loaded by `config=...,local`)
+    # the package ships MathJax's STIX-Web fonts only: tell MathJax (config/local.js, loaded by `config=...,local`); the
+    # hidden MathML that the AssistiveMML extension adds for screen readers gets NativeMML's @font-face rules for the TeX
+    # fonts, which are not shipped (fonts/HTML-CSS/TeX/otf: a 404 for every double-struck or script letter): drop them
     (docs / "assets" / "mathjax" / "config" / "local.js").write_text(
         'MathJax.Hub.Config({"HTML-CSS": {availableFonts: ["STIX-Web"], preferredFont: "STIX-Web", webFont: "STIX-Web", '
-        'imageFont: null}, SVG: {font: "STIX-Web"}});\nMathJax.Ajax.loadComplete("[MathJax]/config/local.js");\n')
+        'imageFont: null}, SVG: {font: "STIX-Web"}, MMLorHTML: {prefer: {MSIE: "HTML", Firefox: "HTML", Safari: "HTML", '
+        'Chrome: "HTML", Opera: "HTML", other: "HTML"}}});\n'
+        'MathJax.Hub.Register.StartupHook("NativeMML Jax Config", function () {\n'
+        '  var st = MathJax.OutputJax.NativeMML.config.styles || {};\n'
+        '  for (var k in st) if (k.indexOf("@font-face") === 0) delete st[k];\n'
+        '});\n'
+        'MathJax.Ajax.loadComplete("[MathJax]/config/local.js");\n')
     (docs / "assets" / "extra.css").write_text(".jp-OutputArea-output img { max-width: 100%; height: auto; }\n"
                                               ".md-grid { max-width: 1400px; }\n")
     return nav
