@@ -3,13 +3,15 @@
     python -m benchmarks.bench_prm --what quick              # `ktae-lab prm --quick`: budget 5 min on 2 cores
     python -m benchmarks.bench_prm --what default            # `ktae-lab prm` (3 seeds): budget 20 min on 2 cores
     python -m benchmarks.bench_prm --what step --prm FILE [--policy DIR/seed0/policy.pt]   # one RL step of each algorithm
-    python -m benchmarks.bench_prm --what ablate --prm FILE  # ktae-lab ablate --algos grpo,grpo+ktae,grpo+prm,grpo+truth --seeds 3
+    python -m benchmarks.bench_prm --what ablate [--prm FILE]  # ktae-lab ablate --algos grpo,grpo+ktae,grpo+prm,grpo+truth --seeds 3
 
 Budgets: `--quick` <= 5 min and the default pipeline <= 20 min of wall time on an idle 2-core CPU; the 4-algorithm
 process-reward ablation (grpo, grpo+ktae, grpo+prm, grpo+truth, 3 seeds, default LabConfig) <= 20 min with 2 workers
 (the default 4-algorithm ablation keeps its own 15-minute budget, bench_lab.py). Each figure is printed with the CPU
 seconds of the process as well as the wall time: on a shared machine the CPU time is the figure an idle machine would show
-(one torch thread per process). FILE is a PRM checkpoint, e.g. DIR/seed0/prm/epic_adaptive.pt written by `ktae-lab prm`.
+(one torch thread per process). FILE is a PRM checkpoint, e.g. DIR/seed0/prm/epic_adaptive.pt written by `ktae-lab prm`;
+without --prm, the ablation trains each seed's PRM on EpicPRM labels of its own warm-start policy (`prm_lab.lab_prm`,
+what the command does), and that time is part of the figure.
 """
 import argparse, statistics, tempfile, time
 from pathlib import Path
@@ -54,12 +56,16 @@ def step(prm, n, policy=None):
 
 
 def ablate(prm, out, workers):
-    from ktae_lab.lab import LabConfig, run_ablation, summarize, summary_markdown
+    from ktae_lab.lab import LabConfig, run_ablation
+    from ktae_lab.prm_lab import lab_prm
     cfg = LabConfig(prm_path=prm, progress=False)
     t, c = time.perf_counter(), _cpu_children()
-    df = run_ablation(["grpo", "grpo+ktae", "grpo+prm", "grpo+truth"], 3, cfg, out, workers=workers, progress=False)
+    run_ablation(["grpo", "grpo+ktae", "grpo+prm", "grpo+truth"], 3, cfg, out, workers=workers, progress=False,
+                 prm=None if prm else lab_prm)
     wall, cpu = time.perf_counter() - t, _cpu_children() - c
-    print(summary_markdown(summarize(df)))
+    print((Path(out) / "summary.md").read_text())
+    if not prm:
+        for f in sorted(Path(out, "checkpoints").glob("prm-seed*/cost.json")): print(f.parent.name, f.read_text().replace("\n", " "))
     print(f"process-reward ablation (4 algorithms x 3 seeds, {workers} workers): wall {wall:.0f} s, CPU {cpu:.0f} s (budget 1200 s wall)")
 
 
@@ -77,7 +83,7 @@ if __name__ == "__main__":
     print(environment("cpu"))
     with tempfile.TemporaryDirectory() as d:
         out = a.out or d
-        if a.what in ("step", "ablate") and not a.prm: ap.error(f"--what {a.what} needs --prm FILE (a checkpoint written by `ktae-lab prm`)")
+        if a.what == "step" and not a.prm: ap.error("--what step needs --prm FILE (a checkpoint written by `ktae-lab prm`)")
         if a.what == "quick": pipeline(True, a.seeds, out)
         elif a.what == "default": pipeline(False, a.seeds, out)
         elif a.what == "step": step(a.prm, a.steps, a.policy)

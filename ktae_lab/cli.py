@@ -287,6 +287,8 @@ def ablate_main(argv:list[str]|None=None) -> int:
     p.add_argument("--group-size", type=positive_int, default=d.group_size, help=f"rollouts per prompt (default {d.group_size})")
     p.add_argument("--lr", type=float, default=d.lr, help=f"RL learning rate (default {d.lr})")
     p.add_argument("--lab", action="append", default=[], metavar="FIELD=VALUE", help="any other LabConfig field, repeatable")
+    p.add_argument("--prm-method", default="epic_adaptive", help="+prm without --lab prm_path=FILE: the annotator whose labels train "
+                   "each seed's PRM on its warm-start policy (default epic_adaptive)")
     p.add_argument("--workers", type=positive_int, default=min(2, os.cpu_count() or 1),
                    help="parallel processes, one torch thread each (seeds are split between them)")
     p.add_argument("--threads", type=positive_int, default=1, help="torch threads per process")
@@ -305,10 +307,19 @@ def ablate_main(argv:list[str]|None=None) -> int:
     import torch
     torch.set_num_threads(cfg.threads)
     check_output_lock(out / METRICS_FILE)   # a second run into this folder is refused before any work
+    prm = None
+    if cfg.prm_path is None and any(algorithm_spec(x)["process"] == "prm" for x in algos):
+        from functools import partial
+        from ktae_lab.epicprm import METHODS
+        from ktae_lab.prm_lab import lab_prm
+        if a.prm_method not in METHODS: raise CommandError(f"--prm-method must be one of {', '.join(METHODS)}, got {a.prm_method!r}")
+        prm = partial(lab_prm, method=a.prm_method, progress=False)
+        print(f"+prm: each seed's PRM is trained on {a.prm_method} labels of its warm-start policy's solutions "
+              f"({out / 'checkpoints'}/prm-seedN/; --lab prm_path=FILE uses one fixed checkpoint instead)", file=sys.stderr)
     t0 = time.perf_counter()
-    df = run_ablation(algos, a.seeds, cfg, out, workers=a.workers, progress=cfg.progress)   # holds the lock while it writes
+    df = run_ablation(algos, a.seeds, cfg, out, workers=a.workers, progress=cfg.progress, prm=prm)   # holds the lock while it writes
     print((out / "summary.md").read_text())
-    print(f"wrote {out / METRICS_FILE} ({len(df)} rows), {out / 'curves.png'}, {out / 'summary.csv'}, "
+    print(f"wrote {out / METRICS_FILE} ({len(df)} rows), {out / 'curves.png'}, {out / 'summary.csv'}, {out / 'paired.csv'}, "
           f"{out / 'summary.md'} in {time.perf_counter() - t0:.0f} s")
     return 0
 

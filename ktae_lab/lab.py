@@ -21,10 +21,10 @@ from .prm import load_prm, score_steps
 
 # %% auto #0
 __all__ = ['ALGORITHMS', 'KTAE_SUFFIX', 'PROCESS_SUFFIXES', 'RUNTIME_FIELDS', 'LAB_TASK', 'METRICS_FILE', 'CONFIG_FILE',
-           'CHECKPOINT_DIR', 'METRIC_LABELS', 'warm_start', 'evaluate', 'valid_algorithms', 'algorithm_spec',
-           'LabConfig', 'generate_groups', 'cfg_threshold', 'process_advantages', 'step_rewards', 'rl_step', 'lab_data',
-           'WarmStartTooWeak', 'prepare_warm_start', 'train_run', 'run_ablation', 'summarize', 'summary_markdown',
-           'plot_curves']
+           'CHECKPOINT_DIR', 'FINAL_METRICS', 'METRIC_LABELS', 'warm_start', 'evaluate', 'valid_algorithms',
+           'algorithm_spec', 'LabConfig', 'generate_groups', 'cfg_threshold', 'process_advantages', 'step_rewards',
+           'rl_step', 'lab_data', 'WarmStartTooWeak', 'prepare_warm_start', 'train_run', 'run_ablation', 'summarize',
+           'summary_markdown', 'sign_flip_p', 'paired_differences', 'paired_markdown', 'plot_curves']
 
 # %% ../nbs/42_lab.ipynb #a4a7405d
 def _encode(tokenizer, prompts, device=None):
@@ -470,6 +470,7 @@ def train_run(algo:str, # algorithm name, e.g. "grpo+ktae"
               warm:dict|None=None, # `prepare_warm_start(seed, cfg)` result, to share one warm start between algorithms
               progress:bool=False, # tqdm bar over steps
               checkpoint:str|Path|None=None, # file to save the run to every `eval_every` steps and resume from
+              prm:str|Path|None=None, # PRM checkpoint of the `+prm` algorithms (default: `cfg.prm_path`)
              ): # pandas DataFrame, one row per step (step 0 = the warm start)
     "Train one algorithm from the seed's warm start; return its per-step metrics (resuming from `checkpoint`)."
     import pandas as pd
@@ -486,10 +487,13 @@ def train_run(algo:str, # algorithm name, e.g. "grpo+ktae"
     policy = _new_policy(tok, cfg, seed)
     policy.load_state_dict(warm["state"])
     ref = copy.deepcopy(policy).requires_grad_(False)
-    if spec["process"] == "prm" and cfg.prm_path is None:
-        raise ValueError(f"algorithm {spec['name']!r} needs a PRM: set LabConfig.prm_path (CLI: --lab prm_path=FILE) to a checkpoint "
-                         "written by `ktae-lab prm` (DIR/seed0/prm/<labels>.pt)")
-    prm = load_prm(cfg.prm_path, tok, task=LAB_TASK, device=dev) if spec["process"] == "prm" else None
+    if prm is not None and not Path(prm).is_file(): raise ValueError(f"`prm` must be the file of a PRM checkpoint, got {str(prm)!r}")
+    prm_file = str(prm) if prm is not None else cfg.prm_path
+    if spec["process"] == "prm" and prm_file is None:
+        raise ValueError(f"algorithm {spec['name']!r} needs a PRM: pass `prm=FILE` or set LabConfig.prm_path (CLI: --lab prm_path=FILE) "
+                         "to a checkpoint written by `ktae-lab prm` (DIR/seed0/prm/<labels>.pt), or let `run_ablation(..., "
+                         "prm=ktae_lab.prm_lab.lab_prm)` train one on the seed's warm-start policy (what `ktae-lab ablate` does)")
+    prm = load_prm(prm_file, tok, task=LAB_TASK, device=dev) if spec["process"] == "prm" else None
     opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0)
     # linear warm-up: Adam's first updates are sign steps of size lr on every weight, however noisy its gradient
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / (cfg.lr_warmup_steps + 1)))
@@ -497,7 +501,8 @@ def train_run(algo:str, # algorithm name, e.g. "grpo+ktae"
     prompt_len = int(train["prompt"].str.len().max()) + 1
     ev = lambda step: evaluate(policy, tok, held, cfg.max_new_tokens, cfg.temperature,
                                torch.Generator(dev).manual_seed(seed * 100_003 + step))
-    ident = dict(algo=spec["name"], seed=seed, config=json.loads(json.dumps(cfg.identity())))
+    ident = dict(algo=spec["name"], seed=seed, config=json.loads(json.dumps(cfg.identity())),
+                 **({"prm": prm_file} if spec["process"] == "prm" else {}))
     ckpt = Path(checkpoint) if checkpoint is not None else None
     if ckpt is not None and ckpt.exists():
         try: st = torch.load(ckpt, map_location=dev, weights_only=False)
@@ -577,15 +582,24 @@ def _warm_for(seed:int, cfg:LabConfig, ckdir:Path|None) -> dict:
 def _ckpt_path(ckdir:Path|None, algo:str, seed:int) -> Path|None:
     return ckdir / f"{algo.replace('+', '_')}-seed{seed}.pt" if ckdir is not None else None
 
-def _warm_job(seed, cfg, ckdir=None):
-    "Worker process of `run_ablation`: one seed's warm start."
+def _seed_start(seed:int, cfg:LabConfig, ckdir:Path|None, prm_fn=None, prm_dir:Path|None=None) -> dict:
+    "A seed's warm start and, when `prm_fn` is given, the file of the PRM it trains on that warm-started policy ('prm_file')."
+    warm = _warm_for(seed, cfg, ckdir)
+    if prm_fn is not None:
+        f = prm_fn(seed, cfg, warm, prm_dir / f"prm-seed{seed}")
+        if not Path(f).is_file(): raise ValueError(f"`prm` ({getattr(prm_fn, '__name__', prm_fn)}) returned {str(f)!r}, which is not a file")
+        warm = dict(warm, prm_file=str(f))
+    return warm
+
+def _warm_job(seed, cfg, ckdir=None, prm_fn=None, prm_dir=None):
+    "Worker process of `run_ablation`: one seed's warm start (and its PRM)."
     torch.set_num_threads(cfg.threads)
-    return _warm_for(seed, cfg, ckdir)
+    return _seed_start(seed, cfg, ckdir, prm_fn, prm_dir)
 
 def _run_job(algo, seed, cfg, warm, checkpoint=None):
     "Worker process of `run_ablation`: one training run."
     torch.set_num_threads(cfg.threads)
-    return train_run(algo, seed, cfg, warm, checkpoint=checkpoint)
+    return train_run(algo, seed, cfg, warm, checkpoint=checkpoint, prm=warm.get("prm_file"))
 
 # %% ../nbs/42_lab.ipynb #fdcd722f
 def run_ablation(algos=("grpo", "grpo+ktae", "dapo", "dapo+ktae"), # algorithm names
@@ -594,6 +608,7 @@ def run_ablation(algos=("grpo", "grpo+ktae", "dapo", "dapo+ktae"), # algorithm n
                  out:str|Path|None=None, # directory for metrics.csv, config.json, checkpoints/, curves.png, summary files
                  workers:int=1, # parallel processes (each trains whole seeds)
                  progress:bool=True, # tqdm bars
+                 prm=None, # `+prm` without `cfg.prm_path`: a function (seed, cfg, warm, folder) -> PRM file, e.g. `ktae_lab.prm_lab.lab_prm`
                 ): # pandas DataFrame of all runs (including resumed ones)
     "Train each algorithm for each seed from shared per-seed warm starts; write tidy metrics, plots and a summary."
     import pandas as pd
@@ -603,9 +618,15 @@ def run_ablation(algos=("grpo", "grpo+ktae", "dapo", "dapo+ktae"), # algorithm n
     algos = [algorithm_spec(a)["name"] for a in algos]
     if not algos: raise ValueError("`algos` is empty; valid algorithms: " + ", ".join(valid_algorithms()))
     if len(set(algos)) != len(algos): raise ValueError(f"`algos` has duplicates: {algos}")
-    if cfg.prm_path is None and any(algorithm_spec(a)["process"] == "prm" for a in algos):
-        raise ValueError("the +prm algorithms need a PRM: set LabConfig.prm_path (CLI: --lab prm_path=FILE) to a checkpoint written by "
-                         "`ktae-lab prm -o DIR` (DIR/seed0/prm/epic_adaptive.pt, for example)")
+    if prm is not None and not callable(prm):
+        raise ValueError(f"`prm` must be a function (seed, cfg, warm, folder) -> PRM checkpoint file, e.g. ktae_lab.prm_lab.lab_prm; "
+                         f"got {type(prm).__name__} (one fixed checkpoint for every seed is LabConfig.prm_path)")
+    needs_prm = any(algorithm_spec(a)["process"] == "prm" for a in algos)
+    if needs_prm and cfg.prm_path is None and prm is None:
+        raise ValueError("the +prm algorithms need a PRM: pass `prm=ktae_lab.prm_lab.lab_prm` (one trained on each seed's warm-start "
+                         "policy; what `ktae-lab ablate` does), or set LabConfig.prm_path (CLI: --lab prm_path=FILE) to a checkpoint "
+                         "written by `ktae-lab prm -o DIR` (DIR/seed0/prm/epic_adaptive.pt, for example)")
+    prm = prm if needs_prm and cfg.prm_path is None else None    # a fixed prm_path wins
     if isinstance(seeds, bool): raise ValueError(f"`seeds` must be a count >= 1 or a list of seeds, got {seeds!r}")
     if isinstance(seeds, (int, np.integer)):
         if seeds < 1: raise ValueError(f"`seeds` must be a count >= 1 or a list of seeds, got {seeds!r}")
@@ -618,13 +639,16 @@ def run_ablation(algos=("grpo", "grpo+ktae", "dapo", "dapo+ktae"), # algorithm n
         seeds = [int(s) for s in seeds]
         if len(set(seeds)) != len(seeds): raise ValueError(f"`seeds` has duplicates: {seeds}; each seed would be run twice")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1: raise ValueError(f"`workers` must be an int >= 1, got {workers!r}")
-    if out is None: return _run_ablation(algos, seeds, cfg, None, workers, progress)
+    if out is None:
+        import tempfile
+        with tempfile.TemporaryDirectory() as d:     # the per-seed PRMs live as long as the call
+            return _run_ablation(algos, seeds, cfg, None, workers, progress, prm, Path(d))
     out = Path(out)
     _check_out_dir(out, cfg)
     with output_lock(out / METRICS_FILE):
-        return _run_ablation(algos, seeds, cfg, out, workers, progress)
+        return _run_ablation(algos, seeds, cfg, out, workers, progress, prm, out / CHECKPOINT_DIR)
 
-def _run_ablation(algos, seeds, cfg, out, workers, progress):
+def _run_ablation(algos, seeds, cfg, out, workers, progress, prm_fn=None, prm_dir=None):
     "The body of `run_ablation` (under the output lock when there is an output directory)."
     import pandas as pd
     from tqdm.auto import tqdm
@@ -635,6 +659,8 @@ def _run_ablation(algos, seeds, cfg, out, workers, progress):
         ckdir = out / CHECKPOINT_DIR; ckdir.mkdir(exist_ok=True)
     todo = [(s, [a for a in algos if (a, s) not in done]) for s in seeds]
     todo = [(s, al) for s, al in todo if al]
+    # a seed needs its PRM only when one of its unfinished runs is a +prm run
+    fn = lambda al: prm_fn if prm_fn is not None and any(algorithm_spec(a)["process"] == "prm" for a in al) else None
     def save(run, algo, seed):
         frames.append(run)
         if out is not None:    # the whole file, atomically: a kill leaves the previous complete version
@@ -644,13 +670,14 @@ def _run_ablation(algos, seeds, cfg, out, workers, progress):
     bar = tqdm(total=sum(len(al) for _, al in todo), desc="ablation runs", disable=not progress)
     if workers == 1 or len(todo) <= 1:
         for s, al in todo:
-            warm = _warm_for(s, cfg, ckdir)
+            warm = _seed_start(s, cfg, ckdir, fn(al), prm_dir)
             for a in al:
-                save(train_run(a, s, cfg, warm, progress=progress, checkpoint=_ckpt_path(ckdir, a, s)), a, s); bar.update(1)
+                save(train_run(a, s, cfg, warm, progress=progress, checkpoint=_ckpt_path(ckdir, a, s), prm=warm.get("prm_file")), a, s)
+                bar.update(1)
     else:   # warm starts first, then each seed's runs as soon as its warm start is ready: no idle worker
         import multiprocessing as mp
         with mp.get_context("spawn").Pool(min(workers, sum(len(al) for _, al in todo))) as pool:
-            warms = {s: pool.apply_async(_warm_job, (s, cfg, ckdir)) for s, _ in todo}
+            warms = {s: pool.apply_async(_warm_job, (s, cfg, ckdir, fn(al), prm_dir)) for s, al in todo}
             runs = [(a, s, pool.apply_async(_run_job, (a, s, cfg, warms[s].get(), _ckpt_path(ckdir, a, s)))) for s, al in todo for a in al]
             for a, s, r in runs:
                 save(r.get(), a, s); bar.update(1)
@@ -662,15 +689,15 @@ def _run_ablation(algos, seeds, cfg, out, workers, progress):
         buf = io.BytesIO(); fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
         import matplotlib.pyplot as plt; plt.close(fig)
         atomic_write(out / "curves.png", buf.getvalue())
-        summ = summarize(df)
+        summ, pairs = summarize(df), paired_differences(df)
         atomic_write(out / "summary.csv", summ.to_csv())
-        atomic_write(out / "summary.md", summary_markdown(summ))
+        atomic_write(out / "paired.csv", pairs.to_csv(index=False))
+        atomic_write(out / "summary.md", summary_markdown(summ) + ("\n" + paired_markdown(pairs) if len(pairs) else ""))
     return df
 
 # %% ../nbs/42_lab.ipynb #4c6b33e1
-def summarize(df, # tidy metrics from `run_ablation` / `train_run`
-             ): # pandas DataFrame, one row per algorithm
-    "One row per algorithm: warm-start and final held-out accuracy, gain across seeds, length, entropy, signal."
+def _per_run(df): # pandas DataFrame indexed by (algo, seed)
+    "One row per run: warm-start and final held-out accuracy, gain, greedy accuracy, length, entropy, signal, step time."
     import pandas as pd
     need = ["algo", "seed", "step", "eval_acc", "eval_greedy_acc", "eval_len", "entropy", "mixed_share", "mean_abs_k", "step_time"]
     if not isinstance(df, pd.DataFrame): raise TypeError(f"`df` must be the metrics DataFrame of `run_ablation`, got {type(df).__name__}")
@@ -691,6 +718,13 @@ def summarize(df, # tidy metrics from `run_ablation` / `train_run`
     per_run["mixed_share"] = tr["mixed_share"].mean()
     per_run["mean_abs_k"] = tr["mean_abs_k"].mean()
     per_run["step_time"] = tr["step_time"].median()
+    return per_run
+
+def summarize(df, # tidy metrics from `run_ablation` / `train_run`
+             ): # pandas DataFrame, one row per algorithm
+    "One row per algorithm: warm-start and final held-out accuracy, gain across seeds, length, entropy, signal."
+    import pandas as pd
+    per_run = _per_run(df)
     g = per_run.groupby(level="algo")
     out = pd.DataFrame({"seeds": g.size(), "steps": df.groupby("algo")["step"].max()})
     for c in ["warm_acc", "final_acc", "gain"]:
@@ -716,6 +750,64 @@ def summary_markdown(summ, # from `summarize`
                      f"{pm(r.gain_mean, r.gain_std)} ({100 * r.gain_min:+.1f}) | {100 * r.final_greedy_acc:.1f} | {r.final_len:.1f} | "
                      f"{r.final_entropy:.3f} | {r.mixed_share:.2f} | {r.mean_abs_k:.3f} |")
     return "\n".join(lines) + "\n"
+
+# %% ../nbs/42_lab.ipynb #6272057a
+FINAL_METRICS = ("final_acc", "final_greedy_acc", "final_len", "final_entropy")
+
+def sign_flip_p(d) -> float:
+    "Exact two-sided sign-flip permutation p-value of the mean of paired differences `d` (Monte Carlo, 2^16 draws, above 16)."
+    d = np.asarray(d, dtype=float)
+    if d.ndim != 1 or not len(d) or not np.isfinite(d).all(): raise ValueError(f"`d` must be a non-empty 1-D array of finite numbers, got {d!r}")
+    n = len(d)
+    if n <= 16: signs = 1 - 2 * ((np.arange(2 ** n)[:, None] >> np.arange(n)) & 1)
+    else: signs = np.random.default_rng(0).choice([-1, 1], size=(2 ** 16, n))
+    obs = abs(d.mean())
+    return float(np.mean(np.abs(signs @ d) / n >= obs - 1e-12 * max(1.0, obs)))
+
+def paired_differences(df, # tidy metrics from `run_ablation`
+                       baseline:str|None=None, # compare every algorithm with this one; None: each `x+mod` with `x`
+                       metrics=FINAL_METRICS, # per-run metrics of `summarize` to compare
+                      ): # pandas DataFrame, one row per (algorithm, metric)
+    "Per-seed differences of final metrics between each algorithm and its baseline, over the seeds both ran."
+    import pandas as pd
+    per_run = _per_run(df)
+    bad = [m for m in metrics if m not in per_run.columns]
+    if bad: raise ValueError(f"unknown metric(s) {bad}; valid: {list(per_run.columns)}")
+    algos = list(dict.fromkeys(per_run.index.get_level_values("algo")))
+    if baseline is not None:
+        baseline = algorithm_spec(baseline)["name"]
+        if baseline not in algos: raise ValueError(f"`baseline` {baseline!r} has no runs in `df` (algorithms: {algos})")
+        pairs = [(a, baseline) for a in algos if a != baseline]
+    else: pairs = [(a, a.rsplit("+", 1)[0]) for a in algos if "+" in a and a.rsplit("+", 1)[0] in algos]
+    rows = []
+    for a, b in pairs:
+        x, y = per_run.xs(a, level="algo"), per_run.xs(b, level="algo")
+        seeds = sorted(set(x.index) & set(y.index))
+        if not seeds: continue
+        for m in metrics:
+            d = (x.loc[seeds, m] - y.loc[seeds, m]).to_numpy(dtype=float)
+            rows.append(dict(algo=a, baseline=b, metric=m, seeds=len(seeds), diff_mean=d.mean(),
+                             diff_std=d.std(ddof=1) if len(d) > 1 else 0.0, diff_min=d.min(), diff_max=d.max(),
+                             wins=int((d > 0).sum()), p_signflip=sign_flip_p(d),
+                             per_seed=", ".join(f"{s}: {v:+.4g}" for s, v in zip(seeds, d))))
+    cols = ["algo", "baseline", "metric", "seeds", "diff_mean", "diff_std", "diff_min", "diff_max", "wins", "p_signflip", "per_seed"]
+    return pd.DataFrame(rows, columns=cols)
+
+def paired_markdown(pairs, # from `paired_differences`
+                   ) -> str: # markdown table; accuracies in points
+    "The paired differences as a markdown table (accuracy differences in percentage points)."
+    import pandas as pd
+    if not isinstance(pairs, pd.DataFrame) or not {"algo", "baseline", "metric", "diff_mean", "p_signflip"} <= set(pairs.columns):
+        raise ValueError("`pairs` must be the table of `paired_differences(df)`")
+    scale = lambda m: 100.0 if m.endswith("acc") else 1.0
+    lines = ["| algorithm − baseline | metric | seeds | mean diff ± std | worst / best seed | seeds better | sign-flip p | per seed |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in pairs.itertuples():
+        k = scale(r.metric)
+        per = ", ".join(f"{s.split(':')[0]}: {k * float(s.split(':')[1]):+.1f}" for s in r.per_seed.split(", ")) if k != 1 else r.per_seed
+        lines.append(f"| {r.algo} − {r.baseline} | {r.metric} | {r.seeds} | {k * r.diff_mean:+.2f} ± {k * r.diff_std:.2f} | "
+                     f"{k * r.diff_min:+.2f} / {k * r.diff_max:+.2f} | {r.wins}/{r.seeds} | {r.p_signflip:.3f} | {per} |")
+    return "## Paired differences across seeds (accuracies in points)\n\n" + "\n".join(lines) + "\n"
 
 # %% ../nbs/42_lab.ipynb #1b5a0b28
 METRIC_LABELS = {"eval_acc": "held-out accuracy (sampled)", "eval_greedy_acc": "held-out accuracy (greedy)",

@@ -18,7 +18,7 @@ from .data import atomic_write, append_jsonl, output_lock, repair_jsonl_tail
 
 # %% auto #0
 __all__ = ['PRMLabConfig', 'pd_isna', 'label_sets', 'predicted_first_error', 'processbench_scores', 'best_of_n',
-           'selector_scores', 'cost_table', 'markdown_table', 'plot_best_of_n', 'run_prm_pipeline']
+           'selector_scores', 'cost_table', 'markdown_table', 'plot_best_of_n', 'run_prm_pipeline', 'lab_prm']
 
 # %% ../nbs/44_prm_lab.ipynb #265c0a5d
 @dataclass
@@ -368,3 +368,40 @@ def run_prm_pipeline(out_dir, # output folder
                 f"{markdown_table(ct)}\n\nrun time of this call: {time.perf_counter() - t0:.0f} s\n")
         atomic_write(out / "summary.md", summ)
     return dict(eval=ev, steplevel=sl, cost=ct, summary=summ, policy=pol)
+
+# %% ../nbs/44_prm_lab.ipynb #504a0620
+def lab_prm(seed:int, # the lab seed (its warm start is `warm`)
+            cfg:LabConfig, # the ablation's configuration (task, sampling and device fields)
+            warm:dict, # `ktae_lab.lab.prepare_warm_start(seed, cfg)`: the policy the PRM will reward
+            folder, # where the seed's solutions, annotations and PRM checkpoint are kept (created)
+            method:str="epic_adaptive", # the annotator whose hard labels train the PRM
+            n_problems:int=96, group:int=4, # training solutions: problems x solutions each
+            prm_steps:int=250, # PRM training steps
+            progress:bool=False, # tqdm bars
+           ) -> Path: # the checkpoint file
+    "Train (or find, when already done) the PRM of one lab seed on EpicPRM-style labels of its warm-start policy's solutions."
+    from ktae_lab.lab import _new_policy, _check_cfg, _device
+    cfg = _check_cfg(cfg)
+    if not isinstance(warm, dict) or "state" not in warm: raise ValueError("`warm` must be the dict of `prepare_warm_start` (with the policy's 'state')")
+    pcfg = PRMLabConfig(warm_steps=cfg.warm_steps, n_train_problems=n_problems, train_group=group, methods=(method,), soft=(),
+                        prm_steps=prm_steps).validate()
+    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
+    f = folder / f"{method}.pt"
+    if f.exists(): return f
+    tok, (train, _) = lab_tokenizer(), lab_data(cfg)
+    if n_problems > len(train): raise ValueError(f"`n_problems` ({n_problems}) exceeds the training pool ({len(train)} problems)")
+    pol = _new_policy(tok, cfg, seed); pol.load_state_dict(warm["state"]); pol.eval()
+    rng = np.random.default_rng([seed, 7])
+    tr = _seed_samples(folder, "train", pol, train.iloc[rng.choice(len(train), n_problems, replace=False)].reset_index(drop=True),
+                       group, seed, cfg)
+    anns = _annotate(folder, tr, method, pol, seed, pcfg, cfg, progress)
+    rows, ys = label_sets(tr, {method: anns}, [method])[method]
+    if not rows: raise ValueError(f"no solution of seed {seed} got a {method} label (the annotator skipped every one; is the warm start too weak?): nothing to train the PRM on")
+    prm = ProcessRewardModel(tok, PRMConfig(d_model=pcfg.prm_d_model, steps=prm_steps, lr=pcfg.prm_lr, seed=seed, max_positions=96),
+                             method, LAB_TASK, device=_device(cfg))
+    train_prm(prm, [tr["prompt"].iloc[i] for i in rows], [solution_steps(tr["response"].iloc[i]) or [""] for i in rows], ys, progress=progress)
+    atomic_write(folder / "cost.json", json.dumps(dict(seed=seed, method=method, solutions=len(tr), labelled=len(rows),
+        accuracy=float(tr["correct"].mean()), rollouts=float(np.mean([a["rollouts"] for a in anns])),
+        tokens=float(np.mean([a["tokens"] for a in anns]))), indent=1))
+    save_prm(prm, f)
+    return f

@@ -4,6 +4,7 @@ import json, os, shutil, signal, subprocess, sys, time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st
@@ -267,11 +268,44 @@ def test_cli_prm_errors(run_cli, tmp_path):
     assert rc == 0 and "prm" in out
 
 
-def test_cli_ablate_prm_needs_a_checkpoint(run_cli, tmp_path):
-    rc, _, err = run_cli(["ablate", "--algos", "grpo,grpo+prm", "-o", tmp_path / "ab", "--steps", "1"])
-    assert rc == 2 and "need a PRM" in err and "prm_path" in err
+def test_cli_ablate_prm_bad_input(run_cli, tmp_path):
+    rc, _, err = run_cli(["ablate", "--algos", "grpo,grpo+prm", "-o", tmp_path / "ab", "--steps", "1", "--prm-method", "nope"])
+    assert rc == 2 and "--prm-method must be one of epic_adaptive" in err and len(err.strip().splitlines()) == 1
     rc, _, err = run_cli(["ablate", "--algos", "grpo+prm", "-o", tmp_path / "ab", "--lab", f"prm_path={tmp_path / 'none.pt'}"])
     assert rc == 2 and "`prm_path` must be the file of a PRM checkpoint" in err
+
+
+# a tiny task whose 150-step warm start gets about half its answers right (so EpicPRM has labels to give)
+TINY_LAB = dict(n_train=300, n_heldout=16, min_ops=2, max_ops=2, max_operand=3, steps=2, prompts_per_step=4, group_size=4,
+                max_new_tokens=12, overlong_buffer=4, eval_every=1, warm_steps=150, warm_batch=16, device="cpu", progress=False)
+
+
+def test_run_ablation_prm_needs_a_source(tmp_path):
+    from ktae_lab.lab import LabConfig, run_ablation
+    with pytest.raises(ValueError, match=r"pass `prm=ktae_lab.prm_lab.lab_prm`"):
+        run_ablation(["grpo", "grpo+prm"], 1, LabConfig(**TINY_LAB), progress=False)
+    with pytest.raises(ValueError, match="`prm` must be a function"):
+        run_ablation(["grpo+prm"], 1, LabConfig(**TINY_LAB), progress=False, prm=str(tmp_path / "x.pt"))
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ablation_trains_one_prm_per_seed_on_its_warm_start(tmp_path, workers):
+    from functools import partial
+    from ktae_lab.lab import LabConfig, run_ablation
+    from ktae_lab.prm_lab import lab_prm
+    make = partial(lab_prm, n_problems=8, group=2, prm_steps=3)
+    df = run_ablation(["grpo", "grpo+prm"], 2, LabConfig(**TINY_LAB), tmp_path, workers=workers, progress=False, prm=make)
+    assert set(df["algo"]) == {"grpo", "grpo+prm"} and set(df["seed"]) == {0, 1}
+    cks = [tmp_path / "checkpoints" / f"prm-seed{s}" / "epic_adaptive.pt" for s in (0, 1)]
+    assert all(f.is_file() for f in cks)
+    assert load_prm(cks[1], TOK, task="ktae_lab.arithmetic").label_source == "epic_adaptive"
+    pairs = pd.read_csv(tmp_path / "paired.csv")
+    assert set(pairs["algo"]) == {"grpo+prm"} and set(pairs["baseline"]) == {"grpo"} and (pairs["seeds"] == 2).all()
+    assert "## Paired differences across seeds" in (tmp_path / "summary.md").read_text()
+    # a resumed ablation with one more algorithm trains no PRM again
+    stamps = [f.stat().st_mtime_ns for f in cks]
+    run_ablation(["grpo", "grpo+prm", "grpo+truth"], 2, LabConfig(**TINY_LAB), tmp_path, workers=workers, progress=False, prm=make)
+    assert [f.stat().st_mtime_ns for f in cks] == stamps
 
 
 @settings(max_examples=40, deadline=None)
