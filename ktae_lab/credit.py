@@ -90,9 +90,10 @@ class _Batcher:
     "Collects the completer calls of many annotation threads and answers them in one batch (internal)."
     def __init__(self, completer):
         self.completer, self.cv, self.pending, self.live = completer, threading.Condition(), [], 0
+        self.local = threading.local()          # .key: the index of the job the calling thread works on
 
     def __call__(self, question, prefix_steps, n):
-        slot = dict(req=(question, list(prefix_steps), n), out=None, err=None)
+        slot = dict(key=getattr(self.local, "key", 0), req=(question, list(prefix_steps), n), out=None, err=None)
         with self.cv:
             self.pending.append(slot); self.cv.notify_all()
             while slot["out"] is None and slot["err"] is None: self.cv.wait()
@@ -105,7 +106,9 @@ class _Batcher:
             with self.cv:
                 while self.live and len(self.pending) < self.live: self.cv.wait()
                 if not self.live: return
-                batch, self.pending = self.pending, []
+                # every live worker has one request in: the batch is the same set of requests in every run; ordered by
+                # job (not by which thread woke first), the completer's random draws go to the same requests: reproducible
+                batch, self.pending = sorted(self.pending, key=lambda s: s["key"]), []
             try:
                 many = getattr(self.completer, "complete_many", None)
                 outs = many([s["req"] for s in batch]) if many else [self.completer(*s["req"]) for s in batch]
@@ -136,12 +139,13 @@ def annotate_many(questions, # [N] problems
     results, errors = [None] * N, []
     bases, base_cost = {}, {}
     def run(jobs, fn):
-        it, lock, bar = iter(jobs), threading.Lock(), tqdm(total=len(jobs), disable=not progress, desc=f"annotate[{method}]", leave=False)
+        it, lock, bar = iter(enumerate(jobs)), threading.Lock(), tqdm(total=len(jobs), disable=not progress, desc=f"annotate[{method}]", leave=False)
         def worker():
             try:
                 while True:
-                    with lock: j = next(it, None)
-                    if j is None: return
+                    with lock: kj = next(it, None)
+                    if kj is None: return
+                    bat.local.key, j = kj
                     try: fn(j)
                     except Exception as e: errors.append(e)
                     bar.update(1)

@@ -756,7 +756,8 @@ FINAL_METRICS = ("final_acc", "final_greedy_acc", "final_len", "final_entropy")
 
 def sign_flip_p(d) -> float:
     "Exact two-sided sign-flip permutation p-value of the mean of paired differences `d` (Monte Carlo, 2^16 draws, above 16)."
-    d = np.asarray(d, dtype=float)
+    try: d = np.asarray(d, dtype=float)
+    except (TypeError, ValueError): raise ValueError(f"`d` must be a non-empty 1-D array of finite numbers, got {d!r}") from None
     if d.ndim != 1 or not len(d) or not np.isfinite(d).all(): raise ValueError(f"`d` must be a non-empty 1-D array of finite numbers, got {d!r}")
     n = len(d)
     if n <= 16: signs = 1 - 2 * ((np.arange(2 ** n)[:, None] >> np.arange(n)) & 1)
@@ -771,6 +772,7 @@ def paired_differences(df, # tidy metrics from `run_ablation`
     "Per-seed differences of final metrics between each algorithm and its baseline, over the seeds both ran."
     import pandas as pd
     per_run = _per_run(df)
+    metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
     bad = [m for m in metrics if m not in per_run.columns]
     if bad: raise ValueError(f"unknown metric(s) {bad}; valid: {list(per_run.columns)}")
     algos = list(dict.fromkeys(per_run.index.get_level_values("algo")))

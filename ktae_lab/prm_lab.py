@@ -383,6 +383,10 @@ def lab_prm(seed:int, # the lab seed (its warm start is `warm`)
     from ktae_lab.lab import _new_policy, _check_cfg, _device
     cfg = _check_cfg(cfg)
     if not isinstance(warm, dict) or "state" not in warm: raise ValueError("`warm` must be the dict of `prepare_warm_start` (with the policy's 'state')")
+    for k, v in (("n_problems", n_problems), ("group", group), ("prm_steps", prm_steps)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1: raise ValueError(f"`{k}` must be an int >= 1, got {v!r}")
+    from ktae_lab.epicprm import METHODS
+    if method not in METHODS: raise ValueError(f"`method` must be one of {', '.join(METHODS)}, got {method!r}")
     pcfg = PRMLabConfig(warm_steps=cfg.warm_steps, n_train_problems=n_problems, train_group=group, methods=(method,), soft=(),
                         prm_steps=prm_steps).validate()
     folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)

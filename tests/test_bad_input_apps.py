@@ -12,6 +12,7 @@ import torch
 
 import ktae_lab.lab as lab
 from ktae_lab import completers, lm, sampling
+from ktae_lab.prm_lab import lab_prm as _lab_prm
 
 torch.set_num_threads(1)
 NAN, INF = float("nan"), float("inf")
@@ -289,6 +290,29 @@ CASES = [
     ("summary_markdown", lambda t: lab.summary_markdown(pd.DataFrame()), "`summ`"),
     ("summary_markdown", lambda t: lab.summary_markdown("table"), "`summ`"),
     ("summary_markdown", lambda t: lab.summary_markdown(lab.summarize(GOOD_DF).drop(columns=["seeds"])), "`summ`"),
+    ("sign_flip_p", lambda t: lab.sign_flip_p([]), "`d` must be"),
+    ("sign_flip_p", lambda t: lab.sign_flip_p([[0.1, 0.2]]), "`d` must be"),
+    ("sign_flip_p", lambda t: lab.sign_flip_p([0.1, NAN]), "`d` must be"),
+    ("sign_flip_p", lambda t: lab.sign_flip_p([INF]), "`d` must be"),
+    ("sign_flip_p", lambda t: lab.sign_flip_p("abc"), "`d` must be"),
+    ("sign_flip_p", lambda t: lab.sign_flip_p(None), "`d` must be"),
+    ("paired_differences", lambda t: lab.paired_differences(None), "`df`"),
+    ("paired_differences", lambda t: lab.paired_differences(GOOD_DF.drop(columns=["eval_acc"])), "`df` lacks"),
+    ("paired_differences", lambda t: lab.paired_differences(GOOD_DF, baseline="nope"), "unknown algorithm 'nope'"),
+    ("paired_differences", lambda t: lab.paired_differences(GOOD_DF, baseline="dapo"), "`baseline` 'dapo' has no runs"),
+    ("paired_differences", lambda t: lab.paired_differences(GOOD_DF, metrics=("final_nope",)), "unknown metric"),
+    ("paired_differences", lambda t: lab.paired_differences(GOOD_DF.iloc[:0]), "no rows"),
+    ("paired_markdown", lambda t: lab.paired_markdown(None), "`pairs`"),
+    ("paired_markdown", lambda t: lab.paired_markdown("table"), "`pairs`"),
+    ("paired_markdown", lambda t: lab.paired_markdown(pd.DataFrame()), "`pairs`"),
+    ("paired_markdown", lambda t: lab.paired_markdown(GOOD_DF), "`pairs`"),
+    ("paired_markdown", lambda t: lab.paired_markdown(lab.summarize(GOOD_DF)), "`pairs`"),
+    ("lab_prm", lambda t: _lab_prm(0, LCFG, {}, t), "`warm` must be"),
+    ("lab_prm", lambda t: _lab_prm(0, None, {"state": LPOL.state_dict()}, t), "`cfg` must be a LabConfig"),
+    ("lab_prm", lambda t: _lab_prm(0, LCFG, {"state": LPOL.state_dict()}, t, method="nope"), "`method` must be one of"),
+    ("lab_prm", lambda t: _lab_prm(0, LCFG, {"state": LPOL.state_dict()}, t, n_problems=0), "`n_problems` must be"),
+    ("lab_prm", lambda t: _lab_prm(0, LCFG, {"state": LPOL.state_dict()}, t, n_problems=10**6), "exceeds the training pool"),
+    ("lab_prm", lambda t: _lab_prm(0, LCFG, {"state": LPOL.state_dict()}, t, prm_steps=0), "`prm_steps` must be"),
     ("plot_curves", lambda t: lab.plot_curves(GOOD_DF, ["accuracy_x"]), "unknown metric"),
     ("plot_curves", lambda t: lab.plot_curves(GOOD_DF, []), "`metrics`"),
     ("plot_curves", lambda t: lab.plot_curves(GOOD_DF, smooth=0), "`smooth`"),

@@ -71,7 +71,7 @@ def test_shared_conventions_in_every_command(run_cli):
 def test_ablate_passes_ktae_and_lab_options(tmp_path, run_cli, monkeypatch):
     import ktae_lab.lab as lab
     seen = {}
-    def fake(algos, seeds, cfg, out, workers=1, progress=True):
+    def fake(algos, seeds, cfg, out, workers=1, progress=True, prm=None):
         seen.update(algos=algos, seeds=seeds, cfg=cfg, out=out)
         (out / "summary.md").write_text("| algo |\n")
         return pd.DataFrame()

