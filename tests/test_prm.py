@@ -216,6 +216,12 @@ def test_pipeline_resumes_without_redoing_finished_work(tmp_path, warm_policy, m
     assert {"majority", "random", "orm", "oracle", "prm:truth", "prm:outcome", "prm:math_shepherd", "prm:math_shepherd_soft"} <= set(res["eval"]["selector"])
     assert set(res["eval"]["N"]) == {2, 4} and res["eval"]["accuracy"].between(0, 1).all()
     for f in ("eval.csv", "steplevel.csv", "cost.csv", "best_of_n.png", "summary.md"): assert (out / f).exists()
+    # an uninterrupted run writes the same annotations and the same evaluation: the pipeline is bit-reproducible
+    monkeypatch.setattr(prm_lab, "train_prm", real_train)
+    fresh = _with_policy(tmp_path / "fresh", warm_policy)
+    run_prm_pipeline(fresh, cfg=cfg, device="cpu", progress=False, seeds=1)
+    assert (fresh / "seed0" / "annotations" / "math_shepherd.jsonl").read_text() == ann.read_text()
+    assert (fresh / "eval.csv").read_text() == (out / "eval.csv").read_text()
 
 
 def test_pipeline_refuses_another_configuration(tmp_path, warm_policy):
