@@ -19,9 +19,9 @@ from .advantages import outcome_advantages, ESTIMATORS, GRPO_EPS
 
 
 # %% auto #0
-__all__ = ['PRESETS', 'CHUNK_TOKENS', 'TABLE_COLUMNS', 'KTAEConfig', 'validate_config', 'resolve_config', 'parse_overrides',
-           'table_statistics', 'combine_terms', 'key_token_values', 'ktae_advantages', 'key_token_details',
-           'token_table', 'score_rollouts']
+__all__ = ['PRESETS', 'CHUNK_TOKENS', 'TABLE_COLUMNS', 'KTAEConfig', 'validate_config', 'resolve_config', 'config_label',
+           'parse_overrides', 'table_statistics', 'combine_terms', 'key_token_values', 'ktae_advantages',
+           'key_token_details', 'token_table', 'score_rollouts']
 
 # %% ../nbs/12_ktae.ipynb #672208a8
 @dataclass(frozen=True)
@@ -93,6 +93,15 @@ def resolve_config(preset:str|KTAEConfig="official", # preset name, or a KTAECon
     if bad: raise ValueError(f"unknown KTAE override(s) {bad}; valid names: {sorted(names)}")
     return validate_config(dataclasses.replace(cfg, **overrides))
 
+
+# %% ../nbs/12_ktae.ipynb #90ab6704
+def config_label(cfg:str|KTAEConfig="official", # preset name or a configuration
+                 **overrides) -> str: # e.g. "official", "clean + beta=2.0"
+    "A short name of a configuration: its preset, or the nearest preset plus the fields that differ."
+    cfg = resolve_config(cfg, **overrides)
+    diffs = {name: [f.name for f in fields(KTAEConfig) if getattr(cfg, f.name) != getattr(p, f.name)] for name, p in PRESETS.items()}
+    name = min(diffs, key=lambda n: len(diffs[n]))          # ties: the first preset (official)
+    return name + ("" if not diffs[name] else " + " + ", ".join(f"{k}={getattr(cfg, k)!r}" for k in diffs[name]))
 
 # %% ../nbs/12_ktae.ipynb #e6dfa0ba
 def parse_overrides(spec:str|list|tuple|None, # "k=v,k=v" or a list of "k=v"; ignore_ids as "0;2" or "0 2"

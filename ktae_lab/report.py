@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 from .advantages import GRPO_EPS
-from .ktae import resolve_config
+from .ktae import resolve_config, config_label
 from .viz import (explain_groups, as_batch, contrast_note, display_token, group_figures_html, TOOLTIP_CSS,
                           TOOLTIP_SCRIPT, tooltip_script_hash)
 
@@ -84,7 +84,7 @@ def report_html(rollouts, # RolloutBatch, rollout DataFrame or JSONL path
             f'<h1>{html.escape(title)}</h1>'
             f'<p class="sub">{html.escape(source)} · {len(all_groups)} groups, {len(batch.index)} rollouts, '
             f'{n_correct} correct · showing {len(groups)} group(s), {n_mixed} with both correct and wrong rollouts · '
-            f'preset <b>{html.escape(str(preset))}</b> · Â: {html.escape(estimator)} · {stamp}</p>'
+            f'KTAE <b>{html.escape(config_label(cfg))}</b> · Â: {html.escape(estimator)} · {stamp}</p>'
             f'<p>Every token is coloured by its key-token value K (KTAE, arXiv 2505.16826): green tokens are more '
             f'often found in the group\'s correct rollouts and raise the advantage of every rollout that uses them, '
             f'red ones lower it. Hover a token for its exact value, its 2×2 presence table and its statistics. '

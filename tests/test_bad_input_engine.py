@@ -222,6 +222,11 @@ CASES = [
     C("advantages.outcome_token_advantages", V, "`advantages` shape (4,) does not match", rewards=REW, response_mask=torch.ones(3, 2), group_size=2),
     # ---------------- ktae: configuration
     C("ktae.resolve_config", V, "valid presets", preset="offical"),
+    C("ktae.config_label", V, "valid presets", cfg="offical"),
+    C("ktae.config_label", V, "valid presets", cfg=None),
+    C("ktae.config_label", V, "valid names", betta=2.0),
+    C("ktae.config_label", V, "`top` must be", top=-1.0),
+    C("ktae.config_label", V, "`tf_kind`", tf_kind="nope"),
     C("ktae.resolve_config", V, "valid names", betta=2.0),
     C("ktae.resolve_config", V, "`correct_threshold` must be a finite number", correct_threshold=NAN),
     C("ktae.resolve_config", V, "`k1` must be a finite number > 0", k1=-1.0),

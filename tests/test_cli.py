@@ -96,6 +96,16 @@ def test_report_overrides_reach_the_page(tmp_path, worked_rollouts, run_cli):
     assert {i for _, i in scores} >= {"11", "12", "13", "18"}
     assert all(k == 0 for k, i in scores if i in ("12", "18")) and any(k != 0 for k, i in scores if i == "13")
     assert "beta</td><td>2" in page and "ignore_ids</td><td>(12, 18)" in page
+    assert "KTAE <b>official + beta=2.0, ignore_ids=(12, 18)</b>" in page            # the header names the overrides
+
+
+def test_report_header_names_a_clashing_override(tmp_path, worked_rollouts, run_cli):
+    # `top` is both a KTAEConfig field and a report option: --set top= goes to KTAE, --top to the tables
+    out = tmp_path / "r.html"
+    rc, _, err = run_cli(["report", worked_rollouts, "-o", out, "--no-plots", "--set", "top=0.5", "--top", "3"])
+    assert rc == 0, err
+    page = out.read_text()
+    assert "KTAE <b>official + top=0.5</b>" in page and "KTAEConfig(" not in page
 
 
 def _ablate_fakes(monkeypatch):
