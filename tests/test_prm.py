@@ -347,3 +347,35 @@ def test_truth_step_rewards_match_first_wrong_step():
     r2, _ = step_rewards(TOK, ids, am, resp["input_ids"], resp["attention_mask"], "prm", p)
     assert torch.allclose(r2, torch.tensor(score_steps(p, ["1+2+3:"] * 3, ["1+2=3,3+3=6#6", "1+2=3,3+3=7#7", "1+2=4,4+3=7#7"])))
     with pytest.raises(ValueError, match="needs a `prm`"): step_rewards(TOK, ids, am, resp["input_ids"], resp["attention_mask"], "prm")
+
+
+def test_cli_ablate_trains_the_prm_of_each_seed(run_cli, tmp_path):
+    "The issue's command shape, on the tiny task: +prm without --lab prm_path trains the seed's PRM (cached in checkpoints/)."
+    lab = [x for k, v in TINY_LAB.items() if k not in ("steps", "warm_steps", "eval_every", "device", "progress")
+           for x in ("--lab", f"{k}={v}")]
+    argv = ["ablate", "--algos", "grpo,grpo+prm", "--seeds", "1", "--steps", "2", "--warm-steps", "150", "--eval-every", "1",
+            "--workers", "1", "--no-progress", "--device", "cpu", "-o", tmp_path / "ab", *lab]
+    rc, out, err = run_cli(argv)
+    assert rc == 0, err
+    assert "+prm: each seed's PRM is trained on epic_adaptive labels" in err
+    assert (tmp_path / "ab" / "checkpoints" / "prm-seed0" / "epic_adaptive.pt").is_file()
+    assert "## Paired differences across seeds" in out and "grpo+prm − grpo" in out
+    pairs = pd.read_csv(tmp_path / "ab" / "paired.csv")
+    assert set(pairs["algo"]) == {"grpo+prm"} and len(pairs) == 4
+
+
+def test_cli_prm_quick_end_to_end(run_cli, tmp_path):
+    "`ktae-lab prm --quick`, the CI-sized run, exactly as README gives it: every promised file and eval.csv row."
+    out = tmp_path / "prm"
+    rc, text, err = run_cli(["prm", "-o", out, "--quick", "--no-progress", "--device", "cpu"])
+    assert rc == 0, err
+    ev = pd.read_csv(out / "eval.csv")
+    assert {"majority", "random", "orm", "oracle", "prm:truth", "prm:outcome", "prm:epic_adaptive", "prm:math_shepherd",
+            "prm:math_shepherd_soft"} <= set(ev["selector"]) and set(ev["N"]) == {4, 8, 16, 32}
+    wide = ev.pivot(index="selector", columns="N", values="accuracy")
+    assert ev["accuracy"].between(0, 1).all() and wide.le(wide.loc["oracle"] + 1e-12).all().all()   # nothing beats the oracle
+    for f in ("cost.csv", "steplevel.csv", "best_of_n.png", "summary.md", "seed0/annotations/epic_adaptive.jsonl",
+              "seed0/annotations/math_shepherd.jsonl", "seed0/results.json"): assert (out / f).is_file(), f
+    assert sorted(p.stem for p in (out / "seed0" / "prm").glob("*.pt")) == sorted(PRMLabConfig.quick().sources())
+    ck = load_prm(out / "seed0" / "prm" / "epic_adaptive.pt", TOK, task="ktae_lab.arithmetic")
+    assert ck.label_source == "epic_adaptive"
