@@ -6,6 +6,7 @@ import contextlib, io, json
 from pathlib import Path
 
 import pytest
+import numpy as np
 import torch
 
 
@@ -22,15 +23,21 @@ def _write_jsonl(path, lines) -> Path:
     return path
 
 
-def _token_batch(seed=0, n_groups=3, G=4, L=10, vocab=30, p_correct=0.5, dtype=torch.float32) -> dict:
-    "A right-padded random batch in the layout of 00_core: responses, response_mask [B, L], rewards [B], index [B]."
+def _token_batch(seed=0, n_groups=3, G=4, L=10, vocab=30, p_correct=0.5, dtype=torch.float32, pad_ids=True, shuffle=False) -> dict:
+    """The tests' one random token batch, in the layout of 00_core: responses, response_mask [B, L] (right-padded),
+    rewards [B], index [B] (object array "q0", "q1", ...). `pad_ids`: random ids under the padding too (code must ignore
+    them); `shuffle`: rows permuted, so groups interleave (verl batches need not be contiguous)."""
     g = torch.Generator().manual_seed(seed)
     B = n_groups * G
     lengths = torch.randint(1, L + 1, (B,), generator=g)
     response_mask = (torch.arange(L) < lengths[:, None]).long()
-    responses = torch.randint(1, vocab, (B, L), generator=g) * response_mask
+    responses = torch.randint(0 if pad_ids else 1, vocab, (B, L), generator=g)
+    if not pad_ids: responses = responses * response_mask
     rewards = (torch.rand(B, generator=g) < p_correct).to(dtype)
-    index = [f"q{i // G}" for i in range(B)]
+    index = np.array([f"q{i // G}" for i in range(B)], dtype=object)
+    if shuffle:
+        perm = torch.randperm(B, generator=g)
+        responses, response_mask, rewards, index = responses[perm], response_mask[perm], rewards[perm], index[perm.numpy()]
     return dict(responses=responses, response_mask=response_mask, rewards=rewards, index=index)
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import _token_batch
 from ktae_lab.advantages import outcome_advantages
 from ktae_lab.ktae import key_token_values, ktae_advantages
 from ktae_lab import interop
@@ -15,16 +16,12 @@ from ktae_lab.interop import (compute_ktae_outcome_advantage, compute_ktae_advan
 from ktae_lab.dapo import RUN_PRESETS
 
 
-def _batch(seed=0, G=3, n=8, L=10, V=30):
-    g = torch.Generator().manual_seed(seed)
-    resp = torch.randint(0, V, (G * n, L), generator=g)
-    lens = torch.randint(1, L + 1, (G * n,), generator=g)
-    mask = (torch.arange(L)[None] < lens[:, None]).long()
-    score = torch.randint(0, 2, (G * n,), generator=g).float()
-    tlr = torch.zeros(G * n, L); tlr[torch.arange(G * n), lens - 1] = score
-    uid = np.repeat(np.array([f"uid-{i}" for i in range(G)], dtype=object), n)
-    perm = torch.randperm(G * n, generator=g)                       # verl batches need not be contiguous
-    return resp[perm], mask[perm], score[perm], tlr[perm], uid[perm.numpy()]
+def _batch(seed=0):
+    "3 groups of 8, rows interleaved (conftest's builder) plus verl's token_level_rewards (the score on the last token) and uid."
+    b = _token_batch(seed, n_groups=3, G=8, L=10, vocab=30, shuffle=True)
+    resp, mask, score = b["responses"], b["response_mask"], b["rewards"]
+    tlr = torch.zeros(mask.shape); tlr[torch.arange(len(score)), mask.sum(1) - 1] = score
+    return resp, mask, score, tlr, np.array(["uid-" + q[1:] for q in b["index"]], dtype=object)
 
 
 # ---- verl estimator ----

@@ -6,6 +6,7 @@ import torch
 from hypothesis import given, settings, strategies as st, HealthCheck
 from scipy.stats import fisher_exact
 
+from conftest import _token_batch
 from ktae_lab.stats import fisher_exact_pvalue, information_gain, fisher_exact_pvalue_released
 from ktae_lab.ktae import key_token_values, ktae_advantages, token_table, resolve_config, _ktae_batch
 from ktae_lab.advantages import outcome_advantages
@@ -211,19 +212,16 @@ def test_bad_input_names_the_argument(kwargs, msg):
 
 
 # ---------------------------------------------------------------- ktae_advantages on top of every estimator
-def _rand_batch(seed=0, G=4, n=6, L=12, V=20):
-    g = torch.Generator().manual_seed(seed)
-    resp = torch.randint(0, V, (G * n, L), generator=g)
-    lens = torch.randint(1, L + 1, (G * n,), generator=g)
-    mask = (torch.arange(L)[None] < lens[:, None]).long()
-    rew = torch.randint(0, 2, (G * n,), generator=g).float()
-    return resp, mask, rew
+def _rand_batch(seed):
+    "4 groups of 6, 12 tokens, 20 ids, random ids under the padding: the shared builder of conftest."
+    b = _token_batch(seed, n_groups=4, G=6, L=12, vocab=20)
+    return b["responses"], b["response_mask"], b["rewards"]
 
 
 @pytest.mark.parametrize("estimator", ["grpo", "dr_grpo", "batch_std", "rloo"])
 def test_ktae_advantages_is_estimator_plus_K(estimator):
     resp, mask, rew = _rand_batch(1)
-    idx = np.repeat(np.array(["q0", "q1", "q2", "q3"], dtype=object), 6)
+    idx = _token_batch(1, n_groups=4, G=6, L=12, vocab=20)["index"]
     A = ktae_advantages(resp, mask, rew, index=idx, estimator=estimator, preset="clean", beta=2.0)
     K = key_token_values(resp, mask, rew, index=idx, preset="clean", beta=2.0)
     expect = (outcome_advantages(rew, index=idx, estimator=estimator)[:, None] + K) * mask
