@@ -765,6 +765,7 @@ def sign_flip_p(d) -> float:
     obs = abs(d.mean())
     return float(np.mean(np.abs(signs @ d) / n >= obs - 1e-12 * max(1.0, obs)))
 
+# %% ../nbs/42_lab.ipynb #2d3aab53
 def paired_differences(df, # tidy metrics from `run_ablation`
                        baseline:str|None=None, # compare every algorithm with this one; None: each `x+mod` with `x`
                        metrics=FINAL_METRICS, # per-run metrics of `summarize` to compare
@@ -795,6 +796,7 @@ def paired_differences(df, # tidy metrics from `run_ablation`
     cols = ["algo", "baseline", "metric", "seeds", "diff_mean", "diff_std", "diff_min", "diff_max", "wins", "p_signflip", "per_seed"]
     return pd.DataFrame(rows, columns=cols)
 
+# %% ../nbs/42_lab.ipynb #a2896dd4
 def paired_markdown(pairs, # from `paired_differences`
                    ) -> str: # markdown table; accuracies in points
     "The paired differences as a markdown table (accuracy differences in percentage points)."

@@ -224,6 +224,23 @@ def _seed_samples(sd:Path, name:str, pol, problems, group:int, seed:int, lc):
     df["first_wrong"] = df["first_wrong"].astype("Int64"); df["response"] = df["response"].astype(str)
     return df
 
+def _train_solutions(sd:Path, pol, train, seed:int, cfg:PRMLabConfig, lc):
+    "The seed's training solutions: `n_train_problems` problems drawn from the pool, `train_group` solutions each (cached)."
+    rng = np.random.default_rng([seed, 7])
+    problems = train.iloc[rng.choice(len(train), cfg.n_train_problems, replace=False)].reset_index(drop=True)
+    return _seed_samples(sd, "train", pol, problems, cfg.train_group, seed, lc)
+
+def _annotation_cost(anns) -> dict: # mean completer rollouts, generated tokens and skipped share per annotated solution
+    return dict(rollouts=float(np.mean([a["rollouts"] for a in anns])), tokens=float(np.mean([a["tokens"] for a in anns])),
+                skipped=float(np.mean([a["status"] == "skipped" for a in anns])))
+
+def _train_source_prm(tr, rows, ys, src:str, seed:int, cfg:PRMLabConfig, device, progress:bool) -> ProcessRewardModel:
+    "A PRM trained on one label source: the targets `ys` of the solutions `tr.iloc[rows]`."
+    prm = ProcessRewardModel(lab_tokenizer(), PRMConfig(d_model=cfg.prm_d_model, steps=cfg.prm_steps, lr=cfg.prm_lr, seed=seed,
+                                                        max_positions=96), src, LAB_TASK, device=device)
+    train_prm(prm, [tr["prompt"].iloc[i] for i in rows], [solution_steps(tr["response"].iloc[i]) or [""] for i in rows], ys, progress=progress)
+    return prm
+
 def _annotate(sd:Path, df, method:str, pol, seed:int, cfg:PRMLabConfig, lc, progress:bool) -> list[dict]:
     "Annotations of every solution of df with `method`, appended chunk by chunk; finished chunks are read back."
     f = sd / "annotations" / f"{method}.jsonl"
@@ -251,29 +268,23 @@ def _seed_run(sd:Path, seed:int, cfg:PRMLabConfig, device, progress:bool) -> dic
     torch.manual_seed(seed)
     train, held = lab_data(lc)
     pol = _seed_policy(sd, seed, cfg, device)
-    rng = np.random.default_rng([seed, 7])
-    tr = _seed_samples(sd, "train", pol, train.iloc[rng.choice(len(train), cfg.n_train_problems, replace=False)].reset_index(drop=True),
-                       cfg.train_group, seed, lc)
+    tr = _train_solutions(sd, pol, train, seed, cfg, lc)
     ev = _seed_samples(sd, "eval", pol, held.iloc[:cfg.n_eval_problems].reset_index(drop=True), cfg.n_samples, seed + 10_000, lc)
     anns, cost = {}, {}
     for m in cfg.methods:
-        t = time.perf_counter()
         anns[m] = _annotate(sd, tr, m, pol, seed, cfg, lc, progress)
-        cost[m] = dict(rollouts=float(np.mean([a["rollouts"] for a in anns[m]])), tokens=float(np.mean([a["tokens"] for a in anns[m]])),
-                       skipped=float(np.mean([a["status"] == "skipped" for a in anns[m]])))
+        cost[m] = _annotation_cost(anns[m])
     sets = label_sets(tr, anns, cfg.sources())
     tok = lab_tokenizer()
     ev_steps = [solution_steps(t) or [""] for t in ev["response"]]
     truth = _truth_first(ev)
     step_rows, scores = [], {}
-    pcfg = PRMConfig(d_model=cfg.prm_d_model, steps=cfg.prm_steps, lr=cfg.prm_lr, seed=seed, max_positions=96)
     for src in cfg.sources():
         ck = sd / "prm" / f"{src}.pt"
         rows, ys = sets[src]
         if ck.exists(): prm = load_prm(ck, tok, task=LAB_TASK, label_source=src, device=device)
         else:
-            prm = ProcessRewardModel(tok, pcfg, src, LAB_TASK, device=device)
-            train_prm(prm, [tr["prompt"].iloc[i] for i in rows], [solution_steps(tr["response"].iloc[i]) or [""] for i in rows], ys, progress=progress)
+            prm = _train_source_prm(tr, rows, ys, src, seed, cfg, device, progress)
             save_prm(prm, ck)
         scores[src] = score_steps(prm, list(ev["prompt"]), ev_steps)
         pb = processbench_scores(predicted_first_error(scores[src], cfg.threshold), truth)
@@ -395,17 +406,13 @@ def lab_prm(seed:int, # the lab seed (its warm start is `warm`)
     tok, (train, _) = lab_tokenizer(), lab_data(cfg)
     if n_problems > len(train): raise ValueError(f"`n_problems` ({n_problems}) exceeds the training pool ({len(train)} problems)")
     pol = _new_policy(tok, cfg, seed); pol.load_state_dict(warm["state"]); pol.eval()
-    rng = np.random.default_rng([seed, 7])
-    tr = _seed_samples(folder, "train", pol, train.iloc[rng.choice(len(train), n_problems, replace=False)].reset_index(drop=True),
-                       group, seed, cfg)
+    tr = _train_solutions(folder, pol, train, seed, pcfg, cfg)                 # as the pipeline draws them
     anns = _annotate(folder, tr, method, pol, seed, pcfg, cfg, progress)
     rows, ys = label_sets(tr, {method: anns}, [method])[method]
     if not rows: raise ValueError(f"no solution of seed {seed} got a {method} label (the annotator skipped every one; is the warm start too weak?): nothing to train the PRM on")
-    prm = ProcessRewardModel(tok, PRMConfig(d_model=pcfg.prm_d_model, steps=prm_steps, lr=pcfg.prm_lr, seed=seed, max_positions=96),
-                             method, LAB_TASK, device=_device(cfg))
-    train_prm(prm, [tr["prompt"].iloc[i] for i in rows], [solution_steps(tr["response"].iloc[i]) or [""] for i in rows], ys, progress=progress)
+    prm = _train_source_prm(tr, rows, ys, method, seed, pcfg, _device(cfg), progress)
+    c = _annotation_cost(anns)
     atomic_write(folder / "cost.json", json.dumps(dict(seed=seed, method=method, solutions=len(tr), labelled=len(rows),
-        accuracy=float(tr["correct"].mean()), rollouts=float(np.mean([a["rollouts"] for a in anns])),
-        tokens=float(np.mean([a["tokens"] for a in anns]))), indent=1))
+        accuracy=float(tr["correct"].mean()), rollouts=c["rollouts"], tokens=c["tokens"]), indent=1))
     save_prm(prm, f)
     return f

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import _token_batch
 from ktae_lab.advantages import outcome_advantages
 from ktae_lab.ktae import key_token_values, ktae_advantages
 from ktae_lab import interop
@@ -16,24 +15,24 @@ from ktae_lab.interop import (compute_ktae_outcome_advantage, compute_ktae_advan
 from ktae_lab.dapo import RUN_PRESETS
 
 
-def _batch(seed=0):
+def _batch(token_batch, seed=0):
     "3 groups of 8, rows interleaved (conftest's builder) plus verl's token_level_rewards (the score on the last token) and uid."
-    b = _token_batch(seed, n_groups=3, G=8, L=10, vocab=30, shuffle=True)
+    b = token_batch(seed, n_groups=3, G=8, L=10, vocab=30, shuffle=True)
     resp, mask, score = b["responses"], b["response_mask"], b["rewards"]
     tlr = torch.zeros(mask.shape); tlr[torch.arange(len(score)), mask.sum(1) - 1] = score
     return resp, mask, score, tlr, np.array(["uid-" + q[1:] for q in b["index"]], dtype=object)
 
 
 # ---- verl estimator ----
-def test_estimator_is_grpo_plus_K():
-    resp, mask, score, tlr, uid = _batch(1)
+def test_estimator_is_grpo_plus_K(token_batch):
+    resp, mask, score, tlr, uid = _batch(token_batch, 1)
     adv, ret = compute_ktae_outcome_advantage(tlr, mask, uid, resp)
     torch.testing.assert_close(adv, ktae_advantages(resp, mask, score, index=uid))
     assert ret is adv and adv.dtype == tlr.dtype
 
 
-def test_estimator_settings_from_config_and_kwargs():
-    resp, mask, score, tlr, uid = _batch(2)
+def test_estimator_settings_from_config_and_kwargs(token_batch):
+    resp, mask, score, tlr, uid = _batch(token_batch, 2)
     cfg = {"norm_adv_by_std_in_grpo": False, "ktae": {"preset": "clean", "beta": 2.0, "ignore_ids": [3]}}
     adv, _ = compute_ktae_outcome_advantage(tlr, mask, uid, resp, config=cfg, reward_baselines=torch.zeros(24))
     expect = ktae_advantages(resp, mask, score, index=uid, estimator="dr_grpo", preset="clean", beta=2.0, ignore_ids=(3,))
@@ -45,9 +44,9 @@ def test_estimator_settings_from_config_and_kwargs():
     torch.testing.assert_close(adv3, ktae_advantages(resp, mask, score, index=uid))
 
 
-def test_estimator_without_K_equals_verl_grpo():
+def test_estimator_without_K_equals_verl_grpo(token_batch):
     ca = pytest.importorskip("verl.trainer.ppo.core_algos", reason="verl not installed", exc_type=ImportError)
-    resp, mask, score, tlr, uid = _batch(3)
+    resp, mask, score, tlr, uid = _batch(token_batch, 3)
     for norm in (True, False):
         ours, _ = compute_ktae_outcome_advantage(tlr, mask.float(), uid, resp, norm_adv_by_std_in_grpo=norm,
                                                  ktae={"alpha": 0.0, "beta": 0.0})
@@ -55,19 +54,19 @@ def test_estimator_without_K_equals_verl_grpo():
         torch.testing.assert_close(ours, ref, atol=1e-6, rtol=0)
 
 
-def test_verl_algo_config():
+def test_verl_algo_config(token_batch):
     pytest.importorskip("verl.trainer.ppo.core_algos", reason="verl not installed", exc_type=ImportError)
     from verl.trainer.config import AlgoConfig
-    resp, mask, score, tlr, uid = _batch(4)
+    resp, mask, score, tlr, uid = _batch(token_batch, 4)
     adv, _ = compute_ktae_outcome_advantage(tlr, mask, uid, resp, config=AlgoConfig(norm_adv_by_std_in_grpo=False))
     torch.testing.assert_close(adv, ktae_advantages(resp, mask, score, index=uid, estimator="dr_grpo"))
 
 
-def test_registry():
+def test_registry(token_batch):
     ca = pytest.importorskip("verl.trainer.ppo.core_algos", reason="verl not installed", exc_type=ImportError)
     importlib.reload(interop)                                        # verl is loaded now: import registers "ktae"
     fn = ca.get_adv_estimator_fn("ktae")
-    resp, mask, score, tlr, uid = _batch(5)
+    resp, mask, score, tlr, uid = _batch(token_batch, 5)
     # the way verl's trainer calls it (keywords only), plus responses
     adv, _ = fn(token_level_rewards=tlr, response_mask=mask, config=None, index=uid, responses=resp)
     torch.testing.assert_close(adv, ktae_advantages(resp, mask, score, index=uid))
@@ -80,8 +79,8 @@ def test_registry():
     register_verl_estimator()
 
 
-def test_dataproto_adapter():
-    resp, mask, score, tlr, uid = _batch(6)
+def test_dataproto_adapter(token_batch):
+    resp, mask, score, tlr, uid = _batch(token_batch, 6)
     expect = ktae_advantages(resp, mask, score, index=uid)
     d = SimpleNamespace(batch={"responses": resp, "response_mask": mask, "token_level_rewards": tlr}, non_tensor_batch={"uid": uid})
     assert compute_ktae_advantage_for_batch(d) is d
@@ -95,8 +94,8 @@ def test_dataproto_adapter():
     torch.testing.assert_close(dp.batch["returns"], expect)
 
 
-def test_patch_compute_advantage():
-    resp, mask, score, tlr, uid = _batch(7)
+def test_patch_compute_advantage(token_batch):
+    resp, mask, score, tlr, uid = _batch(token_batch, 7)
     calls = []
     mod = SimpleNamespace(compute_advantage=lambda data, adv_estimator, gamma=1.0, norm_adv_by_std_in_grpo=True, config=None:
                           calls.append(adv_estimator) or data)
@@ -212,8 +211,8 @@ def test_trl_subclass_of_real_trainer():
 
 
 # ---- bad input ----
-def test_bad_input():
-    resp, mask, score, tlr, uid = _batch(8)
+def test_bad_input(token_batch):
+    resp, mask, score, tlr, uid = _batch(token_batch, 8)
     with pytest.raises(TypeError, match="`index`"): compute_ktae_outcome_advantage(tlr, mask, None, resp)
     with pytest.raises(ValueError, match="`token_level_rewards` must be 2-D"): compute_ktae_outcome_advantage(score, mask, uid, resp)
     with pytest.raises(TypeError, match="`token_level_rewards` must be a floating-point"): compute_ktae_outcome_advantage(tlr.long(), mask, uid, resp)

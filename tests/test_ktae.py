@@ -6,7 +6,6 @@ import torch
 from hypothesis import given, settings, strategies as st, HealthCheck
 from scipy.stats import fisher_exact
 
-from conftest import _token_batch
 from ktae_lab.stats import fisher_exact_pvalue, information_gain, fisher_exact_pvalue_released
 from ktae_lab.ktae import key_token_values, ktae_advantages, token_table, resolve_config, _ktae_batch
 from ktae_lab.advantages import outcome_advantages
@@ -212,16 +211,16 @@ def test_bad_input_names_the_argument(kwargs, msg):
 
 
 # ---------------------------------------------------------------- ktae_advantages on top of every estimator
-def _rand_batch(seed):
+def _rand_batch(token_batch, seed):
     "4 groups of 6, 12 tokens, 20 ids, random ids under the padding: the shared builder of conftest."
-    b = _token_batch(seed, n_groups=4, G=6, L=12, vocab=20)
+    b = token_batch(seed, n_groups=4, G=6, L=12, vocab=20)
     return b["responses"], b["response_mask"], b["rewards"]
 
 
 @pytest.mark.parametrize("estimator", ["grpo", "dr_grpo", "batch_std", "rloo"])
-def test_ktae_advantages_is_estimator_plus_K(estimator):
-    resp, mask, rew = _rand_batch(1)
-    idx = _token_batch(1, n_groups=4, G=6, L=12, vocab=20)["index"]
+def test_ktae_advantages_is_estimator_plus_K(token_batch, estimator):
+    resp, mask, rew = _rand_batch(token_batch, 1)
+    idx = token_batch(1, n_groups=4, G=6, L=12, vocab=20)["index"]
     A = ktae_advantages(resp, mask, rew, index=idx, estimator=estimator, preset="clean", beta=2.0)
     K = key_token_values(resp, mask, rew, index=idx, preset="clean", beta=2.0)
     expect = (outcome_advantages(rew, index=idx, estimator=estimator)[:, None] + K) * mask
@@ -232,13 +231,13 @@ def test_ktae_advantages_is_estimator_plus_K(estimator):
     torch.testing.assert_close(ktae_advantages(resp, mask, rew, index=idx, preset="clean", beta=2.0, outcome_advantage=pre), A)
 
 
-def test_ktae_advantages_constant_groups_are_zero():
-    resp, mask, _ = _rand_batch(2)
+def test_ktae_advantages_constant_groups_are_zero(token_batch):
+    resp, mask, _ = _rand_batch(token_batch, 2)
     assert (ktae_advantages(resp, mask, torch.ones(24), group_size=6) == 0).all()
 
 
-def test_ktae_advantages_bad_input():
-    resp, mask, rew = _rand_batch(3)
+def test_ktae_advantages_bad_input(token_batch):
+    resp, mask, rew = _rand_batch(token_batch, 3)
     with pytest.raises(ValueError, match="valid: grpo, dr_grpo"): ktae_advantages(resp, mask, rew, group_size=6, estimator="gae")
     with pytest.raises(ValueError, match="unknown KTAE override"): ktae_advantages(resp, mask, rew, group_size=6, betta=2)
     with pytest.raises(ValueError, match="`outcome_advantage` shape"): ktae_advantages(resp, mask, rew, group_size=6, outcome_advantage=torch.zeros(3))

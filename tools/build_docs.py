@@ -121,8 +121,7 @@ def stage(nbs:Path, lib:str) -> list:
     # fonts, which are not shipped (fonts/HTML-CSS/TeX/otf: a 404 for every double-struck or script letter): drop them
     (docs / "assets" / "mathjax" / "config" / "local.js").write_text(
         'MathJax.Hub.Config({"HTML-CSS": {availableFonts: ["STIX-Web"], preferredFont: "STIX-Web", webFont: "STIX-Web", '
-        'imageFont: null}, SVG: {font: "STIX-Web"}, MMLorHTML: {prefer: {MSIE: "HTML", Firefox: "HTML", Safari: "HTML", '
-        'Chrome: "HTML", Opera: "HTML", other: "HTML"}}});\n'
+        'imageFont: null}, SVG: {font: "STIX-Web"}});\n'
         'MathJax.Hub.Register.StartupHook("NativeMML Jax Config", function () {\n'
         '  var st = MathJax.OutputJax.NativeMML.config.styles || {};\n'
         '  for (var k in st) if (k.indexOf("@font-face") === 0) delete st[k];\n'
