@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_data.ipynb #36ee46bf
 from __future__ import annotations
-import errno, json, math, numbers, os, tempfile, time, warnings
+import errno, fcntl, json, math, numbers, os, tempfile, time, warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import chain
@@ -14,9 +14,9 @@ import torch
 
 # %% auto #0
 __all__ = ['SCHEMA_VERSION', 'REQUIRED_FIELDS', 'OPTIONAL_DEFAULTS', 'ROLLOUT_FIELDS', 'validate_rollout', 'read_rollouts',
-           'OutputLockedError', 'output_lock', 'check_output_lock', 'repair_jsonl_tail', 'atomic_write', 'append_jsonl',
-           'write_rollouts', 'RolloutBatch', 'to_batch', 'shipped_data_path', 'sample_rollouts_path',
-           'smollm2_rollouts_path']
+           'OutputLockedError', 'output_lock', 'check_output_lock', 'repair_jsonl_tail', 'atomic_write',
+           'UnsafeCheckpointError', 'load_torch', 'load_state', 'append_jsonl', 'write_rollouts', 'RolloutBatch',
+           'to_batch', 'shipped_data_path', 'sample_rollouts_path', 'smollm2_rollouts_path']
 
 # %% ../nbs/01_data.ipynb #414cff82
 SCHEMA_VERSION = "1"  # the rollout schema this module reads and writes
@@ -160,6 +160,15 @@ def _lock_pid(lock:Path, wait:float=1.0) -> int|None: # pid in the lock file; No
     try: return int(text)
     except ValueError: return None
 
+@contextmanager
+def _folder_guard(folder:Path):
+    "Hold an exclusive `flock` on `folder` itself (released by the kernel if the process dies; no file is left behind)."
+    try: fd = os.open(folder, os.O_RDONLY)
+    except OSError: yield; return      # an unreadable folder: no guard (the O_EXCL create still refuses a live holder)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX); yield
+    finally: os.close(fd)
+
 def _locked(path, lock, pid) -> OutputLockedError:
     return OutputLockedError(f"{path} is being written by another process (pid {pid}; lock file {lock}); "
                              "wait for it to finish, or delete the lock file if that process is gone")
@@ -171,19 +180,20 @@ def output_lock(path, # the output file to protect; the lock is `<path>.lock` be
     path = Path(path)
     lock = path.with_name(path.name + ".lock")
     lock.parent.mkdir(parents=True, exist_ok=True)
-    for _ in range(10):
-        try: fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            pid = _lock_pid(lock)
-            if pid is not None and _pid_alive(pid): raise _locked(path, lock, pid) from None
-            try: lock.unlink()  # stale: its owner died (or never wrote a pid); take it over
-            except FileNotFoundError: pass
-            continue
-        except OSError as e: raise OSError(e.errno, f"cannot create the lock file {lock}: {e.strerror}") from None
-        try: os.write(fd, f"{os.getpid()}\n".encode())
-        finally: os.close(fd)
-        break
-    else: raise OutputLockedError(f"could not take the lock {lock} on {path} after 10 attempts")
+    with _folder_guard(lock.parent):   # create, read and take over a stale lock one process at a time
+        for _ in range(10):
+            try: fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                pid = _lock_pid(lock, wait=0)   # under the guard a lock file is never half-written
+                if pid is not None and _pid_alive(pid): raise _locked(path, lock, pid) from None
+                try: lock.unlink()  # stale: its owner died (or never wrote a pid); take it over
+                except FileNotFoundError: pass
+                continue
+            except OSError as e: raise OSError(e.errno, f"cannot create the lock file {lock}: {e.strerror}") from None
+            try: os.write(fd, f"{os.getpid()}\n".encode())
+            finally: os.close(fd)
+            break
+        else: raise OutputLockedError(f"could not take the lock {lock} on {path} after 10 attempts")
     try: yield path
     finally:
         if _lock_pid(lock, wait=0) == os.getpid(): lock.unlink(missing_ok=True)
@@ -252,6 +262,40 @@ def atomic_write(path, # file to (re)write
     except BaseException:
         Path(tmp).unlink(missing_ok=True); raise
     return path
+
+# %% ../nbs/01_data.ipynb #4c2bfaa4
+class UnsafeCheckpointError(ValueError):
+    "A `torch.save` file that asks to build objects other than tensors and plain data (loading it could run code)."
+
+def load_torch(path, # a file written by `torch.save` holding tensors and plain data only
+               what:str="checkpoint", # what the file should be, for the error message
+               map_location="cpu", # where to put its tensors
+              ):
+    "Read a `torch.save` file with `weights_only=True` (no code in it runs), or raise ValueError naming the file and the fault."
+    import pickle
+    path = Path(path)
+    if not path.is_file(): raise FileNotFoundError(f"{what} {str(path)!r} not found")
+    try: return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        why = next((l.strip() for l in str(e).splitlines() if "GLOBAL" in l), "") if isinstance(e, pickle.UnpicklingError) else ""
+        if why: raise UnsafeCheckpointError(f"{what} {str(path)!r} holds more than tensors and plain data, and loading it could run "
+                                            f"code: refused ({why}); recreate it with this version") from None
+        msg = "not a file written by torch.save, or damaged" if isinstance(e, pickle.UnpicklingError) else (str(e).strip().splitlines() or [""])[0][:200]
+        raise ValueError(f"{what} {str(path)!r} is unreadable ({type(e).__name__}{': ' + msg if msg else ''})") from None
+
+def load_state(module, # a torch.nn.Module (or optimizer, scheduler) to fill
+               state, # the state dict read from `path`
+               path, # the file it came from, for the error message
+               what:str="checkpoint", # what the file is, for the error message
+              ):
+    "`module.load_state_dict(state)`, or ValueError naming the file and the first key that does not fit."
+    if not isinstance(state, dict): raise ValueError(f"{what} {str(path)!r}: its state is a {type(state).__name__}, not a dict")
+    try: module.load_state_dict(state)
+    except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as e:
+        lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+        detail = next((l for l in lines[1:] if l), lines[0] if lines else type(e).__name__)[:300]
+        raise ValueError(f"{what} {str(path)!r} does not fit this model ({detail}); it was written for another configuration or altered") from None
+    return module
 
 # %% ../nbs/01_data.ipynb #99e35118
 def append_jsonl(path, # JSONL file to append to (created with its folders when missing)

@@ -16,7 +16,7 @@ from .ktae import ktae_advantages, key_token_values, resolve_config, parse_overr
 from .losses import actor_loss, agg_loss, kl_penalty
 from .dapo import overlong_penalty, groups_with_spread, run_preset
 from .lm import tiny_random_lm, encode_prompts, generate, token_log_probs, resolve_device
-from .data import atomic_write, output_lock
+from .data import atomic_write, output_lock, load_torch, load_state, UnsafeCheckpointError
 from .prm import load_prm, score_steps
 
 # %% auto #0
@@ -464,6 +464,24 @@ def _save_checkpoint(path:Path, state:dict) -> None:
     "Write a checkpoint atomically (a kill never leaves half a file)."
     buf = io.BytesIO(); torch.save(state, buf); atomic_write(path, buf.getvalue())
 
+def _plain(x): # `x` with numpy scalars made Python numbers, so `torch.load(weights_only=True)` reads it back
+    if isinstance(x, dict): return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)): return [_plain(v) for v in x]
+    return x.item() if isinstance(x, np.generic) else x
+
+def _resume_state(ckpt, st, policy, opt, sched, rng, gen, steps): # (rows, first step to run) of a run checkpoint
+    "Restore a run checkpoint into the live objects, or raise ValueError naming the file and what is wrong."
+    kinds = dict(step=int, rows=list, policy=dict, optimizer=dict, scheduler=dict, rng=dict, generator=torch.Tensor)
+    bad = [f"{k!r} missing" if k not in st else f"{k!r} is a {type(st[k]).__name__}" for k, t in kinds.items() if not isinstance(st.get(k), t)]
+    if not bad and not 0 < st["step"] < steps: bad = [f"step {st['step']} outside 1..{steps - 1}"]
+    if bad: raise ValueError(f"run checkpoint {str(ckpt)!r} is damaged or altered ({'; '.join(bad)}); delete it to restart the run")
+    load_state(policy, st["policy"], ckpt, "run checkpoint"); load_state(opt, st["optimizer"], ckpt, "run checkpoint")
+    load_state(sched, st["scheduler"], ckpt, "run checkpoint")
+    try: rng.bit_generator.state = st["rng"]; gen.set_state(st["generator"].cpu())   # RNG states are CPU byte tensors
+    except (TypeError, ValueError, KeyError, RuntimeError) as e:
+        raise ValueError(f"run checkpoint {str(ckpt)!r} has a damaged random state ({e}); delete it to restart the run") from None
+    return st["rows"], st["step"] + 1
+
 def train_run(algo:str, # algorithm name, e.g. "grpo+ktae"
               seed:int, # run seed
               cfg:LabConfig|None=None, # configuration (default LabConfig())
@@ -505,13 +523,11 @@ def train_run(algo:str, # algorithm name, e.g. "grpo+ktae"
                  **({"prm": prm_file} if spec["process"] == "prm" else {}))
     ckpt = Path(checkpoint) if checkpoint is not None else None
     if ckpt is not None and ckpt.exists():
-        try: st = torch.load(ckpt, map_location=dev, weights_only=False)
-        except Exception as e: raise ValueError(f"checkpoint {str(ckpt)!r} is unreadable ({type(e).__name__}: {e}); delete it to restart the run") from None
-        if st.get("identity") != ident:
+        try: st = load_torch(ckpt, "run checkpoint", map_location=dev)   # weights_only: nothing in the file runs
+        except ValueError as e: raise type(e)(f"{e}; delete it to restart the run") from None
+        if not isinstance(st, dict) or st.get("identity") != ident:
             raise ValueError(f"checkpoint {str(ckpt)!r} belongs to another run or configuration; delete it or choose another output")
-        policy.load_state_dict(st["policy"]); opt.load_state_dict(st["optimizer"]); sched.load_state_dict(st["scheduler"])
-        rng.bit_generator.state = st["rng"]; gen.set_state(st["generator"].cpu())   # RNG states are CPU byte tensors
-        rows, start = st["rows"], st["step"] + 1
+        rows, start = _resume_state(ckpt, st, policy, opt, sched, rng, gen, cfg.steps)
     else: rows, start = [dict(algo=spec["name"], seed=seed, step=0, **ev(0))], 1
     for step in tqdm(range(start, cfg.steps + 1), desc=f"{spec['name']} seed {seed}", disable=not progress, leave=False):
         m = rl_step(policy, opt, tok, train, cfg, spec, rng, gen, ref, prompt_len, prm=prm)
@@ -520,7 +536,7 @@ def train_run(algo:str, # algorithm name, e.g. "grpo+ktae"
         if evaluated: m.update(ev(step))
         rows.append(dict(algo=spec["name"], seed=seed, step=step, **m))
         if ckpt is not None and evaluated and step < cfg.steps:
-            _save_checkpoint(ckpt, dict(identity=ident, step=step, rows=rows, policy=policy.state_dict(),
+            _save_checkpoint(ckpt, dict(identity=ident, step=step, rows=_plain(rows), policy=policy.state_dict(),
                                         optimizer=opt.state_dict(), scheduler=sched.state_dict(),
                                         rng=rng.bit_generator.state, generator=gen.get_state()))
     return pd.DataFrame(rows)
@@ -573,8 +589,14 @@ def _warm_for(seed:int, cfg:LabConfig, ckdir:Path|None) -> dict:
     "A seed's warm start, kept in (and reused from) `ckdir` when there is one."
     f = ckdir / f"warm-seed{seed}.pt" if ckdir is not None else None
     if f is not None and f.exists():
-        try: return torch.load(f, map_location="cpu", weights_only=False)
-        except Exception: f.unlink()                                 # unreadable: compute it again
+        try:
+            warm = load_torch(f, "warm-start checkpoint")               # weights_only: nothing in the file runs
+            if not isinstance(warm, dict) or not isinstance(warm.get("state"), dict): raise ValueError(f"warm-start checkpoint {str(f)!r} has no 'state' dict")
+            load_state(_new_policy(lab_tokenizer(), cfg, seed), warm["state"], f, "warm-start checkpoint")
+            return warm
+        except UnsafeCheckpointError: raise                              # planted, not torn: refuse it, never run or delete it
+        except ValueError as e:                                          # unreadable or altered: compute it again
+            print(f"{e}; computing the warm start again", file=sys.stderr); f.unlink()
     warm = prepare_warm_start(seed, cfg)
     if f is not None: _save_checkpoint(f, warm)
     return warm
@@ -627,6 +649,7 @@ def run_ablation(algos=("grpo", "grpo+ktae", "dapo", "dapo+ktae"), # algorithm n
                          "policy; what `ktae-lab ablate` does), or set LabConfig.prm_path (CLI: --lab prm_path=FILE) to a checkpoint "
                          "written by `ktae-lab prm -o DIR` (DIR/seed0/prm/epic_adaptive.pt, for example)")
     prm = prm if needs_prm and cfg.prm_path is None else None    # a fixed prm_path wins
+    if needs_prm and cfg.prm_path is not None: load_prm(cfg.prm_path, lab_tokenizer(), task=LAB_TASK, device="cpu")  # refuse a bad file before any work
     if isinstance(seeds, bool): raise ValueError(f"`seeds` must be a count >= 1 or a list of seeds, got {seeds!r}")
     if isinstance(seeds, (int, np.integer)):
         if seeds < 1: raise ValueError(f"`seeds` must be a count >= 1 or a list of seeds, got {seeds!r}")

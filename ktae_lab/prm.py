@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from .lm import tiny_random_lm, resolve_device, pad_id
-from .data import atomic_write
+from .data import atomic_write, load_torch, load_state
 
 # %% auto #0
 __all__ = ['PRM_FORMAT', 'PRMConfig', 'vocab_fingerprint', 'encode_steps', 'ProcessRewardModel', 'score_steps', 'prm_loss',
@@ -248,11 +248,15 @@ def load_prm(path, # a file written by `save_prm`
             ) -> ProcessRewardModel:
     "Load a PRM checkpoint, refusing another tokenizer, task or label source with a clear error."
     path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"PRM checkpoint {str(path)!r} not found")
-    try: st = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e: raise ValueError(f"{str(path)!r} is not a readable PRM checkpoint ({type(e).__name__}: {e})") from None
+    st = load_torch(path, "PRM checkpoint")   # weights_only: a crafted file is refused, nothing in it runs
     if not isinstance(st, dict) or st.get("format") != PRM_FORMAT or "state" not in st:
         raise ValueError(f"{str(path)!r} is not a PRM checkpoint of format {PRM_FORMAT} (written by `save_prm`)")
+    types = dict(config=dict, label_source=str, task=str, vocab_fingerprint=str, vocab_size=int, tokenizer_name=str, state=dict)
+    bad = [f"{k!r} missing" if k not in st else f"{k!r} is a {type(st[k]).__name__}, not {t.__name__}" for k, t in types.items()
+           if not isinstance(st.get(k), t) or isinstance(st.get(k), bool)]
+    if bad: raise ValueError(f"PRM checkpoint {str(path)!r} is damaged or altered: {'; '.join(bad)}")
+    known = {f.name for f in fields(PRMConfig)}
+    if set(st["config"]) - known: raise ValueError(f"PRM checkpoint {str(path)!r} has unknown config fields {sorted(set(st['config']) - known)}")
     fp = vocab_fingerprint(tokenizer)
     if fp != st["vocab_fingerprint"]:
         raise ValueError(f"PRM checkpoint {str(path)!r} was trained with another tokenizer ({st['tokenizer_name']!r}, "
@@ -262,6 +266,7 @@ def load_prm(path, # a file written by `save_prm`
         raise ValueError(f"PRM checkpoint {str(path)!r} was trained on task {st['task']!r}, not {task!r}")
     if label_source is not None and st["label_source"] != label_source:
         raise ValueError(f"PRM checkpoint {str(path)!r} was trained on labels {st['label_source']!r}, not {label_source!r}")
-    prm = ProcessRewardModel(tokenizer, PRMConfig(**st["config"]), st["label_source"], st["task"], device="cpu")
-    prm.load_state_dict(st["state"])
+    try: prm = ProcessRewardModel(tokenizer, PRMConfig(**st["config"]).validate(), st["label_source"], st["task"], device="cpu")
+    except (TypeError, ValueError) as e: raise ValueError(f"PRM checkpoint {str(path)!r} has an invalid config or label source ({e})") from None
+    load_state(prm, st["state"], path, "PRM checkpoint")
     return prm.to(resolve_device(device)).eval()

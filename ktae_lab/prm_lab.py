@@ -14,7 +14,7 @@ from .lab import LabConfig, lab_data, LAB_TASK
 from .credit import LabCompleter, annotate_many, policy_solutions, lab_policy, BENCH_PARAMS
 from .prm import PRMConfig, ProcessRewardModel, train_prm, score_steps, annotation_targets, save_prm, load_prm
 from .lm import derive_seed, resolve_device
-from .data import atomic_write, append_jsonl, output_lock, repair_jsonl_tail
+from .data import atomic_write, append_jsonl, output_lock, repair_jsonl_tail, load_torch, load_state
 
 # %% auto #0
 __all__ = ['PRMLabConfig', 'pd_isna', 'label_sets', 'predicted_first_error', 'processbench_scores', 'best_of_n',
@@ -207,7 +207,8 @@ def _seed_policy(sd:Path, seed:int, cfg:PRMLabConfig, device):
     f = sd / "policy.pt"
     if f.exists():
         from ktae_lab.lab import _new_policy
-        pol = _new_policy(lab_tokenizer(), lc, seed); pol.load_state_dict(torch.load(f, map_location=pol.device)); return pol.eval()
+        pol = _new_policy(lab_tokenizer(), lc, seed)
+        return load_state(pol, load_torch(f, "policy checkpoint", map_location=pol.device), f, "policy checkpoint").eval()
     pol, _, warm = lab_policy(seed, lc)
     _save_torch(f, warm["state"])
     return pol.eval()

@@ -414,3 +414,122 @@ def test_sample_disk_full_one_line_then_resume(tmp_path, tiny_model_dir, run_cli
     assert out.read_bytes() == ref.read_bytes()[: len(out.read_bytes())] and out.read_bytes().endswith(b"\n")
     assert run_cli(_sample_args(tiny_model_dir, problems, out))[0] == 0                  # space again: resume
     assert out.read_bytes() == ref.read_bytes()
+
+
+# ------------------------------------------------------------------------------------------------ crafted checkpoints
+# A `.pt` file is a pickle: one that names a callable would run it on load. Every loader of the package reads with
+# weights_only=True; a crafted file must create nothing and get one clear error naming it.
+
+class _MakesAFile:
+    "Unpickling this calls os.mkdir(target): the side effect a crafted checkpoint would have if it were loaded unsafely."
+    def __init__(self, target): self.target = str(target)
+    def __reduce__(self): return (os.mkdir, (self.target,))
+
+
+def _crafted(path, target, wrap=lambda x: x):
+    import torch
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(wrap(_MakesAFile(target)), path)
+    return path
+
+
+def _refused(call, path, target):
+    from ktae_lab.data import UnsafeCheckpointError
+    with pytest.raises(UnsafeCheckpointError) as e: call()
+    assert str(path) in str(e.value) and "could run code: refused" in str(e.value) and "GLOBAL" in str(e.value)
+    assert not Path(target).exists(), "the crafted checkpoint ran code"
+
+
+def test_crafted_prm_checkpoint_runs_nothing(tmp_path):
+    from ktae_lab.prm import load_prm
+    from ktae_lab.task import lab_tokenizer
+    f = _crafted(tmp_path / "evil.pt", tmp_path / "pwned", lambda x: {"format": 1, "state": x})
+    _refused(lambda: load_prm(f, lab_tokenizer()), f, tmp_path / "pwned")
+
+
+def test_crafted_lab_run_checkpoint_runs_nothing(tmp_path):
+    import ktae_lab.lab as lab
+    cfg = lab.LabConfig(n_train=60, n_heldout=8, min_ops=2, max_ops=2, max_operand=3, steps=3, prompts_per_step=2, group_size=2,
+                        max_new_tokens=6, overlong_buffer=2, eval_every=1, warm_steps=0, warm_batch=4, d_model=16, n_heads=2, progress=False)
+    warm = {"state": lab._new_policy(lab.lab_tokenizer(), cfg, 0).state_dict()}
+    f = _crafted(tmp_path / "run.pt", tmp_path / "pwned", lambda x: {"identity": x})
+    _refused(lambda: lab.train_run("grpo", 0, cfg, warm, checkpoint=f), f, tmp_path / "pwned")
+
+
+def test_crafted_files_in_a_resumed_ablation_folder_run_nothing(tmp_path):
+    import ktae_lab.lab as lab
+    cfg = lab.LabConfig(n_train=60, n_heldout=8, min_ops=2, max_ops=2, max_operand=3, steps=3, prompts_per_step=2, group_size=2,
+                        max_new_tokens=6, overlong_buffer=2, eval_every=1, warm_steps=0, warm_batch=4, d_model=16, n_heads=2, progress=False)
+    out = tmp_path / "ab"
+    f = _crafted(out / "checkpoints" / "warm-seed0.pt", tmp_path / "pwned", lambda x: {"state": x})   # the warm start
+    _refused(lambda: lab.run_ablation(["grpo"], 1, cfg, out, progress=False), f, tmp_path / "pwned")
+    assert f.exists()                                  # a planted file is refused, not silently deleted
+    import torch
+    torch.save({"state": lab._new_policy(lab.lab_tokenizer(), cfg, 0).state_dict()}, f)   # a sound warm start this time
+    g = _crafted(out / "checkpoints" / "grpo-seed0.pt", tmp_path / "pwned", lambda x: {"identity": x})  # a run checkpoint
+    _refused(lambda: lab.run_ablation(["grpo"], 1, cfg, out, progress=False), g, tmp_path / "pwned")
+
+
+def test_crafted_prm_path_on_the_command_line_runs_nothing(tmp_path, run_cli):
+    f = _crafted(tmp_path / "evil.pt", tmp_path / "pwned", lambda x: {"format": 1, "state": x})
+    rc, _, err = run_cli(["ablate", "--algos", "grpo+prm", "--seeds", "1", "-o", tmp_path / "ab", "--lab", f"prm_path={f}", "--no-progress"])
+    assert rc == 2 and err.startswith("ktae-lab ablate: error: ") and len(err.strip().splitlines()) == 1
+    assert str(f) in err and "could run code" in err and not (tmp_path / "pwned").exists()
+
+
+def test_crafted_policy_in_a_resumed_prm_folder_runs_nothing(tmp_path):
+    from ktae_lab.prm_lab import PRMLabConfig, run_prm_pipeline
+    f = _crafted(tmp_path / "prm" / "seed0" / "policy.pt", tmp_path / "pwned")
+    _refused(lambda: run_prm_pipeline(tmp_path / "prm", cfg=PRMLabConfig.quick(), device="cpu", progress=False, seeds=1), f, tmp_path / "pwned")
+
+
+def test_no_unsafe_loading_anywhere_in_the_package():
+    "Every torch.load passes weights_only=True; nothing unpickles (pickle, joblib, np.load(allow_pickle), pd.read_pickle)."
+    import re
+    srcs = sorted((REPO / "ktae_lab").glob("*.py")) + sorted((REPO / "tools").glob("*.py"))
+    srcs += sorted((REPO / "nbs").rglob("*.ipynb"))
+    bad = []
+    for f in srcs:
+        text = f.read_text()
+        if f.suffix == ".ipynb":
+            text = "\n".join("".join(c["source"]) for c in json.loads(text)["cells"] if c["cell_type"] == "code")
+        for m in re.finditer(r"torch\.load\(([^()]|\([^()]*\))*\)", text):
+            if "weights_only=True" not in m.group(0): bad.append(f"{f.name}: {m.group(0)[:80]}")
+        for pat in (r"\bpickle\.loads?\(", r"\bjoblib\.load\(", r"allow_pickle\s*=\s*True", r"read_pickle\(", r"\bdill\.", r"\bcloudpickle\."):
+            bad += [f"{f.name}: {m.group(0)}" for m in re.finditer(pat, text)]
+    assert not bad, f"unsafe loading: {bad}"
+    assert len(srcs) > 20
+
+
+def test_stale_lock_takeover_has_one_winner(tmp_path):
+    "30 trials, each with 6 processes racing to take over the same stale lock: at most one may hold it at a time (2 of 30 failed before)."
+    code = textwrap.dedent("""
+        import os, sys, time
+        import ktae_lab.data as data
+        from ktae_lab.data import output_lock, OutputLockedError
+        real = data._lock_pid
+        def slow_lock_pid(*a, **k):   # descheduled right after reading the stale pid: widens the takeover race
+            pid = real(*a, **k); time.sleep(0.02); return pid
+        data._lock_pid = slow_lock_pid
+        folder, go = sys.argv[1], float(sys.argv[2])
+        for trial in range(30):
+            while time.time() < go + 0.4 * trial: pass
+            try:
+                with output_lock(f"{folder}/o{trial}.jsonl"):
+                    with open(f"{folder}/log{trial}", "a") as f: f.write(f"in {os.getpid()}\\n")
+                    time.sleep(0.1)
+                    with open(f"{folder}/log{trial}", "a") as f: f.write(f"out {os.getpid()}\\n")
+            except OutputLockedError: pass
+    """)
+    for trial in range(30): (tmp_path / f"o{trial}.jsonl.lock").write_text(f"{dead_pid()}\n")   # stale locks to take over
+    go = time.time() + 8.0                                                                     # after every process imported
+    ps = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path), str(go)], env=ENV) for _ in range(6)]
+    for p in ps: assert p.wait(timeout=120) == 0
+    overlaps = 0
+    for trial in range(30):
+        held, lines = 0, (tmp_path / f"log{trial}").read_text().splitlines()
+        assert lines, f"trial {trial}: nobody took the stale lock"
+        for line in lines:
+            held += 1 if line.startswith("in") else -1
+            overlaps += held > 1
+    assert overlaps == 0, f"{overlaps} times two processes held the lock together"

@@ -321,7 +321,7 @@ def test_interrupted_run_resumes_from_checkpoint_with_the_same_metrics(tmp_path,
         return real(*a, **k)
     monkeypatch.setattr(lab, "rl_step", dying)
     with pytest.raises(Interrupt): train_run("dapo+ktae", 0, cfg, warm, checkpoint=ck)
-    assert torch.load(ck, weights_only=False)["step"] == 4                 # saved at the last evaluation
+    assert torch.load(ck, weights_only=True)["step"] == 4                 # saved at the last evaluation
     monkeypatch.setattr(lab, "rl_step", lambda *a, **k: calls.append(1) or real(*a, **k))
     calls.clear()
     resumed = train_run("dapo+ktae", 0, cfg, warm, checkpoint=ck)

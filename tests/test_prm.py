@@ -44,14 +44,14 @@ def test_checkpoint_of_another_tokenizer_or_task_is_refused(tmp_path):
     with pytest.raises(ValueError, match="task 'arith'"): load_prm(f, TOK, task="gsm8k", device="cpu")
     with pytest.raises(ValueError, match="labels 'truth'"): load_prm(f, TOK, label_source="outcome", device="cpu")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="not a readable PRM checkpoint"): load_prm(tmp_path / "junk.pt", TOK)
+    with pytest.raises(ValueError, match="junk.pt. is unreadable"): load_prm(tmp_path / "junk.pt", TOK)
     with pytest.raises(FileNotFoundError): load_prm(tmp_path / "missing.pt", TOK)
 
 
 def test_checkpoint_round_trip_records_config_and_label_source(tmp_path):
     p = _prm(label="epic_adaptive", task="arith")
     f = save_prm(p, tmp_path / "p.pt")
-    st = torch.load(f, weights_only=False)
+    st = torch.load(f, weights_only=True)
     assert st["label_source"] == "epic_adaptive" and st["task"] == "arith" and st["config"]["d_model"] == 16
     assert st["vocab_fingerprint"] == vocab_fingerprint(TOK)
     q = load_prm(f, TOK, task="arith", label_source="epic_adaptive", device="cpu")
@@ -379,3 +379,19 @@ def test_cli_prm_quick_end_to_end(run_cli, tmp_path):
     assert sorted(p.stem for p in (out / "seed0" / "prm").glob("*.pt")) == sorted(PRMLabConfig.quick().sources())
     ck = load_prm(out / "seed0" / "prm" / "epic_adaptive.pt", TOK, task="ktae_lab.arithmetic")
     assert ck.label_source == "epic_adaptive"
+
+
+def test_tampered_checkpoint_names_the_file_and_the_fault(tmp_path):
+    f = save_prm(_prm(task="arith"), tmp_path / "p.pt")
+    st = torch.load(f, weights_only=True)
+    cases = [({k: v for k, v in st.items() if k != "vocab_fingerprint"}, "'vocab_fingerprint' missing"),
+             (dict(st, vocab_size="64"), "'vocab_size' is a str, not int"),
+             (dict(st, config=dict(st["config"], d_model=-4)), "invalid config"),
+             (dict(st, config=dict(st["config"], evil=1)), "unknown config fields"),
+             (dict(st, state={**st["state"], next(iter(st["state"])): torch.zeros(3, 5)}), "does not fit this model .*size mismatch"),
+             (dict(st, state={k: v for i, (k, v) in enumerate(st["state"].items()) if i}), "does not fit this model .*Missing key"),
+             (dict(st, state=[1, 2]), "'state' is a list, not dict")]
+    for i, (bad, msg) in enumerate(cases):
+        g = tmp_path / f"bad{i}.pt"; torch.save(bad, g)
+        with pytest.raises(ValueError, match=msg) as e: load_prm(g, TOK, device="cpu")
+        assert str(g) in str(e.value), e.value
