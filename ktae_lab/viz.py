@@ -360,7 +360,7 @@ class GroupView:
             parts.append(tooltip_table_html(self.table, uid, self.vmax))
             where = pd.Index(self.table.token_id)
         for j, v in enumerate(self.views):
-            if v is None: parts.append(f"<p><i>rollout {self.rollout_ids[j]}: empty (no valid tokens)</i></p>")
+            if v is None: parts.append(f"<p><i>rollout {html.escape(str(self.rollout_ids[j]))}: empty (no valid tokens)</i></p>")
             elif uid is None: parts.append(v.to_html(legend=False))
             else: parts.append(f'<div style="font-weight:bold;margin:6px 0 2px">{html.escape(v.title or "")}</div>'
                                + compact_token_html(v.tokens, where.get_indexer(v.ids)))
@@ -474,7 +474,7 @@ def _rollout_ids(batch, rows):
     "rollout_id of each selected row when the frame has them, else the row number."
     f = getattr(batch, "frame", None)
     if f is not None and "rollout_id" in f:
-        return [int(x) if x == x else int(r) for x, r in zip(f["rollout_id"].iloc[rows].tolist(), rows)]
+        return [int(x) if x is not None and x == x else int(r) for x, r in zip(f["rollout_id"].iloc[rows].tolist(), rows)]  # None or NaN: absent
     return [int(r) for r in rows]
 
 
@@ -696,17 +696,19 @@ def annotation_html(annotation, # an Annotation or an annotation record (dict)
     head = [f"method <b>{html.escape(str(_get(annotation, 'method')))}</b>", f"status {html.escape(str(status))}",
             f"first error: <b>{'none found' if fe is None else f'step {fe}'}</b>",
             f"{int(_get(annotation, 'rollouts', 0))} rollouts, {int(_get(annotation, 'tokens', 0))} tokens"]
-    if v0 is not None: head.append(f"V0 = {float(v0):.3f} (k = {_get(base, 'k')})")
+    esc = lambda v: html.escape(str(v), quote=True)    # every field from the record, numbers included, is escaped
+    num = lambda v, spec: "?" if v is None else format(float(v), spec)   # a missing or NaN estimate shows as '?'; text raises
+    if v0 is not None: head.append(f"V0 = {float(v0):.3f} (k = {esc(_get(base, 'k'))})")
     if _get(annotation, "error"): head.append(f"<span style='color:#b00020'>error: {html.escape(str(_get(annotation, 'error')))}</span>")
     chips = []
     for n, p in enumerate(probes, 1):
-        bad, s = _get(p, "is_error"), _get(p, "step")
+        bad, s = _get(p, "is_error"), esc(_get(p, "step"))
         col = STEP_COLORS["first"] if bad else "#a3d6b9"
-        iv = f" [{_get(p, 'lo')}–{_get(p, 'hi')}]" if _get(p, "lo") is not None else ""
+        iv = f" [{esc(_get(p, 'lo'))}–{esc(_get(p, 'hi'))}]" if _get(p, "lo") is not None else ""
         chips.append(f"<span class='ktae-probe' style='background:{col};padding:1px 5px;border-radius:8px' "
-                     f"title='probe {n}: prefix up to step {s}, V = {float(_get(p, 'estimate')):.4f}, success rate "
-                     f"{float(_get(p, 'count_estimate', float('nan'))):.4f}, {_get(p, 'rollouts')} rollouts'>"
-                     f"#{n} step {s}{iv} V={float(_get(p, 'estimate')):.3f} {'error' if bad else 'fine'}</span>")
+                     f"title='probe {n}: prefix up to step {s}, V = {num(_get(p, 'estimate'), '.4f')}, success rate "
+                     f"{num(_get(p, 'count_estimate'), '.4f')}, {esc(_get(p, 'rollouts'))} rollouts'>"
+                     f"#{n} step {s}{iv} V={num(_get(p, 'estimate'), '.3f')} {'error' if bad else 'fine'}</span>")
     path = ("<div style='margin:4px 0'>search path: " + " → ".join(chips)
             + (f" ⇒ first error at step {fe}" if fe is not None else "") + "</div>") if chips else ""
     by_step = {}
@@ -715,7 +717,7 @@ def annotation_html(annotation, # an Annotation or an annotation record (dict)
     for i, text in enumerate(steps):
         lab = None if labels is None else int(labels[i])
         col = STEP_COLORS["first"] if fe is not None and i == fe else STEP_COLORS[lab]
-        note = " ".join(f"<span style='font-size:0.8em;color:#333'>[probe #{n}: V={float(_get(p, 'estimate')):.3f}"
+        note = " ".join(f"<span style='font-size:0.8em;color:#333'>[probe #{n}: V={num(_get(p, 'estimate'), '.3f')}"
                         f"{' → error' if _get(p, 'is_error') else ' → fine'}]</span>" for n, p in by_step.get(i, []))
         tip = f"step {i}: label {lab if lab is not None else '—'}" + (f", soft label {float(soft[i]):.3f}" if soft else "")
         mark = " <b>← first error</b>" if fe is not None and i == fe else ""

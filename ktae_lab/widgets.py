@@ -275,16 +275,18 @@ class AnnotationExplorer:
         if self.error is not None and not self.items: return self._fail(self.error)
         if self.record.value is None: return self._fail("no annotations to show")
         ann, steps = self.items[self.record.value]
-        try: self.view = AnnotationView(ann, steps)
+        try:
+            self.view = AnnotationView(ann, steps)
+            status, steps_html, self.probes = f"<b>{html.escape(self.view.summary())}</b>", self.view.to_html(), self.view.probes()
         except Exception as e: return self._fail(f"{type(e).__name__}: {e}")
-        self.error = None
-        self.status.value = f"<b>{html.escape(self.view.summary())}</b>"
-        self.steps_view.value = self.view.to_html()
-        self.probes = self.view.probes()
+        self.error, self.status.value, self.steps_view.value = None, status, steps_html
         self.probes_view.value = self.probes.to_html(float_format=lambda v: f"{v:.4g}") if len(self.probes) else "<i>no probes</i>"
+        self.plot.value = ""
         if self.show_plot.value:
-            fig = agg_figure((9, 3.4)); self.view.plot(ax=fig.subplots()); self.plot.value = figure_html(fig, "search path", dpi=90)
-        else: self.plot.value = ""
+            try: fig = agg_figure((9, 3.4)); self.view.plot(ax=fig.subplots()); self.plot.value = figure_html(fig, "search path", dpi=90)
+            except Exception as e:       # a record the chart cannot draw (a NaN estimate, a string step): say so, keep the steps
+                self.error = f"chart not drawn: {type(e).__name__}: {e}"
+                self.status.value += f'<div style="color:#b00020;font-weight:bold">⚠ {html.escape(self.error)}</div>'
 
     def _fail(self, msg):
         self.error, self.view, self.probes = msg, None, None

@@ -142,3 +142,17 @@ def test_console_script(tmp_path, sample_path):
     r = subprocess.run(["ktae-lab", "score", str(sample_path), "-o", str(tmp_path / "t.csv")], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "group sample-0" in r.stdout
+
+
+def test_report_and_score_work_on_the_minimal_schema(tmp_path, run_cli):
+    "README's minimal rollout file {group_id, token_ids, reward}, without the optional rollout_id."
+    import json
+    p = tmp_path / "min.jsonl"
+    p.write_text("".join(json.dumps({"group_id": g, "token_ids": t, "reward": r}) + "\n"
+                         for g, t, r in [("a", [5, 6, 7], 1), ("a", [5, 8], 0), ("a", [], 0), ("b", [9], 1), ("b", [9, 10], 1)]))
+    rc, _, err = run_cli(["report", p, "-o", tmp_path / "r.html", "--no-plots"])
+    assert rc == 0, err
+    page = (tmp_path / "r.html").read_text()
+    assert "Group a" in page and "Group b" in page and "rollout 2: empty" in page
+    rc, out, err = run_cli(["score", p, "-o", tmp_path / "k.csv"])
+    assert rc == 0, err

@@ -580,3 +580,57 @@ def test_cut_label_detector_catches_a_cut_label():
     fig = agg_figure((3, 2)); ax = fig.add_axes((0.0, 0.2, 0.8, 0.7))
     ax.set_yticks([0], ["a very long label that cannot fit"])
     assert "a very long label that cannot fit" in _texts_outside(fig)
+
+
+# ---------------------------------------------------------------- no view renders markup from data (a real browser)
+XSS = "<img src=x onerror=\"document.title='PWNED'\"><script>document.title='PWNED'</script>"
+HOSTILE = dict(REC, id=XSS, method=XSS, status=XSS, error=XSS, baseline=dict(k=XSS, v0=0.62),
+               probes=[dict(p, step=XSS if i == 0 else p["step"], lo=XSS, hi=XSS, rollouts=XSS) for i, p in enumerate(PROBES)],
+               steps=[dict(text=XSS) for _ in STEPS])
+
+
+def hostile_pages():
+    "Every HTML builder of 30_viz, 31_report and 32_widgets fed a hostile record: {name: HTML}."
+    import pandas as pd
+    from ktae_lab.viz import AnnotationView, explain_group, top_tokens_html, legend_html
+    from ktae_lab.widgets import AnnotationExplorer, KeyTokenExplorer
+    from ktae_lab.report import report_html
+    pages = {"annotation_html": annotation_html(HOSTILE, title=XSS), "AnnotationView": AnnotationView(HOSTILE).to_html(),
+             "legend_html": legend_html(1.0, XSS)}
+    ax = AnnotationExplorer([HOSTILE], show_plot=True)
+    pages["AnnotationExplorer"] = ax.status.value + ax.steps_view.value + ax.plot.value + ax.probes_view.value
+    rows = [dict(group_id=XSS, rollout_id=None, prompt=XSS, token_ids=[5, 6, 7] if i < 3 else [5],
+                 tokens=[XSS, "a", "</script>"] if i < 3 else [XSS], response_mask=[1, 1, 1] if i < 3 else [0],
+                 reward=float(i % 2), model=XSS) for i in range(4)]
+    df = pd.DataFrame(rows)
+    gv = explain_group(df, XSS)
+    pages["GroupView"] = gv.to_html(top=3) + gv.to_html(top=3, uid="0")
+    pages["top_tokens_html"] = top_tokens_html(gv.top_tokens(3))
+    pages["report_html"] = report_html(df, title=XSS, plots=False)
+    kx = KeyTokenExplorer(df, show_plots=False)
+    pages["KeyTokenExplorer"] = kx.token_view.value + kx.table_view.value + kx.status.value if hasattr(kx, "status") else kx.token_view.value + kx.table_view.value
+    return pages
+
+
+def test_hostile_records_are_escaped_in_every_builder():
+    for name, page in hostile_pages().items():
+        assert "<script>document" not in page and "<img src=x" not in page, name
+        assert "&lt;img src=x" in page or name in ("legend_html",) or "&lt;script&gt;" in page, name
+
+
+@pytest.mark.skipif(__import__("shutil").which("chromedriver") is None or __import__("importlib").util.find_spec("selenium") is None,
+                    reason="needs Chromium, its driver and selenium")
+def test_no_script_runs_from_a_hostile_record_in_chromium(tmp_path):
+    from test_report import selenium_driver
+    from selenium.webdriver.common.by import By
+    d = selenium_driver()
+    try:
+        for name, body in hostile_pages().items():
+            page = tmp_path / f"{name}.html"      # no CSP here: only the escaping stands between the record and the browser
+            page.write_text(f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>safe</title></head><body>{body}</body></html>")
+            d.get(page.resolve().as_uri())
+            assert d.title == "safe", f"{name}: a script from the record ran"
+            assert not d.find_elements(By.CSS_SELECTOR, "img[src=x]"), f"{name}: markup from the record was rendered"
+            assert "<img src=x" in d.find_element(By.TAG_NAME, "body").text or name == "legend_html" or "<script>" in d.find_element(By.TAG_NAME, "body").text, name
+    finally:
+        d.quit()

@@ -318,3 +318,21 @@ def test_estimator_control(ex):
     ref = explain_group(ex.batch, "g8", estimator="dr_grpo")
     np.testing.assert_allclose(scores(ex), ref.advantages[0][ref.response_mask[0]].numpy(), atol=1e-6)
     assert "Â from dr_grpo" in status(ex) and "Â (dr_grpo) = +0.500" in ex.token_view.value
+
+
+def test_key_token_explorer_on_the_minimal_schema(tmp_path):
+    p = tmp_path / "min.jsonl"
+    p.write_text("".join(json.dumps({"group_id": g, "token_ids": t, "reward": r}) + "\n"
+                         for g, t, r in [("a", [5, 6, 7], 1), ("a", [5, 8], 0), ("b", [9], 1)]))
+    ex = KeyTokenExplorer(p, show_plots=True)
+    assert ex.error is None and "ktae-tok" in ex.token_view.value
+    assert [lbl for lbl, _ in ex.rollout.options][:2] and len(ex.rollout.options) == 2
+
+
+def test_annotation_explorer_shows_a_bad_chart_in_its_status_line():
+    bad = json.loads(json.dumps(REC)); bad["probes"][0]["estimate"] = float("nan")
+    ax = AnnotationExplorer([bad], show_plot=True)
+    assert "chart not drawn" in status(ax) and ax.steps_view.value and ax.plot.value == ""
+    bad = json.loads(json.dumps(REC)); bad["probes"][0]["step"] = "two"
+    ax = AnnotationExplorer([bad], show_plot=True)          # a string step: shown in the status line, never raised
+    assert ax.view is not None or "⚠" in status(ax)
