@@ -408,3 +408,69 @@ if __name__ == "__main__":
     tally, rows = _count(old)
     for r in rows: print(f"{r[0]:<9} {r[1]:<90} | {r[2]}")
     print(json.dumps(tally))
+
+
+# ---------------------------------------------------------------- the repository's tools, run from outside the repository
+def _nb(path, *sources):
+    cells = [{"cell_type": "code", "execution_count": None, "id": f"c{i}", "metadata": {}, "outputs": [], "source": s}
+             for i, s in enumerate(sources)]
+    path.write_text(json.dumps({"cells": cells, "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+                                "nbformat": 4, "nbformat_minor": 5}, indent=1) + "\n")
+    return path
+
+
+def _tool(script, args, cwd):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("KTAE_LAB_DEBUG", None)
+    r = subprocess.run([sys.executable, str(REPO / "tools" / script), *map(str, args)], cwd=cwd, capture_output=True, text=True, env=env, timeout=300)
+    return r.returncode, r.stdout, r.stderr
+
+
+def _tool_cases(t):
+    "(script, args, fragment of the one error line) with files made in `t`."
+    torn = t / "torn.ipynb"; torn.write_text(_nb(t / "x.ipynb", "1").read_text()[:40])
+    (t / "notes.txt").write_text("hello")
+    (t / "site_like").mkdir(); (t / "site_like" / "keep.md").write_text("mine")
+    (t / "afile").write_text("x")
+    return [("execute_nbs.py", ["missing.ipynb"], "no such notebook: "),
+            ("execute_nbs.py", [torn], "torn.ipynb is not a readable notebook"),
+            ("execute_nbs.py", ["notes.txt"], "notes.txt is not a notebook (.ipynb)"),
+            ("execute_nbs.py", [t], "no such notebook"),
+            ("execute_nbs.py", [_nb(t / "fails.ipynb", "x = 1", "1 / 0")], "fails.ipynb: cell 1 failed (ZeroDivisionError: division by zero); it was left unchanged"),
+            ("execute_nbs.py", ["--max-kb", "0", "x.ipynb"], "--max-kb must be >= 1"),
+            ("build_docs.py", ["--out", REPO / "nbs"], "is the repository or one of its source folders"),
+            ("build_docs.py", ["--out", REPO], "is the repository or one of its source folders"),
+            ("build_docs.py", ["--out", t / "site_like"], "site_like is a folder with other content"),
+            ("build_docs.py", ["--out", t / "afile"], "afile is an existing file; give a folder"),
+            ("build_docs.py", ["--out", t], "is a folder with other content")]
+
+
+def test_tools_bad_input_one_line_exit_2(tmp_path):
+    before = {p: p.stat().st_mtime_ns for p in (REPO / "nbs").glob("*.ipynb")}
+    for script, args, msg in _tool_cases(tmp_path):
+        failing = tmp_path / "fails.ipynb"
+        old = failing.read_bytes() if failing.exists() else None
+        rc, out, err = _tool(script, args, tmp_path)
+        lines = [l for l in err.splitlines() if l.strip() and "it/s]" not in l and "%|" not in l]
+        assert rc == 2 and len(lines) == 1 and lines[0].startswith(f"{script[:-3]}: error: ") and msg in lines[0], (script, args, err)
+        assert "Traceback" not in err
+        if old is not None: assert failing.read_bytes() == old             # a failing notebook is left untouched
+    assert (tmp_path / "site_like" / "keep.md").read_text() == "mine"       # nothing deleted
+    assert {p: p.stat().st_mtime_ns for p in (REPO / "nbs").glob("*.ipynb")} == before
+
+
+def test_execute_nbs_from_outside_the_repository_writes_atomically(tmp_path, monkeypatch):
+    nb = _nb(tmp_path / "ok.ipynb", "print(1 + 1)")
+    rc, out, err = _tool("execute_nbs.py", ["ok.ipynb"], tmp_path)            # a relative path, from another folder
+    assert rc == 0, err
+    cell = json.loads(nb.read_text())["cells"][0]
+    assert cell["outputs"][0]["text"] == ["2\n"]
+    # a full disk while writing leaves the old notebook whole (the package's atomic writer)
+    sys.path.insert(0, str(REPO / "tools"))
+    import execute_nbs
+    old = nb.read_text()
+    import errno
+    def full(*a, **k): raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError): execute_nbs._write_clean(nb, json.loads(old))
+    assert nb.read_text() == old and not list(tmp_path.glob(".ok.ipynb.*"))

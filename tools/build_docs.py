@@ -25,9 +25,17 @@ TUTORIAL_AFTER = {"reading_key_tokens": "12_ktae", "losses_by_hand": "13_losses"
                   "epicprm_walkthrough": "23_simulator", "ablation_lab": "49_cli"}
 
 
+def read_nb(path:Path) -> dict:
+    "A notebook's JSON, or UsageError naming the file (a torn or non-notebook file)."
+    try: nb = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e: raise UsageError(f"{path} is not a readable notebook ({e})") from None
+    if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list): raise UsageError(f"{path} is not a notebook (no 'cells' list)")
+    return nb
+
+
 def title_of(nb_path:Path) -> str:
     "The notebook's `# Title` (first markdown heading), else its file name."
-    for c in json.loads(nb_path.read_text())["cells"]:
+    for c in read_nb(nb_path)["cells"]:
         if c["cell_type"] != "markdown": continue
         m = re.search(r"^#\s+(.+)$", "".join(c["source"]), re.M)
         if m: return m.group(1).strip()
@@ -104,7 +112,7 @@ def stage(nbs:Path, lib:str) -> list:
     if SRC.exists(): shutil.rmtree(SRC)
     docs.mkdir(parents=True)
     from execute_nbs import all_notebooks
-    for nb in all_notebooks(nbs): (docs / page_name(nb, nbs)).write_text(json.dumps(for_reader(json.loads(nb.read_text()))))
+    for nb in all_notebooks(nbs): (docs / page_name(nb, nbs)).write_text(json.dumps(for_reader(read_nb(nb))))
     nav = reading_order(nbs)
     mods = sorted(p.stem for p in (ROOT / lib).glob("*.py") if not p.stem.startswith("_"))
     (docs / "api").mkdir()
@@ -147,27 +155,56 @@ def write_config(nav, site:Path, title:str) -> Path:
     return path
 
 
+MARKER = ".ktae-lab-site"   # written into every site this tool builds: only such a folder (or an empty one) is replaced
+
+
+class UsageError(Exception): "A bad argument or environment: reported as one line, exit status 2."
+
+
+def check_out(site:Path) -> None:
+    "Refuse an output that is a file, or an existing non-empty folder that is not a site built here (mkdocs --clean empties it)."
+    if site.exists() and not site.is_dir(): raise UsageError(f"--out {site} is an existing file; give a folder")
+    if site in (ROOT, *ROOT.parents) or ROOT in site.parents and site.relative_to(ROOT).parts[0] in ("nbs", "ktae_lab", "tests", "tools", "data", ".git"):
+        raise UsageError(f"--out {site} is the repository or one of its source folders; give a new folder")
+    if site.is_dir() and any(site.iterdir()) and not (site / MARKER).is_file() and site != (ROOT / "_site").resolve():
+        raise UsageError(f"--out {site} is a folder with other content (no {MARKER} marker of a site built by this tool); "
+                         "building would delete everything in it: give a new or empty folder")
+
+
 def build(out:Path|None=None) -> Path:
     "Stage, configure and run `mkdocs build`; returns the site folder."
     sys.path.insert(0, str(Path(__file__).parent)); sys.path.insert(0, str(ROOT))
     from nbdev.config import get_config
-    c = get_config()
+    c = get_config(path=ROOT)     # the repository of this script, wherever it is run from
     site = (out or ROOT / "_site").resolve()
+    check_out(site)
     nav = stage(Path(c.config_path) / c.nbs_path, c.lib_name)
     cfg = write_config(nav, site, c.lib_name)
     env = dict(os.environ, NO_MKDOCS_2_WARNING="1")
     r = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--clean", "-q", "-f", str(cfg)], cwd=SRC, env=env)
-    if r.returncode: raise SystemExit(f"build_docs: error: mkdocs build failed (exit {r.returncode})")
+    if r.returncode: raise UsageError(f"mkdocs build failed (exit {r.returncode})")
+    (site / MARKER).write_text("built by tools/build_docs.py; this folder is replaced by the next build\n")
     return site
 
 
+class OneLineParser(argparse.ArgumentParser):
+    "argparse whose errors are one line on stderr, exit status 2 (as `ktae-lab` does)."
+    def error(self, message): print(f"{self.prog}: error: {message}", file=sys.stderr); sys.exit(2)
+
+
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = OneLineParser(prog="build_docs", description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=None, help="site folder (default _site/)")
     a = ap.parse_args(argv)
     t = time.time()
-    site = build(a.out)
+    try: site = build(a.out)
+    except (UsageError, OSError, ValueError, KeyError) as e:     # one line, exit 2, as `ktae-lab` does (KTAE_LAB_DEBUG=1: traceback)
+        if os.environ.get("KTAE_LAB_DEBUG"): raise
+        msg = f"{e.filename}: {e.strerror}" if isinstance(e, OSError) and e.filename and e.strerror else str(e)
+        print(f"build_docs: error: {type(e).__name__ + ': ' if not isinstance(e, UsageError) else ''}{msg}", file=sys.stderr)
+        return 2
     print(f"site written to {site} in {time.time() - t:.0f} s: open {site / 'index.html'}")
+    return 0
 
 
-if __name__ == "__main__": main()
+if __name__ == "__main__": sys.exit(main())
