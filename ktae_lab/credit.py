@@ -10,7 +10,7 @@ import torch
 from .task import lab_tokenizer, reference_solution, solution_steps, first_wrong_step, token_steps
 from .lm import tiny_random_lm, encode_prompts, generate
 from .lab import LabConfig, lab_data, prepare_warm_start, rl_step, algorithm_spec, generate_groups
-from .epicprm import Completion, Annotation, annotate, epic_baseline, METHODS, EPIC_STATIC_K, EPIC_PILOT_K, EPIC_PILOT_MIN_CORRECT
+from .epicprm import Completion, Annotation, annotate, epic_baseline, METHODS, EPIC_STATIC_K, EPIC_PILOT_K, EPIC_PILOT_MIN_CORRECT, CompleterProtocolError
 from .ktae import key_token_values
 from .dapo import groups_with_spread
 
@@ -93,10 +93,10 @@ class _Batcher:
         self.local = threading.local()          # .key: the index of the job the calling thread works on
 
     def __call__(self, question, prefix_steps, n):
-        slot = dict(key=getattr(self.local, "key", 0), req=(question, list(prefix_steps), n), out=None, err=None)
+        slot = dict(key=getattr(self.local, "key", 0), req=(question, list(prefix_steps), n), out=None, err=None, done=False)
         with self.cv:
             self.pending.append(slot); self.cv.notify_all()
-            while slot["out"] is None and slot["err"] is None: self.cv.wait()
+            while not slot["done"]: self.cv.wait()      # a completer may answer None: `annotate` then raises, as it does alone
         if slot["err"] is not None: raise slot["err"]
         return slot["out"]
 
@@ -112,10 +112,13 @@ class _Batcher:
             try:
                 many = getattr(self.completer, "complete_many", None)
                 outs = many([s["req"] for s in batch]) if many else [self.completer(*s["req"]) for s in batch]
+                if not isinstance(outs, (list, tuple)) or len(outs) != len(batch):   # a request left unanswered would wait forever
+                    raise CompleterProtocolError(f"`completer.complete_many` must return one list of completions per request: got "
+                                                 f"{len(outs) if isinstance(outs, (list, tuple)) else type(outs).__name__} for {len(batch)} requests")
                 errs = [None] * len(batch)
             except Exception as e: outs, errs = [None] * len(batch), [e] * len(batch)
             with self.cv:
-                for s, o, e in zip(batch, outs, errs): s["out"], s["err"] = o, e
+                for s, o, e in zip(batch, outs, errs): s["out"], s["err"], s["done"] = o, e, True
                 self.cv.notify_all()
 
 def annotate_many(questions, # [N] problems

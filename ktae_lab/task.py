@@ -12,6 +12,16 @@ __all__ = ['LAB_ALPHABET', 'make_problems', 'lab_tokenizer', 'score_responses', 
            'first_wrong_step', 'token_steps']
 
 # %% ../nbs/41_task.ipynb #65cde236
+def _count_in_space(prompts, min_ops, max_ops, max_operand) -> int: # how many of `prompts` the task can draw
+    import re
+    ok = 0
+    for p in prompts:
+        ops = re.fullmatch(r"(\d+(?:[+-]\d+)+):", p) if isinstance(p, str) else None
+        if ops is None: continue
+        vals = [int(x) for x in re.split(r"[+-]", ops.group(1))]
+        ok += min_ops <= len(vals) <= max_ops and all(1 <= v <= max_operand and str(v) == s for v, s in zip(vals, re.split(r"[+-]", ops.group(1))))
+    return ok
+
 def make_problems(n:int, # number of problems to draw
                   seed:int=0, # numpy seed
                   min_ops:int=2, # fewest operands
@@ -25,6 +35,11 @@ def make_problems(n:int, # number of problems to draw
         raise ValueError(f"need 2 <= `min_ops` <= `max_ops`, got min_ops={min_ops!r}, max_ops={max_ops!r}")
     if not (isinstance(max_operand, int) and max_operand >= 1): raise ValueError(f"`max_operand` must be an int >= 1, got {max_operand!r}")
     rng, excluded, rows = np.random.default_rng(seed), set(exclude), []
+    space = sum(max_operand ** m * 2 ** (m - 1) for m in range(min_ops, max_ops + 1))   # distinct prompts of the task
+    if n > 0 and space <= len(excluded) and space == _count_in_space(excluded, min_ops, max_ops, max_operand):
+        raise ValueError(f"the task has only {space} distinct problems (min_ops={min_ops}, max_ops={max_ops}, max_operand={max_operand}) "
+                         f"and `exclude` holds all of them (the held-out set): none is left to draw {n} from; "
+                         "raise `max_operand` or `max_ops`, or hold out fewer problems")
     while len(rows) < n:
         m = int(rng.integers(min_ops, max_ops + 1))
         ops, signs = rng.integers(1, max_operand + 1, m), rng.choice(["+", "-"], m - 1)

@@ -474,3 +474,12 @@ def test_execute_nbs_from_outside_the_repository_writes_atomically(tmp_path, mon
     monkeypatch.setattr(os, "fsync", full)
     with pytest.raises(OSError): execute_nbs._write_clean(nb, json.loads(old))
     assert nb.read_text() == old and not list(tmp_path.glob(".ok.ipynb.*"))
+
+
+def test_ablate_on_a_task_too_small_fails_fast(tmp_path):
+    "--lab max_operand=1 --lab max_ops=2 used to loop forever drawing problems; now one line, exit 2, at once."
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    r = subprocess.run([sys.executable, "-c", "import sys; from ktae_lab.cli import main; sys.exit(main(sys.argv[1:]))", "ablate", "--algos", "grpo", "--seeds", "1", "-o", str(tmp_path / "ab"),
+                        "--lab", "max_operand=1", "--lab", "max_ops=2", "--lab", "min_ops=2", "--no-progress"],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 2 and "only 2 distinct problems" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr

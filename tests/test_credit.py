@@ -264,3 +264,37 @@ def test_smollm2_annotations_file():
     spec = importlib.util.spec_from_file_location("annot", DATA / "annotate_smollm2.py")
     mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
     for r in rolls.values(): assert mod.sentence_steps(r["response"]) == sentence_steps(r["response"])
+
+
+def _within(seconds, fn):
+    "Run fn in a thread; its exception (or None), or fail when it is still running after `seconds` (a deadlock)."
+    import threading
+    box = {}
+    def run():
+        try: fn(); box["err"] = None
+        except BaseException as e: box["err"] = e
+    t = threading.Thread(target=run, daemon=True); t.start(); t.join(seconds)
+    assert not t.is_alive(), f"still running after {seconds} s: deadlocked"
+    return box["err"]
+
+
+class _ShortMany(Oracle):
+    "complete_many answers one request too few (or None)."
+    def __init__(self, answer_none=False): super().__init__(); self.none = answer_none
+    def complete_many(self, reqs):
+        if self.none: return None
+        return [self(*r) for r in reqs][:-1]
+
+
+@pytest.mark.parametrize("method", ["math_shepherd", "epic_binary"])
+def test_annotate_many_raises_like_annotate_when_the_completer_breaks_the_protocol(method):
+    from ktae_lab.epicprm import CompleterProtocolError
+    Q, S, A = ["1+1+1:", "2+2+1:"], [["1+1=3", "3+1=4#4"], ["2+2=4", "4+1=6#6"]], ["3", "5"]
+    def none(q, p, n): return None
+    alone = _within(60, lambda: annotate(Q[0], S[0], A[0], none, method, is_correct=False))
+    many = _within(60, lambda: annotate_many(Q, S, A, none, method, is_correct=[False, False], progress=False))
+    assert type(many) is type(alone) and str(many) == str(alone)          # the same error as `annotate`
+    for bad in (_ShortMany(), _ShortMany(answer_none=True)):
+        err = _within(60, lambda: annotate_many(Q, S, A, bad, method, is_correct=[False, False], progress=False, workers=2))
+        assert err is not None and ("complete_many` must return one list of completions per request" in str(err)), err
+        assert isinstance(err, CompleterProtocolError) or isinstance(err.__cause__, CompleterProtocolError), err
