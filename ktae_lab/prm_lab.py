@@ -213,12 +213,30 @@ def _seed_policy(sd:Path, seed:int, cfg:PRMLabConfig, device):
     _save_torch(f, warm["state"])
     return pol.eval()
 
+_SOLUTION_COLS = ("prompt", "answer", "response", "correct", "first_wrong")
+
+def _cached_solutions(f:Path, problems, group:int): # the cached DataFrame, or None when it must be sampled again
+    "Read a solutions cache and check it is whole: every problem's `group` rows, nothing cut (a truncated file is redone)."
+    import pandas as pd
+    data = f.read_bytes()
+    try: df = pd.read_csv(io.BytesIO(data), keep_default_na=False, na_values={"first_wrong": [""]})
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as e: df, why = None, f"not a readable CSV ({str(e).splitlines()[0]})"
+    else:
+        want = [p for p in problems["prompt"] for _ in range(group)]
+        why = ("it does not end with a newline (cut mid-line)" if not data.endswith(b"\n") else
+               f"it lacks the columns {[c for c in _SOLUTION_COLS if c not in df]}" if not set(_SOLUTION_COLS) <= set(df) else
+               f"it has {len(df)} rows, expected {len(want)} ({len(problems)} problems x {group})" if len(df) != len(want) else
+               "its prompts are not the problems drawn for it" if df["prompt"].astype(str).tolist() != [str(p) for p in want] else None)
+    if why is None: return df
+    print(f"{f}: damaged cache, {why}; sampling the solutions again", file=sys.stderr)
+    return None
+
 def _seed_samples(sd:Path, name:str, pol, problems, group:int, seed:int, lc):
     "Solutions of the policy (cached as CSV)."
     import pandas as pd
     f = sd / f"{name}_solutions.csv"
-    if f.exists(): df = pd.read_csv(f, keep_default_na=False, na_values={"first_wrong": [""]})
-    else:
+    df = _cached_solutions(f, problems, group) if f.exists() else None
+    if df is None:
         df = policy_solutions(pol, lab_tokenizer(), problems, group, lc.max_new_tokens, lc.temperature, seed)["df"]
         atomic_write(f, df.to_csv(index=False))
         df = pd.read_csv(f, keep_default_na=False, na_values={"first_wrong": [""]})

@@ -533,3 +533,29 @@ def test_stale_lock_takeover_has_one_winner(tmp_path):
             held += 1 if line.startswith("in") else -1
             overlaps += held > 1
     assert overlaps == 0, f"{overlaps} times two processes held the lock together"
+
+
+# ------------------------------------------------------------------------------------------------ caches of the PRM pipeline
+
+def test_truncated_solutions_cache_is_redone(tmp_path, capsys):
+    "train_solutions.csv cut mid-line (or missing rows) was used as is; it is sampled again, giving the whole table."
+    import pandas as pd
+    import ktae_lab.lab as lab
+    from ktae_lab import prm_lab
+    lc = lab.LabConfig(n_train=60, n_heldout=8, min_ops=2, max_ops=2, max_operand=3, max_new_tokens=8, overlong_buffer=2, d_model=16, n_heads=2, progress=False)
+    train, _ = lab.lab_data(lc)
+    pol = lab._new_policy(lab.lab_tokenizer(), lc, 0).eval()
+    problems = train.iloc[:5].reset_index(drop=True)
+    whole = prm_lab._seed_samples(tmp_path, "train", pol, problems, 4, 0, lc)
+    f = tmp_path / "train_solutions.csv"
+    data = f.read_bytes()
+    assert len(whole) == 20
+    for cut in (data[: len(data) // 2], data[: data.rfind(b"\n", 0, len(data) - 1) + 1], data[:30], b"\xff\xfe garbage"):
+        f.write_bytes(cut)
+        again = prm_lab._seed_samples(tmp_path, "train", pol, problems, 4, 0, lc)
+        pd.testing.assert_frame_equal(again, whole)
+        assert f.read_bytes() == data and "damaged cache" in capsys.readouterr().err
+    f.write_bytes(data)
+    assert "damaged" not in capsys.readouterr().err
+    prm_lab._seed_samples(tmp_path, "train", pol, problems, 4, 0, lc)
+    assert capsys.readouterr().err == ""                                     # a whole cache is read back silently
