@@ -13,11 +13,12 @@ from .lab import LabConfig, lab_data, prepare_warm_start, rl_step, algorithm_spe
 from .epicprm import Completion, Annotation, annotate, epic_baseline, METHODS, EPIC_STATIC_K, EPIC_PILOT_K, EPIC_PILOT_MIN_CORRECT, CompleterProtocolError
 from .ktae import key_token_values
 from .dapo import groups_with_spread
+from .simulator import annotation_outcomes
 
 # %% auto #0
 __all__ = ['KTAE_SETTINGS', 'BENCH_PARAMS', 'LabCompleter', 'annotate_many', 'policy_solutions', 'token_truth', 'auroc',
-           'ktae_credit', 'probe_step_values', 'epic_credit', 'score_annotations', 'method_table', 'lab_policy',
-           'measure_policy', 'credit_benchmark', 'seed_spread', 'plot_credit', 'sentence_steps', 'hand_agreement']
+           'ktae_credit', 'probe_step_values', 'epic_credit', 'method_table', 'lab_policy', 'measure_policy',
+           'credit_benchmark', 'seed_spread', 'plot_credit', 'sentence_steps', 'hand_agreement']
 
 # %% ../nbs/43_credit.ipynb #1bc9439e
 class LabCompleter:
@@ -316,23 +317,7 @@ def epic_credit(sol:dict, # from `policy_solutions`
     return pd.DataFrame(out)
 
 # %% ../nbs/43_credit.ipynb #1c532c5f
-def score_annotations(anns, # list of N Annotations (or dicts)
-                      truth, # [N] exact first wrong steps
-                      wall_s:float=0.0, # wall time of the whole batch (spread evenly over the solutions)
-                     ): # pandas DataFrame: one row per solution
-    "Each annotation against the exact truth: hit, signed offset (found minus true step), cost."
-    import pandas as pd
-    rows = []
-    for a, t in zip(anns, truth):
-        a = a if isinstance(a, dict) else a.to_dict()
-        skipped = a["status"] == "skipped" or a["first_error"] is None
-        fe = None if skipped else int(a["first_error"])
-        rows.append(dict(method=a["method"], truth=int(t), found=fe, covered=not skipped, hit=(fe == int(t)) if not skipped else False,
-                         offset=(fe - int(t)) if not skipped else np.nan, rollouts=a["rollouts"], tokens=a["tokens"],
-                         wall_s=wall_s / max(len(anns), 1)))
-    return pd.DataFrame(rows)
-
-def method_table(scores, # concatenated `score_annotations` frames (plus any grouping columns)
+def method_table(scores, # concatenated `annotation_outcomes` frames (`23_simulator`; plus any grouping columns)
                  by=("method",), # grouping columns
                 ): # pandas DataFrame
     "First-error accuracy (skips count as misses), accuracy on covered solutions, offset, coverage and cost per solution."
@@ -398,7 +383,7 @@ def measure_policy(policy, tokenizer, # the lab policy and tokenizer
     for m in methods:
         t = time.perf_counter()
         a = annotate_many(list(q), st, list(ans), comp, m, is_correct=[False] * len(wrong), progress=progress, **params.get(m, {}))
-        s = score_annotations(a, truth, time.perf_counter() - t)
+        s = annotation_outcomes(a, truth, time.perf_counter() - t)
         s["n_ops"] = df["n_ops"].to_numpy()[wrong] if "n_ops" in df else np.nan
         s["n_steps"] = [len(x) for x in st]
         scores.append(s); anns[m] = a

@@ -281,7 +281,13 @@ def _annotate(sd:Path, df, method:str, pol, seed:int, cfg:PRMLabConfig, lc, prog
 def _seed_run(sd:Path, seed:int, cfg:PRMLabConfig, device, progress:bool) -> dict:
     "Everything for one seed; returns its result records (also written to sd/results.json)."
     f = sd / "results.json"
-    if f.exists(): return json.loads(f.read_text())
+    if f.exists():
+        try:
+            res = json.loads(f.read_text(encoding="utf-8"))
+            if isinstance(res, dict) and {"steplevel", "best_of_n", "policy", "seed"} <= set(res): return res
+            why = "it lacks the keys steplevel, best_of_n, policy, seed"
+        except (ValueError, UnicodeDecodeError) as e: why = f"not valid JSON ({e})"
+        print(f"{f}: damaged cache, {why}; computing the seed's results again", file=sys.stderr)
     sd.mkdir(parents=True, exist_ok=True)
     lc = cfg.lab(device)
     torch.manual_seed(seed)

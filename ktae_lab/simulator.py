@@ -10,7 +10,8 @@ import numpy as np
 from .epicprm import Completion, AveragedCompleter
 
 # %% auto #0
-__all__ = ['SimConfig', 'value_path', 'SimProblems', 'simulate_problems', 'SimCompleter', 'score_annotations', 'compare_methods']
+__all__ = ['SimConfig', 'value_path', 'SimProblems', 'simulate_problems', 'SimCompleter', 'score_annotations',
+           'annotation_outcomes', 'compare_methods']
 
 # %% ../nbs/23_simulator.ipynb #f4e57a1a
 @dataclass(frozen=True)
@@ -226,6 +227,25 @@ def score_annotations(records, # DataFrame from annotate_dataset (or list of rec
     return dict(n=n, coverage=float(ok.mean()), fe_acc=float(hit.sum() / max(ok.sum(), 1)), fe_acc_all=float(hit.mean()), offset=float(off.mean()) if len(off) else 0.0,
                 abs_offset=float(off.abs().mean()) if len(off) else 0.0, f1=float(f1),
                 probes=float(rec.probes.map(len).sum() / n), rollouts=float(rec.rollouts.sum() / n), tokens=float(rec.tokens.sum() / n))
+
+# %% ../nbs/23_simulator.ipynb #6f336b3c
+def annotation_outcomes(anns, # N Annotations, their dicts, or a DataFrame of records (as annotate_dataset returns)
+                        truth, # [N] exact first wrong steps
+                        wall_s:float=0.0, # wall time of the whole batch (spread evenly over the solutions)
+                       ): # pandas DataFrame: one row per solution
+    "Each annotation against the exact truth: hit, signed offset (found minus true step), cost."
+    import pandas as pd
+    if isinstance(anns, pd.DataFrame): anns = anns.to_dict("records")
+    rows = []
+    for a, t in zip(anns, truth):
+        a = a if isinstance(a, dict) else a.to_dict()
+        fe = a["first_error"]
+        skipped = a["status"] == "skipped" or fe is None or (isinstance(fe, float) and math.isnan(fe))   # NaN: a DataFrame's None
+        fe = None if skipped else int(a["first_error"])
+        rows.append(dict(method=a["method"], truth=int(t), found=fe, covered=not skipped, hit=(fe == int(t)) if not skipped else False,
+                         offset=(fe - int(t)) if not skipped else np.nan, rollouts=a["rollouts"], tokens=a["tokens"],
+                         wall_s=wall_s / max(len(anns), 1)))
+    return pd.DataFrame(rows)
 
 # %% ../nbs/23_simulator.ipynb #57877f78
 def compare_methods(problems:SimProblems, # from simulate_problems

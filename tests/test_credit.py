@@ -9,9 +9,10 @@ from hypothesis import given, settings, strategies as st
 
 import ktae_lab.credit as credit
 from ktae_lab.credit import (LabCompleter, annotate_many, policy_solutions, token_truth, auroc, ktae_credit,
-                             probe_step_values, epic_credit, score_annotations, method_table, plot_credit,
+                             probe_step_values, epic_credit, method_table, plot_credit,
                              sentence_steps, hand_agreement, seed_spread, KTAE_SETTINGS)
 from ktae_lab.epicprm import Completion, annotate, check_completions, METHODS
+from ktae_lab.simulator import annotation_outcomes
 from ktae_lab.task import lab_tokenizer, reference_solution, solution_steps, first_wrong_step, token_steps
 from ktae_lab.lm import tiny_random_lm, Generation
 
@@ -213,7 +214,7 @@ def test_score_annotations_and_method_table():
     anns = [dict(method="m", status="ok", first_error=1, rollouts=10, tokens=100),
             dict(method="m", status="ok", first_error=0, rollouts=20, tokens=200),
             dict(method="m", status="skipped", first_error=None, rollouts=5, tokens=50)]
-    sc = score_annotations(anns, [1, 1, 0], wall_s=3.0)
+    sc = annotation_outcomes(anns, [1, 1, 0], wall_s=3.0)
     assert sc.hit.tolist() == [True, False, False] and sc.offset.tolist()[:2] == [0, -1] and not sc.covered.iloc[2]
     t = method_table(sc).iloc[0]
     assert t.accuracy == pytest.approx(1 / 3) and t.acc_covered == pytest.approx(0.5) and t.coverage == pytest.approx(2 / 3)

@@ -142,3 +142,10 @@ def test_bad_input(sp):
     with pytest.raises(ValueError, match="`n`"): c.completers[0]("x", [], 0)
     with pytest.raises(KeyError, match="unknown simulated question"): c.completers[0]("not a question", [], 3)
     with pytest.raises(KeyError, match="not a step"): c.completers[0](sp.solutions.question[0], ["Step 1: made up"], 3)
+
+
+def test_score_annotations_has_one_owner():
+    "score_annotations (aggregate) and annotation_outcomes (per solution) live in simulator only; credit calls them."
+    import ktae_lab.credit as credit, ktae_lab.simulator as simulator
+    assert not hasattr(credit, "score_annotations") and "annotation_outcomes" in simulator.__all__
+    assert credit.annotation_outcomes is simulator.annotation_outcomes
