@@ -674,6 +674,7 @@ def annotation_steps(annotation, # an Annotation or an annotation record
         rec = _get(annotation, "steps")
         if rec is None: raise ValueError("`steps` is required: this annotation does not carry the solution's steps")
         steps = [s["text"] if isinstance(s, dict) else s for s in rec]
+    if isinstance(steps, (str, bytes)) or not hasattr(steps, "__iter__"): raise TypeError(f"`steps` must be a list of step strings, got {type(steps).__name__}")
     steps = list(steps)
     if not steps: raise ValueError("`steps` is empty: a solution needs at least one step")
     if not all(isinstance(s, str) for s in steps): raise TypeError("`steps` must be strings")
