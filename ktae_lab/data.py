@@ -249,7 +249,7 @@ def atomic_write(path, # file to (re)write
         os.replace(tmp, path)
     except OSError as e:                                   # a full disk, a quota: name the file, keep the old one
         Path(tmp).unlink(missing_ok=True)
-        raise OSError(e.errno, f"could not write {path}: {e.strerror or e}; the previous version (if any) is unchanged") from None
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from None      # "PATH: No space left on device"; the old file is unchanged
     except BaseException:
         Path(tmp).unlink(missing_ok=True); raise
     return path

@@ -319,6 +319,7 @@ def _check_params(method, params):
 def _check_solution(question, steps, reference_answer):
     if not isinstance(question, str) or not question.strip(): raise ValueError(f"`question` must be a non-empty str, got {question!r}")
     if isinstance(steps, str): raise TypeError("`steps` must be a list of str; split a solution text with `split_steps` first")
+    if isinstance(steps, bytes) or not hasattr(steps, "__iter__"): raise TypeError(f"`steps` must be a list of str, got {type(steps).__name__}")
     steps = list(steps)
     if not steps: raise ValueError("`steps` is empty: a solution needs at least one step")
     for i, s in enumerate(steps):

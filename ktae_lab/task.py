@@ -124,8 +124,8 @@ def token_steps(responses:torch.Tensor, # [B, L] response ids
                 sep_token_id:int, # id of the step separator (the lab tokenizer's ',')
                ) -> torch.Tensor: # [B, L] long: step index of each token, -1 on padding
     "Step index of every response token: separators counted before it (a separator belongs to the step it closes)."
-    from ktae_lab.core import check_token_batch, check_number
-    check_token_batch(responses, response_mask); check_number(sep_token_id, "sep_token_id", 0, integer=True)
+    from ktae_lab.core import check_tensor, check_number
+    check_tensor(responses, "responses"); check_tensor(response_mask, "response_mask"); check_number(sep_token_id, "sep_token_id", 0, integer=True)
     if responses.shape != response_mask.shape:
         raise ValueError(f"`responses` {tuple(responses.shape)} and `response_mask` {tuple(response_mask.shape)} must have the same shape")
     m = response_mask.bool()

@@ -737,6 +737,11 @@ def plot_search_path(annotation, # an Annotation or an annotation record
     probes = list(_get(annotation, "probes") or [])
     labels, fe, base = _get(annotation, "labels"), _get(annotation, "first_error"), _get(annotation, "baseline")
     fe = None if fe is None else int(fe)
+    if num_steps is not None and (isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)) or num_steps < 1):
+        raise TypeError(f"`num_steps` must be an int >= 1 or None, got {type(num_steps).__name__} {num_steps!r}")
+    for i, p in enumerate(probes):
+        st = _get(p, "step")
+        if isinstance(st, bool) or not isinstance(st, (int, np.integer)): raise TypeError(f"probe {i}: `step` must be an int, got {type(st).__name__} {st!r}")
     S = num_steps if num_steps is not None else (len(labels) if labels is not None else 1 + max([_get(p, "step") for p in probes] + [0]))
     fig, ax = _axes(ax, (9, 3.4))
     steps = np.array([_get(p, "step") for p in probes], dtype=float)

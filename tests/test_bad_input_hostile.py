@@ -337,6 +337,9 @@ CASES = [
     H("read-annotations-latin1", "epicprm", lambda t: _m("epicprm").read_annotations(_file(t, "a.jsonl", b'{"id": "caf\xe9"}\n')), r"a\.jsonl.*line 1"),
     H("read-annotations-deep", "epicprm", lambda t: _m("epicprm").read_annotations(_file(t, "a.jsonl", DEEP + "\n")), r"a\.jsonl.*line 1"),
     H("annotation-steps-int", "viz", lambda t: _m("viz").annotation_steps(_ann(), steps=5), r"`steps`"),
+    H("search-path-num-steps-str", "viz", lambda t: _m("viz").plot_search_path(_ann(), num_steps="2"), r"`num_steps`"),
+    H("search-path-step-list", "viz", lambda t: _m("viz").plot_search_path(_ann(probes=[dict(step=[0], estimate=0.5, lo=0, hi=1, is_error=False)])), r"`step` must be an int, got list"),
+    H("annotate-steps-int", "epicprm", lambda t: _m("epicprm").annotate("1+2:", 5, "3", _started), r"`steps` must be a list of str, got int"),
     H("annotation-html-title-surrogate", "viz", lambda t: _m("viz").annotation_html(_ann(), ["1+2=3", "#3"], title="x" + SUR), lambda r: isinstance(r, str) and r.encode("utf-8", "replace") is not None),
     # ---------------------------------------------------------------- 01_data readers and writers used by these surfaces
     H("rollouts-400-digit-reward", "data", lambda t: _m("data").read_rollouts(_file(t, "r.jsonl", _rollout_lines('{"group_id": "g", "token_ids": [4], "reward": ' + "9" * 400 + "}"))), r"r\.jsonl.*line 3"),
