@@ -346,7 +346,8 @@ def annotate(question:str, # the problem text
         raise ValueError(f"`max_retries` must be an int >= 0, got {max_retries!r}")
     S, M = len(steps), len(steps) - 1
     pr = _Prober(question, steps, reference_answer, completer, verifier, max_retries, p.get("weighting", "count"))
-    if is_correct is not None: is_correct = _check_bools([is_correct], "`is_correct`")[0]   # "False" is an error, not True
+    if is_correct is not None and not isinstance(is_correct, (bool, np.bool_)) and not (isinstance(is_correct, (int, np.integer)) and is_correct in (0, 1)):
+        raise TypeError(f"`is_correct` must be True, False or None, got {type(is_correct).__name__} {is_correct!r}")   # "False" is an error, not True
     if is_correct is None:
         if pr.verifier is None: pr.verifier = _default_verifier()
         is_correct = bool(pr.verifier("\n".join(steps), reference_answer))
