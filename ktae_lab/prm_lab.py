@@ -144,7 +144,7 @@ def best_of_n(correct, # [P, K] 0/1: is sample k of problem p correct
     P, K = c.shape
     from ktae_lab.core import check_number
     check_number(draws, "draws", 1, integer=True); check_number(seed, "seed", 0, integer=True)
-    if not isinstance(scores, dict) or not scores: raise TypeError(f"`scores` must be a non-empty dict selector -> [P, K] scores, got {type(scores).__name__}")
+    if not isinstance(scores, dict): raise TypeError(f"`scores` must be a dict selector -> [P, K] scores, got {type(scores).__name__}")
     if isinstance(ns, (int, np.integer)) or isinstance(ns, str): raise TypeError(f"`ns` must be a list of subset sizes, got {ns!r}")
     for n in ns:
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1: raise ValueError(f"`ns` must hold ints >= 1, got {n!r}")
@@ -213,9 +213,16 @@ def _save_torch(path, obj):
 def _read_records(path:Path) -> dict: # row -> record of an annotation JSONL (torn tail repaired)
     if not path.exists(): return {}
     repair_jsonl_tail(path)
+    from ktae_lab.data import json_line
     out = {}
-    for line in path.read_text().splitlines():
-        if line.strip(): r = json.loads(line); out[int(r["row"])] = r
+    for n, raw in enumerate(path.read_bytes().splitlines(), 1):
+        try: line = raw.decode("utf-8")
+        except UnicodeDecodeError: raise ValueError(f"{path}, line {n}: not UTF-8 text; delete the file to annotate again") from None
+        if not line.strip(): continue
+        r = json_line(line, f"{path}, line {n}")
+        if not isinstance(r, dict) or isinstance(r.get("row"), bool) or not isinstance(r.get("row"), int):
+            raise ValueError(f"{path}, line {n}: not an annotation record of this pipeline (no int `row`); delete the file to annotate again")
+        out[r["row"]] = r
     return out
 
 def _seed_policy(sd:Path, seed:int, cfg:PRMLabConfig, device):
