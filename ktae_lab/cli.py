@@ -13,8 +13,8 @@ from .lm import resolve_device, resolve_dtype
 
 # %% auto #0
 __all__ = ['COMMANDS', 'CommandError', 'ArgumentParser', 'error_line', 'command', 'add_ktae_options', 'ktae_overrides',
-           'output_file', 'output_dir', 'positive_int', 'seeds_arg', 'dtype_arg', 'device_arg', 'score_main',
-           'report_main', 'sample_main', 'parse_lab_fields', 'ablate_main', 'prm_main', 'main']
+           'output_file', 'output_dir', 'positive_int', 'seeds_arg', 'text_arg', 'dtype_arg', 'device_arg',
+           'score_main', 'report_main', 'sample_main', 'parse_lab_fields', 'ablate_main', 'prm_main', 'main']
 
 # %% ../nbs/49_cli.ipynb #63ad0f70
 class CommandError(ValueError):
@@ -115,11 +115,21 @@ def seeds_arg(text:str) -> int|list[int]:
     except ValueError: raise argparse.ArgumentTypeError(f"expected a count or a comma list of integers, got {text!r}") from None
     if len(vals) == 1 and "," not in text:
         if vals[0] < 1: raise argparse.ArgumentTypeError(f"a seed count must be >= 1, got {vals[0]}")
+        if vals[0] > 10_000: raise argparse.ArgumentTypeError(f"a seed count must be <= 10000, got {text[:80]!r}")
         return vals[0]
     if any(v < 0 for v in vals): raise argparse.ArgumentTypeError(f"seeds must be >= 0, got {text!r}")
     dup = sorted({v for v in vals if vals.count(v) > 1})
     if dup: raise argparse.ArgumentTypeError(f"seed(s) {dup} given twice in {text!r}; each seed runs once")
+    from ktae_lab.core import check_seeds, MAX_SEED
+    try: check_seeds(vals)                           # before any work: a seed no RNG takes is refused here
+    except (TypeError, ValueError): raise argparse.ArgumentTypeError(f"seeds must be <= {MAX_SEED}, got {text[:80]!r}") from None
     return vals
+
+def text_arg(text:str) -> str:
+    "argparse type for free text (a title): valid Unicode; an undecodable byte in the argument (a lone surrogate) is refused."
+    try: text.encode("utf-8")
+    except UnicodeEncodeError as e: raise argparse.ArgumentTypeError(f"not valid UTF-8 text (an undecodable byte at character {e.start}): {text[:60]!r}") from None
+    return text
 
 def dtype_arg(text:str) -> str:
     "argparse type for `--dtype`: a dtype name that `ktae_lab.lm.resolve_dtype` accepts."
@@ -181,7 +191,7 @@ def report_main(argv:list[str]|None=None) -> int:
     p.add_argument("--top", type=positive_int, default=10, help="key tokens shown per side (default: 10; KTAE's bound of K is --set top=...)")
     p.add_argument("--max-groups", type=positive_int, default=None, help="only the first N groups")
     p.add_argument("--no-plots", action="store_true", help="leave out the plots (faster, smaller page)")
-    p.add_argument("--title", default="Key tokens of the rollouts", help="page title")
+    p.add_argument("--title", type=text_arg, default="Key tokens of the rollouts", help="page title")
     p.add_argument("--estimator", choices=ESTIMATORS, default="grpo", help="rollout-level advantage added to K (default: grpo, as the release)")
     a = p.parse_args(argv)
     overrides = ktae_overrides(a)

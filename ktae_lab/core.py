@@ -10,9 +10,9 @@ import torch
 
 
 # %% auto #0
-__all__ = ['MAX_TOKEN_ID', 'check_tensor', 'check_shape', 'check_float_tensor', 'check_mask', 'check_token_batch',
-           'check_rewards', 'check_number', 'check_positive', 'check_choice', 'check_advantages', 'group_ids',
-           'group_sum', 'accumulation_dtype', 'group_mean_std']
+__all__ = ['MAX_TOKEN_ID', 'MAX_SEED', 'check_tensor', 'check_shape', 'check_float_tensor', 'check_mask', 'check_token_batch',
+           'check_rewards', 'check_number', 'check_positive', 'check_choice', 'check_advantages', 'check_flag',
+           'check_seeds', 'group_ids', 'group_sum', 'accumulation_dtype', 'group_mean_std']
 
 # %% ../nbs/00_core.ipynb #80d7e922
 MAX_TOKEN_ID = 2**62  # token ids must be below this: (group, id) keys are packed into int64
@@ -121,7 +121,9 @@ def check_number(value, # the value to check
     if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.dtype.is_complex: value = value.item()
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)): raise TypeError(msg)
     if integer and not isinstance(value, (int, np.integer)): raise TypeError(msg)
-    if not math.isfinite(value): raise ValueError(msg)
+    try: finite = math.isfinite(value)
+    except OverflowError: finite = False              # an int too large for a float (a 400-digit number)
+    if not finite: raise ValueError(msg if len(msg) < 300 else msg[:240] + f"... ({len(str(value))} digits)")
     if low is not None and (value <= low if low_open else value < low): raise ValueError(msg)
     if high is not None and (value >= high if high_open else value > high): raise ValueError(msg)
     return int(value) if integer else float(value)
@@ -154,6 +156,39 @@ def check_advantages(advantages, # [B] per-rollout or [B, L] per-token advantage
     if _shape(advantages.shape) != _shape(shape):
         raise ValueError(f"`{name}` shape {_shape(advantages.shape)} does not match the expected [B] ({B},) or [B, L] {_shape(shape)}")
     return advantages
+
+
+# %% ../nbs/00_core.ipynb #cea132c3
+MAX_SEED = 2**31 - 1  # seeds must be ints in [0, MAX_SEED]: every RNG (numpy, torch, offsets added to them) takes them
+
+def check_flag(value, # the value to check
+               name:str, # argument name used in errors
+              ) -> bool: # the value as a Python bool
+    "Check a True/False switch: a bool (or numpy bool); the string 'False' is an error, never true."
+    if isinstance(value, (bool, np.bool_)): return bool(value)
+    raise TypeError(f"`{name}` must be True or False, got {type(value).__name__} {value!r}"[:300])
+
+def check_seeds(seeds, # a count n (seeds 0..n-1) or a list of distinct seeds
+                name:str="seeds", # argument name used in errors
+               ) -> list[int]: # the seeds as a list of ints
+    "Check a seed count or a list of distinct seeds in [0, MAX_SEED]; a string is not a list of seeds."
+    what = f"`{name}` must be a count >= 1 or a list of distinct ints in [0, {MAX_SEED}]"
+    if isinstance(seeds, torch.Tensor): seeds = seeds.tolist()
+    if isinstance(seeds, np.ndarray): seeds = seeds.tolist()
+    if isinstance(seeds, (bool, np.bool_)) or isinstance(seeds, (str, bytes, dict, set, float, np.floating)) or seeds is None:
+        raise TypeError(f"{what}, got {type(seeds).__name__} {seeds!r}"[:300])
+    if isinstance(seeds, (int, np.integer)):
+        if not 1 <= seeds <= MAX_SEED: raise ValueError(f"{what}, got {seeds!r}"[:300])
+        return list(range(int(seeds)))
+    try: seeds = list(seeds)
+    except TypeError: raise TypeError(f"{what}, got {type(seeds).__name__}") from None
+    if not seeds: raise ValueError(f"{what}, got an empty list")
+    for s in seeds:
+        if isinstance(s, (bool, np.bool_)) or not isinstance(s, (int, np.integer)): raise TypeError(f"{what}, got {type(s).__name__} {s!r} in it"[:300])
+        if not 0 <= s <= MAX_SEED: raise ValueError(f"{what}, got {s!r} in it"[:300])
+    dup = sorted({int(s) for s in seeds if seeds.count(s) > 1})
+    if dup: raise ValueError(f"`{name}` has duplicates {dup}: each seed would be run twice")
+    return [int(s) for s in seeds]
 
 
 # %% ../nbs/00_core.ipynb #33c41d45

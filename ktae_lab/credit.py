@@ -137,6 +137,9 @@ def annotate_many(questions, # [N] problems
     N = len(questions)
     if len(steps) != N or len(reference_answers) != N: raise ValueError(f"`questions`, `steps` and `reference_answers` must have the same length, got {N}, {len(steps)}, {len(reference_answers)}")
     if is_correct is not None and len(is_correct) != N: raise ValueError(f"`is_correct` must have {N} entries, got {len(is_correct)}")
+    if is_correct is not None:
+        from ktae_lab.epicprm import _check_bools
+        is_correct = _check_bools(is_correct, "`is_correct`")     # ["False", ...] is an error, not True
     if "baseline" in params: raise ValueError("`baseline` is computed once per question by annotate_many; do not pass it")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1: raise ValueError(f"`workers` must be an int >= 1, got {workers!r}")
     bat = _Batcher(completer)
@@ -177,7 +180,7 @@ def annotate_many(questions, # [N] problems
         kw = dict(params)
         if questions[i] in bases: kw["baseline"] = bases[questions[i]]
         a = annotate(questions[i], steps[i], reference_answers[i], bat, method,
-                     is_correct=None if is_correct is None else bool(is_correct[i]), **kw)
+                     is_correct=None if is_correct is None else is_correct[i], **kw)
         if questions[i] in bases and first[questions[i]] == i:          # the question's baseline is paid once, by its first solution
             b = bases[questions[i]]; a.rollouts += b.rollouts; a.tokens += b.tokens
         if a.baseline is None and questions[i] in bases: a.baseline = bases[questions[i]]
@@ -220,9 +223,16 @@ def token_truth(steps:torch.Tensor, # [B, L] step index per token (-1 on padding
                 first_wrong, # [B] first wrong step per rollout (-1 or None: no wrong step)
                ) -> torch.Tensor: # [B, L] long: 0 before the first wrong step, 1 inside it, 2 after it, -1 padding / no error
     "Where each token stands relative to its rollout's first wrong step."
+    if not isinstance(steps, torch.Tensor) or steps.dim() != 2: raise TypeError(f"`steps` must be a [B, L] tensor of step indices, got {type(steps).__name__}")
+    if isinstance(first_wrong, (str, bytes)) or not hasattr(first_wrong, "__iter__"): raise TypeError(f"`first_wrong` must be a list of step indices (None: no error), got {type(first_wrong).__name__}")
     if not isinstance(first_wrong, torch.Tensor):
         import pandas as pd
-        first_wrong = [-1 if v is None or pd.isna(v) else int(v) for v in first_wrong]
+        def idx(v):                                   # 1.5 or "1" is not a step index
+            if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA: return -1
+            if isinstance(v, (bool, np.bool_)) or not (isinstance(v, (int, np.integer)) or (isinstance(v, (float, np.floating)) and float(v).is_integer())):
+                raise TypeError(f"`first_wrong` must hold int step indices or None, got {type(v).__name__} {v!r}")
+            return int(v)
+        first_wrong = [idx(v) for v in first_wrong]
     fw = torch.as_tensor(first_wrong, dtype=torch.long, device=steps.device)
     if fw.shape != steps.shape[:1]: raise ValueError(f"`first_wrong` must have {steps.shape[0]} entries, got {tuple(fw.shape)}")
     f = fw[:, None]
@@ -237,6 +247,7 @@ def auroc(scores:torch.Tensor, # [N] scores, higher = more likely positive
     s, y = torch.as_tensor(scores, dtype=torch.float64).flatten(), torch.as_tensor(labels).flatten().bool()
     if s.shape != y.shape: raise ValueError(f"`scores` {tuple(s.shape)} and `labels` {tuple(y.shape)} must have the same size")
     if not torch.isfinite(s).all(): raise ValueError("`scores` contains NaN or infinite values")
+    if not bool(torch.isin(torch.as_tensor(labels).flatten().double(), torch.tensor([0., 1.], dtype=torch.float64)).all()): raise ValueError("`labels` must hold 0/1 (or booleans)")
     n1, n0 = int(y.sum()), int((~y).sum())
     if n1 == 0 or n0 == 0: return float("nan")
     u, inv, cnt = torch.unique(s, return_inverse=True, return_counts=True)
@@ -275,8 +286,11 @@ def probe_step_values(ann, # an Annotation (or its dict) of one solution
                       n_steps:int, # steps of the solution
                      ) -> list[float]|None: # one value per step; None when the annotation was skipped
     "EpicPRM-family step values: each step gets the estimate of the shortest probed prefix that contains it."
+    if not isinstance(ann, dict) and not hasattr(ann, "to_dict"): raise TypeError(f"`ann` must be an Annotation or its dict, got {type(ann).__name__}")
     a = ann if isinstance(ann, dict) else ann.to_dict()
+    if isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer)) or n_steps < 0: raise TypeError(f"`n_steps` must be an int >= 0, got {type(n_steps).__name__} {n_steps!r}")
     if a.get("status") == "skipped": return None
+    if not isinstance(a.get("method"), str): raise ValueError(f"`ann` lacks method (a str naming the annotator); got keys {sorted(a)}: not an annotation record")
     probes = sorted(((p["step"], p["estimate"]) for p in a["probes"] if p["step"] >= 0), key=lambda t: t[0])
     v0 = (a.get("baseline") or {}).get("v0") if a["method"].startswith("epic") else None
     scale = v0 if v0 else 1.0                                   # EpicPRM judges V(prefix) / V(question)
@@ -321,6 +335,10 @@ def method_table(scores, # concatenated `annotation_outcomes` frames (`23_simula
                  by=("method",), # grouping columns
                 ): # pandas DataFrame
     "First-error accuracy (skips count as misses), accuracy on covered solutions, offset, coverage and cost per solution."
+    import pandas as pd
+    if not isinstance(scores, pd.DataFrame): raise TypeError(f"`scores` must be a DataFrame of `score_annotations` rows, got {type(scores).__name__}")
+    miss = [c for c in list(by) + ["hit", "covered", "offset", "rollouts", "tokens", "wall_s"] if c not in scores.columns]
+    if miss: raise ValueError(f"`scores` lacks column(s) {miss}")
     g = scores.groupby(list(by), sort=False)
     t = g.agg(solutions=("hit", "size"), accuracy=("hit", "mean"), coverage=("covered", "mean"), offset=("offset", "mean"),
               abs_offset=("offset", lambda x: x.abs().mean()), rollouts=("rollouts", "mean"), tokens=("tokens", "mean"),
@@ -336,8 +354,13 @@ def lab_policy(seed:int, # policy seed (weights, warm-start batches, RL sampling
                warm:dict|None=None, # a `prepare_warm_start(seed, cfg)` result to reuse
               ): # (policy, tokenizer, warm)
     "A lab policy: warm-started for `seed`, then optionally trained `rl_steps` steps as `train_run` does."
+    if cfg is not None and not isinstance(cfg, LabConfig): raise TypeError(f"`cfg` must be a LabConfig or None, got {type(cfg).__name__}")
     cfg = (cfg or LabConfig()).validate()
     if isinstance(rl_steps, bool) or not isinstance(rl_steps, int) or rl_steps < 0: raise ValueError(f"`rl_steps` must be an int >= 0, got {rl_steps!r}")
+    from ktae_lab.core import check_number, MAX_SEED
+    check_number(seed, "seed", 0, MAX_SEED, integer=True)          # every argument before the warm start's minutes of work
+    algorithm_spec(algo)
+    if warm is not None and (not isinstance(warm, dict) or "state" not in warm): raise ValueError("`warm` must be the dict of `prepare_warm_start` (with the policy's 'state')")
     tok, (train, _) = lab_tokenizer(), lab_data(cfg)
     warm = warm or prepare_warm_start(seed, cfg)
     dev = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -431,6 +454,12 @@ def seed_spread(df, # tidy frame with a `seed` column
                 cols, # metric columns
                ): # pandas DataFrame: mean and std over seeds of each metric
     "Mean and spread (std over seeds) of per-seed metrics."
+    import pandas as pd
+    if isinstance(by, str): by = [by]
+    if isinstance(cols, str): cols = [cols]
+    if not isinstance(df, pd.DataFrame): raise TypeError(f"`df` must be a DataFrame, got {type(df).__name__}")
+    miss = [c for c in list(by) + ["seed"] + list(cols) if c not in df.columns]
+    if miss: raise ValueError(f"`df` lacks column(s) {miss}; it has {list(df.columns)}")
     g = df.groupby(list(by) + ["seed"], sort=False)[list(cols)].mean().groupby(list(by), sort=False)
     m, s = g.mean(), g.std(ddof=0).fillna(0.0)
     return m.join(s.add_suffix("_std")).reset_index()
@@ -481,6 +510,7 @@ def hand_agreement(records, # annotation records with `hand_first_error` (list o
                   ): # pandas DataFrame: one row per method
     "Agreement of each annotator with first errors read by hand: exact, within one step, skips and cost."
     import pandas as pd
+    if not isinstance(records, (pd.DataFrame, list, tuple)): raise TypeError(f"`records` must be a list of dicts or a DataFrame, got {type(records).__name__}")
     df = pd.DataFrame(records) if not isinstance(records, pd.DataFrame) else records
     need = [c for c in ("method", "first_error", "hand_first_error", "status", "rollouts", "tokens") if c not in df]
     if need: raise ValueError(f"`records` lack field(s) {need}")

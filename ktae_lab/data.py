@@ -13,10 +13,10 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['SCHEMA_VERSION', 'REQUIRED_FIELDS', 'OPTIONAL_DEFAULTS', 'ROLLOUT_FIELDS', 'validate_rollout', 'read_rollouts',
-           'OutputLockedError', 'output_lock', 'check_output_lock', 'repair_jsonl_tail', 'atomic_write',
-           'UnsafeCheckpointError', 'load_torch', 'load_state', 'append_jsonl', 'write_rollouts', 'RolloutBatch',
-           'to_batch', 'shipped_data_path', 'sample_rollouts_path', 'smollm2_rollouts_path']
+__all__ = ['SCHEMA_VERSION', 'REQUIRED_FIELDS', 'OPTIONAL_DEFAULTS', 'ROLLOUT_FIELDS', 'MAX_DIGITS', 'validate_rollout',
+           'read_rollouts', 'OutputLockedError', 'output_lock', 'check_output_lock', 'repair_jsonl_tail', 'json_line',
+           'atomic_write', 'UnsafeCheckpointError', 'load_torch', 'load_state', 'append_jsonl', 'write_rollouts',
+           'RolloutBatch', 'to_batch', 'shipped_data_path', 'sample_rollouts_path', 'smollm2_rollouts_path']
 
 # %% ../nbs/01_data.ipynb #414cff82
 SCHEMA_VERSION = "1"  # the rollout schema this module reads and writes
@@ -118,9 +118,7 @@ def read_rollouts(path, # a JSONL file, one rollout per line
                 raise ValueError(f"{path}, line {n}: not UTF-8 text (byte 0x{raw[e.start]:02x} at byte {e.start + 1} of the line); "
                                  "rollout files are UTF-8 JSONL") from None
             if not text.strip(): continue
-            try: obj = json.loads(text)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}, line {n}: not valid JSON ({e.msg} at column {e.colno})") from None
+            obj = json_line(text, f"{path}, line {n}")      # bad JSON, too deep, lone surrogates, huge numbers: file and line
             try:
                 if isinstance(obj, dict):
                     v = obj.get("schema_version") or SCHEMA_VERSION
@@ -243,13 +241,42 @@ def repair_jsonl_tail(path, # a JSONL file that a crash may have cut in the midd
         f.flush(); os.fsync(f.fileno())
     return len(frag)
 
+# %% ../nbs/01_data.ipynb #46cb0907
+import re as _re
+_SURROGATE = _re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+MAX_DIGITS = 100  # a JSON number with more digits is refused: no float holds it and no id needs it
+
+def _big_int(s):
+    if len(s.lstrip("-")) > MAX_DIGITS: raise ValueError(f"a number with {len(s.lstrip('-'))} digits (at most {MAX_DIGITS})")
+    return int(s)
+
+def json_line(text:str, # one line of a JSONL file (already decoded)
+              where:str, # how errors name it, e.g. "data.jsonl, line 3"
+             ): # the parsed value
+    "Parse one JSON line strictly; every failure (bad JSON, nesting too deep, a lone surrogate, a huge number) is a ValueError naming `where`."
+    try: obj = json.loads(text, parse_int=_big_int)
+    except json.JSONDecodeError as e: raise ValueError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+    except RecursionError: raise ValueError(f"{where}: JSON nested too deeply to read") from None
+    except ValueError as e: raise ValueError(f"{where}: {e}") from None
+    if _SURROGATE.search(text):
+        try: json.dumps(obj, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError: raise ValueError(f"{where}: a string holds a lone surrogate (a \\udXXX escape without its pair); not text") from None
+    return obj
+
+def _encode_text(data:str, path) -> bytes:
+    "`data` as UTF-8, or a ValueError naming the file (a lone surrogate cannot be written)."
+    try: return data.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"cannot write {path}: the text holds a lone surrogate {data[e.start]!r} at character {e.start} (not valid Unicode)") from None
+
+
 # %% ../nbs/01_data.ipynb #31dce717
 def atomic_write(path, # file to (re)write
                  data:str|bytes, # the whole new content (str is written as UTF-8)
                 ) -> Path: # the path written
     "Replace `path` with `data` atomically: temporary file in the same folder, fsync, `os.replace`."
     path = Path(path)
-    if isinstance(data, str): data = data.encode("utf-8")
+    if isinstance(data, str): data = _encode_text(data, path)
     if not isinstance(data, (bytes, bytearray)): raise TypeError(f"`data` must be str or bytes, got {type(data).__name__}")
     path.parent.mkdir(parents=True, exist_ok=True)
     mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
@@ -259,6 +286,9 @@ def atomic_write(path, # file to (re)write
             f.write(data); f.flush(); os.fsync(f.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
+    except OSError as e:                                   # a full disk, a quota: name the file, keep the old one
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from None      # "PATH: No space left on device"; the old file is unchanged
     except BaseException:
         Path(tmp).unlink(missing_ok=True); raise
     return path
@@ -303,8 +333,8 @@ def append_jsonl(path, # JSONL file to append to (created with its folders when 
                 ) -> Path: # the path written
     "Append `records` as JSONL and fsync; on a write error (e.g. disk full) cut the partial write back and raise."
     if isinstance(records, dict): records = [records]
-    data = "".join(json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n" for r in records).encode("utf-8")
     path = Path(path)
+    data = _encode_text("".join(json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n" for r in records), path)
     path.parent.mkdir(parents=True, exist_ok=True)
     cut = repair_jsonl_tail(path)
     if cut: warnings.warn(f"{path}: removed a torn last line ({cut} bytes, kept in {path.name}.torn)")

@@ -319,6 +319,7 @@ def _check_params(method, params):
 def _check_solution(question, steps, reference_answer):
     if not isinstance(question, str) or not question.strip(): raise ValueError(f"`question` must be a non-empty str, got {question!r}")
     if isinstance(steps, str): raise TypeError("`steps` must be a list of str; split a solution text with `split_steps` first")
+    if isinstance(steps, bytes) or not hasattr(steps, "__iter__"): raise TypeError(f"`steps` must be a list of str, got {type(steps).__name__}")
     steps = list(steps)
     if not steps: raise ValueError("`steps` is empty: a solution needs at least one step")
     for i, s in enumerate(steps):
@@ -345,6 +346,8 @@ def annotate(question:str, # the problem text
         raise ValueError(f"`max_retries` must be an int >= 0, got {max_retries!r}")
     S, M = len(steps), len(steps) - 1
     pr = _Prober(question, steps, reference_answer, completer, verifier, max_retries, p.get("weighting", "count"))
+    if is_correct is not None and not isinstance(is_correct, (bool, np.bool_)) and not (isinstance(is_correct, (int, np.integer)) and is_correct in (0, 1)):
+        raise TypeError(f"`is_correct` must be True, False or None, got {type(is_correct).__name__} {is_correct!r}")   # "False" is an error, not True
     if is_correct is None:
         if pr.verifier is None: pr.verifier = _default_verifier()
         is_correct = bool(pr.verifier("\n".join(steps), reference_answer))
@@ -395,12 +398,16 @@ def read_annotations(path, # JSONL file written by `annotate_dataset`
     "Records of an annotation JSONL; torn or unparseable lines are skipped with a warning."
     recs = []
     if not os.path.exists(path): return recs
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
+    from ktae_lab.data import json_line
+    with open(path, "rb") as f:
+        for i, raw in enumerate(f, 1):
+            try: line = raw.decode("utf-8")
+            except UnicodeDecodeError: raise ValueError(f"{path}, line {i}: not UTF-8 text; annotation files are UTF-8 JSONL") from None
             if not line.strip(): continue
             try: r = json.loads(line)
             except json.JSONDecodeError:
                 warnings.warn(f"{path}:{i}: unparseable line skipped (torn write?)"); continue
+            except (RecursionError, ValueError): r = json_line(line, f"{path}, line {i}")   # too deep, a huge number: raises naming the line
             if isinstance(r, dict) and "id" in r: recs.append(r)
     return recs
 

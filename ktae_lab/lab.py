@@ -268,17 +268,22 @@ def process_advantages(step_rewards:torch.Tensor, # [B, S] reward of each step (
     step_valid = check_mask(step_valid, (B, S), "step_valid")
     check_tensor(steps, "steps"); check_shape(steps, "steps", dim=2)
     if steps.shape[0] != B: raise ValueError(f"`steps` has {steps.shape[0]} rows but `step_rewards` has {B}")
+    if steps.dtype.is_floating_point or steps.dtype == torch.bool or steps.dtype.is_complex: raise TypeError(f"`steps` must hold integer step indices, got {steps.dtype}")
+    if steps.numel() and int(steps.max()) >= S: raise ValueError(f"`steps` has step index {int(steps.max())} but `step_rewards` has {S} steps per row")
     check_number(eps, "eps", 0)
     if bool((~torch.isfinite(step_rewards) & step_valid).any()): raise ValueError("`step_rewards` contains NaN or infinite values at valid steps")
     if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1 or B % group_size:
         raise ValueError(f"`group_size` must be an int >= 1 dividing the batch ({B}), got {group_size!r}")
-    v = step_valid.float().reshape(B // group_size, -1)
-    r = (step_rewards.float() * step_valid).reshape(B // group_size, -1)
-    n = v.sum(1, keepdim=True).clamp_min(1)
-    mu = r.sum(1, keepdim=True) / n
-    sd = (((r - mu) ** 2 * v).sum(1, keepdim=True) / (n - 1).clamp_min(1)).sqrt()                   # unbiased, as torch.std
-    z = torch.where(sd > 1e-6, (r - mu) / (sd + eps), torch.zeros_like(r)) * v                     # no contrast: 0
-    z = z.reshape(B, S)
+    dt = torch.float32 if step_rewards.device.type == "mps" else torch.float64                    # MPS has no float64
+    v = step_valid.reshape(B // group_size, -1)
+    r = torch.where(v, step_rewards.reshape(B // group_size, -1).to(dt), torch.zeros((), dtype=dt, device=v.device))  # invalid: ignored, NaN too
+    vf = v.to(dt)
+    a = r.abs().amax(1, keepdim=True).clamp_min(torch.finfo(dt).tiny)                               # group scale: no square overflows
+    n = vf.sum(1, keepdim=True).clamp_min(1)
+    d = (r / a - (r / a).sum(1, keepdim=True) / n) * vf                                              # centred, in units of the scale
+    sd = ((d ** 2).sum(1, keepdim=True) / (n - 1).clamp_min(1)).sqrt()                              # unbiased, as torch.std
+    z = torch.where(sd * a > 1e-6, d / (sd + eps / a), torch.zeros_like(d))                         # (r - mu) / (std + eps); no contrast: 0
+    z = z.reshape(B, S).float()
     suffix = z.flip(1).cumsum(1).flip(1)                                                             # [B, S] sum over s' >= s
     return torch.where(steps >= 0, suffix.gather(1, steps.clamp(0, S - 1)), torch.zeros((), device=z.device))
 
@@ -544,18 +549,29 @@ def train_run(algo:str, # algorithm name, e.g. "grpo+ktae"
 # %% ../nbs/42_lab.ipynb #6e5617ae
 METRICS_FILE, CONFIG_FILE, CHECKPOINT_DIR = "metrics.csv", "config.json", "checkpoints"
 
-def _check_out_dir(out:Path, cfg:LabConfig) -> None:
-    "Create `out` or check that it holds runs of the same configuration."
+def _prm_identity(fn) -> str:
+    "How the per-seed PRMs of an ablation are made: the function and its settings (`--prm-method` and the rest), as one string."
+    import functools
+    if isinstance(fn, functools.partial):
+        kw = {k: v for k, v in sorted(fn.keywords.items()) if k != "progress"}
+        return f"{getattr(fn.func, '__module__', '')}.{getattr(fn.func, '__qualname__', fn.func)}({', '.join(f'{k}={v!r}' for k, v in kw.items())})"
+    return f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))}"
+
+def _check_out_dir(out:Path, cfg:LabConfig, extra:dict|None=None) -> None:
+    "Create `out` or check that it holds runs of the same configuration (and, from `extra`, the same way of making PRMs)."
     if out.exists() and not out.is_dir(): raise ValueError(f"output {str(out)!r} is a file; `out` must be a directory")
     try: out.mkdir(parents=True, exist_ok=True)
     except OSError as e: raise ValueError(f"cannot create the output directory {str(out)!r}: {e.strerror}") from None
     if not os.access(out, os.W_OK): raise ValueError(f"output directory {str(out)!r} is not writable")
     f = out / CONFIG_FILE
-    ident = json.loads(json.dumps(cfg.identity()))
+    ident = json.loads(json.dumps({**cfg.identity(), **(extra or {})}))
     if f.exists():
         try: old = json.loads(f.read_text())
-        except (ValueError, UnicodeDecodeError): raise ValueError(f"{f} is not valid JSON; delete the directory or choose a new one") from None
-        diff = sorted(k for k in set(old) | set(ident) if old.get(k) != ident.get(k))
+        except (ValueError, UnicodeDecodeError, RecursionError): raise ValueError(f"{f} is not valid JSON; delete the directory or choose a new one") from None
+        if not isinstance(old, dict): raise ValueError(f"{f} is not a configuration of the lab (a JSON object); delete the directory or choose a new one")
+        opt = {"prm"}              # set by the first run that makes PRMs; runs without +prm do not depend on it
+        diff = sorted(k for k in set(old) | set(ident) if old.get(k) != ident.get(k) and not (k in opt and (k not in old or k not in ident)))
+        if not diff and any(k in ident and k not in old for k in opt): atomic_write(f, json.dumps({**old, **ident}, indent=1, sort_keys=True))
         if diff:
             raise ValueError(f"output directory {str(out)!r} holds runs of another configuration (differs in "
                              f"{', '.join(f'{k}: {old.get(k)!r} there vs {ident.get(k)!r} now' for k in diff)}); "
@@ -650,24 +666,15 @@ def run_ablation(algos=("grpo", "grpo+ktae", "dapo", "dapo+ktae"), # algorithm n
                          "written by `ktae-lab prm -o DIR` (DIR/seed0/prm/epic_adaptive.pt, for example)")
     prm = prm if needs_prm and cfg.prm_path is None else None    # a fixed prm_path wins
     if needs_prm and cfg.prm_path is not None: load_prm(cfg.prm_path, lab_tokenizer(), task=LAB_TASK, device="cpu")  # refuse a bad file before any work
-    if isinstance(seeds, bool): raise ValueError(f"`seeds` must be a count >= 1 or a list of seeds, got {seeds!r}")
-    if isinstance(seeds, (int, np.integer)):
-        if seeds < 1: raise ValueError(f"`seeds` must be a count >= 1 or a list of seeds, got {seeds!r}")
-        seeds = list(range(int(seeds)))
-    else:
-        seeds = list(seeds)
-        if not seeds: raise ValueError("`seeds` must be a positive count or a non-empty list of seeds")
-        if any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 0 for s in seeds):
-            raise ValueError(f"`seeds` must hold ints >= 0, got {seeds!r}")
-        seeds = [int(s) for s in seeds]
-        if len(set(seeds)) != len(seeds): raise ValueError(f"`seeds` has duplicates: {seeds}; each seed would be run twice")
+    from ktae_lab.core import check_seeds
+    seeds = check_seeds(seeds)
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1: raise ValueError(f"`workers` must be an int >= 1, got {workers!r}")
     if out is None:
         import tempfile
         with tempfile.TemporaryDirectory() as d:     # the per-seed PRMs live as long as the call
             return _run_ablation(algos, seeds, cfg, None, workers, progress, prm, Path(d))
     out = Path(out)
-    _check_out_dir(out, cfg)
+    _check_out_dir(out, cfg, dict(prm=_prm_identity(prm)) if prm is not None else None)
     with output_lock(out / METRICS_FILE):
         return _run_ablation(algos, seeds, cfg, out, workers, progress, prm, out / CHECKPOINT_DIR)
 

@@ -50,9 +50,16 @@ def vocab_fingerprint(tokenizer, # a transformers tokenizer
     return hashlib.sha256(json.dumps([items, spec]).encode("utf-8")).hexdigest()[:16]
 
 # %% ../nbs/24_prm.ipynb #eca95f09
+def _unicode(s, what):
+    "A ValueError naming `what` when `s` holds a lone surrogate (no tokenizer can read it)."
+    try: s.encode("utf-8")
+    except UnicodeEncodeError as e: raise ValueError(f"{what} holds a lone surrogate {s[e.start]!r} at character {e.start}: not valid Unicode text") from None
+
 def _as_steps(r, sep, i):
-    if isinstance(r, str): return r.split(sep) if r else []
-    if isinstance(r, (list, tuple)) and all(isinstance(s, str) for s in r): return list(r)
+    if isinstance(r, str): _unicode(r, f"`responses[{i}]`"); return r.split(sep) if r else []
+    if isinstance(r, (list, tuple)) and all(isinstance(s, str) for s in r):
+        for s in r: _unicode(s, f"`responses[{i}]`")
+        return list(r)
     raise TypeError(f"`responses[{i}]` must be a str or a list of step strings, got {type(r).__name__}")
 
 def encode_steps(tokenizer, # a transformers tokenizer
@@ -70,6 +77,7 @@ def encode_steps(tokenizer, # a transformers tokenizer
                          f"{len(responses) if isinstance(responses, (list, tuple)) else type(responses).__name__}")
     for i, p in enumerate(prompts):
         if not isinstance(p, str) or not p: raise ValueError(f"`prompts[{i}]` must be a non-empty str, got {p!r}")
+        _unicode(p, f"`prompts[{i}]`")
     steps = [_as_steps(r, sep, i) for i, r in enumerate(responses)]
     pieces = [s + sep if j < len(st) - 1 else s for st in steps for j, s in enumerate(st)]
     enc = tokenizer(list(prompts) + pieces, add_special_tokens=False)["input_ids"] if pieces else tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
@@ -102,6 +110,8 @@ class ProcessRewardModel(torch.nn.Module):
                  device=None, # where to put it (None: cuda when available)
                 ):
         super().__init__()
+        if not hasattr(tokenizer, "get_vocab"): raise TypeError(f"`tokenizer` must be a transformers tokenizer, got {type(tokenizer).__name__}")
+        if cfg is not None and not isinstance(cfg, PRMConfig): raise TypeError(f"`cfg` must be a PRMConfig or None, got {type(cfg).__name__}")
         self.cfg = (cfg or PRMConfig()).validate()
         if not isinstance(label_source, str) or not label_source: raise ValueError(f"`label_source` must be a non-empty str, got {label_source!r}")
         lm = tiny_random_lm(self.cfg.seed, tokenizer, d_model=self.cfg.d_model, n_layers=self.cfg.n_layers,
@@ -137,6 +147,7 @@ def score_steps(prm:ProcessRewardModel, # a trained PRM
     from tqdm.auto import tqdm
     if not isinstance(prm, ProcessRewardModel): raise TypeError(f"`prm` must be a ProcessRewardModel, got {type(prm).__name__}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1: raise ValueError(f"`batch_size` must be an int >= 1, got {batch_size!r}")
+    if not isinstance(prompts, (list, tuple)): raise TypeError(f"`prompts` must be a list of prompt strings, got {type(prompts).__name__}")
     if isinstance(responses, (list, tuple)) and isinstance(prompts, (list, tuple)) and len(prompts) != len(responses):
         raise ValueError(f"`prompts` ({len(prompts)}) and `responses` ({len(responses)}) must have the same length")
     was, out = prm.training, []
@@ -144,7 +155,12 @@ def score_steps(prm:ProcessRewardModel, # a trained PRM
     for s in tqdm(range(0, len(prompts), batch_size), desc="score steps", disable=not progress, leave=False):
         e = encode_steps(prm.tokenizer, list(prompts[s:s + batch_size]), list(responses[s:s + batch_size]), prm.cfg.sep,
                          prm.cfg.max_positions, prm.device)
-        p = torch.sigmoid(prm(e["input_ids"], e["attention_mask"], e["boundaries"])).cpu().tolist()
+        p = torch.sigmoid(prm(e["input_ids"], e["attention_mask"], e["boundaries"]))
+        bad = ~torch.isfinite(p) & (torch.arange(p.shape[1], device=p.device) < torch.tensor(e["n_steps"], device=p.device)[:, None])
+        if bool(bad.any()):
+            prm.train(was)
+            raise ValueError(f"the PRM scored {int(bad.sum())} step(s) NaN (rows {s + int(bad.any(1).nonzero()[0])}...): its weights are not finite; retrain or reload it")
+        p = p.cpu().tolist()
         out += [r[:n] for r, n in zip(p, e["n_steps"])]
     prm.train(was)
     return out
@@ -157,6 +173,7 @@ def prm_loss(logits:torch.Tensor, # [B, S] step logits
     "Binary cross-entropy with logits over the real steps of a batch."
     if logits.shape != targets.shape or logits.shape != step_mask.shape:
         raise ValueError(f"`logits` {tuple(logits.shape)}, `targets` {tuple(targets.shape)} and `step_mask` {tuple(step_mask.shape)} must have the same shape")
+    if bool((step_mask.bool() & ~((targets >= 0) & (targets <= 1))).any()): raise ValueError("`targets` must lie in [0, 1] at real steps (NaN is not a target)")
     m = step_mask.to(logits.dtype)
     bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype).clamp(0, 1), reduction="none")
     return (bce * m).sum() / m.sum().clamp_min(1)
@@ -211,18 +228,29 @@ def annotation_targets(ann, # an epicprm Annotation or its dict
                        soft:bool=False, # soft targets (see above) instead of hard 0/1 labels
                       ) -> list[float]|None: # one target per step; None when the annotation was skipped
     "Training targets of one annotated solution: its hard labels, or its soft ones (Math-Shepherd, EpicPRM, OmegaPRM)."
+    if not isinstance(ann, dict) and not hasattr(ann, "to_dict"): raise TypeError(f"`ann` must be an Annotation or its dict, got {type(ann).__name__}")
     a = ann if isinstance(ann, dict) else ann.to_dict()
+    if isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer)) or n_steps < 0: raise TypeError(f"`n_steps` must be an int >= 0, got {type(n_steps).__name__} {n_steps!r}")
     if a.get("status") == "skipped" or a.get("labels") is None: return None
+    miss = [k for k in ("method",) if not isinstance(a.get(k), str)]
+    if miss: raise ValueError(f"`ann` lacks {', '.join(miss)} (a str naming the annotator); got keys {sorted(a)}: not an annotation record")
+    if isinstance(a["labels"], (str, bytes)) or not hasattr(a["labels"], "__len__") or any(isinstance(v, (str, bytes)) for v in a["labels"]):
+        raise TypeError(f"`ann['labels']` must be a list of 0/1 numbers, got {a['labels']!r}"[:300])
     hard = [float(v) for v in a["labels"]]
     if len(hard) != n_steps: raise ValueError(f"the annotation has {len(hard)} labels but the solution has {n_steps} steps")
     if not soft: return hard
-    if a["method"] == "math_shepherd" and a.get("soft_labels") is not None: return [float(min(max(v, 0.0), 1.0)) for v in a["soft_labels"]]
+    def unit(v, what):                              # a probability: NaN or a string is an error, never a target
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not math.isfinite(v):
+            raise ValueError(f"`ann`: {what} must be a finite number, got {v!r}")
+        return float(min(max(v, 0.0), 1.0))
+    if a["method"] == "math_shepherd" and a.get("soft_labels") is not None: return [unit(v, "soft_labels") for v in a["soft_labels"]]
     out = list(hard)
     v0 = (a.get("baseline") or {}).get("v0") if a["method"].startswith("epic") else None
     for p in a.get("probes") or []:
-        if 0 <= p["step"] < n_steps:
-            v = p["estimate"] / v0 if v0 else p["count_estimate"]
-            out[p["step"]] = float(min(max(v, 0.0), 1.0))
+        st = p.get("step") if isinstance(p, dict) else None
+        if isinstance(st, bool) or not isinstance(st, (int, np.integer)): raise TypeError(f"`ann`: a probe's step must be an int, got {type(st).__name__} {st!r}")
+        if 0 <= st < n_steps:
+            out[st] = unit(p["estimate"] / v0 if v0 else p["count_estimate"], f"the estimate of the probe at step {st}")
     return out
 
 # %% ../nbs/24_prm.ipynb #84dd27bd

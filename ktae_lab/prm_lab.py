@@ -109,12 +109,21 @@ def predicted_first_error(scores, # per solution, the PRM's step scores
                           threshold:float=0.5, # a step is wrong when its score is below this
                          ) -> list: # index of the first step below the threshold; None: no error predicted
     "ProcessBench's answer of a PRM: its first step scored below the threshold."
+    from ktae_lab.core import check_number
+    check_number(threshold, "threshold")           # NaN would predict no error at all
+    if isinstance(scores, (str, bytes)) or not hasattr(scores, "__iter__"): raise TypeError(f"`scores` must be a list of per-solution score lists, got {type(scores).__name__}")
+    for i, s in enumerate(scores):
+        a = np.asarray(s, dtype=object).ravel()
+        if any(isinstance(v, (bool, str, bytes)) or not isinstance(v, (int, float, np.integer, np.floating)) or not math.isfinite(v) for v in a):
+            raise ValueError(f"`scores[{i}]` must hold finite numbers (a NaN is never below the threshold), got {list(a)[:8]!r}")
     return [next((i for i, v in enumerate(s) if v < threshold), None) for s in scores]
 
 def processbench_scores(predicted, # predicted first errors (None: no error)
                         truth, # exact first errors (None: the solution is right)
                        ) -> dict: # acc_wrong, acc_right, f1, n_wrong, n_right
     "Accuracy on wrong and on right solutions and their harmonic mean."
+    for k, v in (("predicted", predicted), ("truth", truth)):
+        if isinstance(v, (str, bytes)) or not hasattr(v, "__len__"): raise TypeError(f"`{k}` must be a list of first-error indices (None: no error), got {type(v).__name__}")
     if len(predicted) != len(truth): raise ValueError(f"`predicted` ({len(predicted)}) and `truth` ({len(truth)}) must have the same length")
     w = [p == t for p, t in zip(predicted, truth) if t is not None]
     r = [p is None for p, t in zip(predicted, truth) if t is None]
@@ -133,11 +142,19 @@ def best_of_n(correct, # [P, K] 0/1: is sample k of problem p correct
     c = np.asarray(correct, dtype=float)
     if c.ndim != 2: raise ValueError(f"`correct` must be [problems, samples], got shape {c.shape}")
     P, K = c.shape
+    from ktae_lab.core import check_number
+    check_number(draws, "draws", 1, integer=True); check_number(seed, "seed", 0, integer=True)
+    if not isinstance(scores, dict): raise TypeError(f"`scores` must be a dict selector -> [P, K] scores, got {type(scores).__name__}")
+    if isinstance(ns, (int, np.integer)) or isinstance(ns, str): raise TypeError(f"`ns` must be a list of subset sizes, got {ns!r}")
     for n in ns:
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1: raise ValueError(f"`ns` must hold ints >= 1, got {n!r}")
         if n > K: raise ValueError(f"best-of-N with N={n} needs {n} samples per problem, but only {K} are available")
     for k, v in scores.items():
         if np.shape(v) != (P, K): raise ValueError(f"`scores[{k!r}]` must have shape {(P, K)}, got {np.shape(v)}")
+        a = np.asarray(v)
+        if a.dtype.kind not in "biuf": raise TypeError(f"`scores[{k!r}]` must hold numbers, got {a.dtype}")
+        if not np.isfinite(a.astype(float)).all(): raise ValueError(f"`scores[{k!r}]` contains NaN or infinite values ({int((~np.isfinite(a.astype(float))).sum())} of {a.size}); argmax would always pick them")
+    if not np.isin(c, (0, 1)).all(): raise ValueError("`correct` must hold 0/1 (or booleans)")
     rng, rows = np.random.default_rng(seed), []
     for n in ns:
         sub = np.argsort(rng.random((P, draws, K)), axis=2)[:, :, :n]                     # [P, D, N] sample ids
@@ -196,9 +213,16 @@ def _save_torch(path, obj):
 def _read_records(path:Path) -> dict: # row -> record of an annotation JSONL (torn tail repaired)
     if not path.exists(): return {}
     repair_jsonl_tail(path)
+    from ktae_lab.data import json_line
     out = {}
-    for line in path.read_text().splitlines():
-        if line.strip(): r = json.loads(line); out[int(r["row"])] = r
+    for n, raw in enumerate(path.read_bytes().splitlines(), 1):
+        try: line = raw.decode("utf-8")
+        except UnicodeDecodeError: raise ValueError(f"{path}, line {n}: not UTF-8 text; delete the file to annotate again") from None
+        if not line.strip(): continue
+        r = json_line(line, f"{path}, line {n}")
+        if not isinstance(r, dict) or isinstance(r.get("row"), bool) or not isinstance(r.get("row"), int):
+            raise ValueError(f"{path}, line {n}: not an annotation record of this pipeline (no int `row`); delete the file to annotate again")
+        out[r["row"]] = r
     return out
 
 def _seed_policy(sd:Path, seed:int, cfg:PRMLabConfig, device):
@@ -328,6 +352,8 @@ def markdown_table(df, # a DataFrame
                    floatfmt:str=".3f", # format of float cells
                   ) -> str: # a GitHub-flavoured markdown table
     "A DataFrame as a markdown table (no extra dependency)."
+    import pandas as pd
+    if not isinstance(df, pd.DataFrame): raise TypeError(f"`df` must be a pandas DataFrame, got {type(df).__name__}")
     cols = list(df.columns)
     fmt = lambda v: format(v, floatfmt) if isinstance(v, (float, np.floating)) else str(v)
     lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
@@ -340,6 +366,8 @@ def plot_best_of_n(eval_df, # eval.csv: selector, N, accuracy, accuracy_std
                   ): # the matplotlib figure
     "Best-of-N accuracy against N, one line per selector, spread over seeds as error bars."
     import matplotlib.pyplot as plt
+    miss = [c for c in ("selector", "N", "accuracy") if not hasattr(eval_df, "columns") or c not in eval_df.columns]
+    if miss or not len(eval_df): raise ValueError(f"`eval_df` must be eval.csv's table (selector, N, accuracy), " + (f"lacking {miss}" if miss else "with rows; got none"))
     if ax is None: fig, ax = plt.subplots(figsize=(7, 4.2))
     sels = selectors or [s for s in dict.fromkeys(eval_df["selector"]) if not s.endswith(":prod")]
     for s in sels:
@@ -362,12 +390,12 @@ def run_prm_pipeline(out_dir, # output folder
     "Annotate -> train -> evaluate for each seed, resumable; write eval.csv, steplevel.csv, cost.csv, the plot and summary.md."
     import pandas as pd
     from tqdm.auto import tqdm
+    if cfg is not None and not isinstance(cfg, PRMLabConfig): raise TypeError(f"`cfg` must be a PRMLabConfig or None, got {type(cfg).__name__}")
     cfg = (cfg or (PRMLabConfig.quick() if quick else PRMLabConfig())).validate()
     device = str(resolve_device(device))
     seeds = (1 if quick else 3) if seeds is None else seeds
-    if isinstance(seeds, bool) or (isinstance(seeds, (int, np.integer)) and seeds < 1): raise ValueError(f"`seeds` must be a count >= 1 or a list of seeds, got {seeds!r}")
-    seeds = list(range(int(seeds))) if isinstance(seeds, (int, np.integer)) else [int(s) for s in seeds]
-    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0: raise ValueError(f"`seeds` must be distinct ints >= 0, got {seeds!r}")
+    from ktae_lab.core import check_seeds
+    seeds = check_seeds(seeds)                     # "12" is not seeds 1 and 2
     out = Path(out_dir)
     if out.exists() and not out.is_dir(): raise ValueError(f"output {str(out)!r} is a file; `out_dir` must be a folder")
     out.mkdir(parents=True, exist_ok=True)
@@ -375,7 +403,10 @@ def run_prm_pipeline(out_dir, # output folder
     cf = out / "config.json"
     with output_lock(out / "eval.csv"):
         if cf.exists():
-            old = json.loads(cf.read_text())
+            try: old = json.loads(cf.read_text(encoding="utf-8"))
+            except (ValueError, UnicodeDecodeError, RecursionError) as e:
+                raise ValueError(f"{cf} is not valid JSON ({type(e).__name__}); delete that folder or choose a new one") from None
+            if not isinstance(old, dict): raise ValueError(f"{cf} is not a configuration (a JSON object); delete that folder or choose a new one")
             diff = sorted(k for k in set(old) | set(ident) if old.get(k) != ident.get(k))
             if diff: raise ValueError(f"output folder {str(out)!r} holds a run of another configuration (differs in {', '.join(diff)}); "
                                       "choose a new folder or delete that one")
@@ -418,6 +449,8 @@ def lab_prm(seed:int, # the lab seed (its warm start is `warm`)
     "Train (or find, when already done) the PRM of one lab seed on EpicPRM-style labels of its warm-start policy's solutions."
     from ktae_lab.lab import _new_policy, _check_cfg, _device
     cfg = _check_cfg(cfg)
+    from ktae_lab.core import check_number, MAX_SEED
+    check_number(seed, "seed", 0, MAX_SEED, integer=True)
     if not isinstance(warm, dict) or "state" not in warm: raise ValueError("`warm` must be the dict of `prepare_warm_start` (with the policy's 'state')")
     for k, v in (("n_problems", n_problems), ("group", group), ("prm_steps", prm_steps)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1: raise ValueError(f"`{k}` must be an int >= 1, got {v!r}")

@@ -110,6 +110,7 @@ def solution_steps(text:str, # a response or a solution, e.g. "7-3=4,4+5=9#9"
                   ) -> list[str]: # its steps; [] for an empty text
     "Split a lab response into its steps: the comma-separated pieces, the final `#answer` staying on the last one."
     if not isinstance(text, str): raise TypeError(f"`text` must be a str, got {type(text).__name__}")
+    if not isinstance(sep, str) or not sep: raise ValueError(f"`sep` must be a non-empty str, got {sep!r}")
     return text.split(sep) if text else []
 
 # %% ../nbs/41_task.ipynb #1dc3069e
@@ -121,6 +122,8 @@ def first_wrong_step(prompt:str, # a lab problem, e.g. "7-3+5:"
     "Exact first wrong step of a lab response: the first piece where it differs from the reference solution."
     ref = solution_steps(reference_solution(prompt))
     if not isinstance(response, str): raise TypeError(f"`response` must be a str, got {type(response).__name__}")
+    from ktae_lab.core import check_flag
+    finished = check_flag(finished, "finished")     # the string "False" is not true
     bad = sorted(set(response) - set(alphabet))
     if bad: raise ValueError(f"`response` {response!r} has characters outside the task's alphabet {alphabet!r}: {bad}")
     got = solution_steps(response)
@@ -136,6 +139,8 @@ def token_steps(responses:torch.Tensor, # [B, L] response ids
                 sep_token_id:int, # id of the step separator (the lab tokenizer's ',')
                ) -> torch.Tensor: # [B, L] long: step index of each token, -1 on padding
     "Step index of every response token: separators counted before it (a separator belongs to the step it closes)."
+    from ktae_lab.core import check_tensor, check_number
+    check_tensor(responses, "responses"); check_tensor(response_mask, "response_mask"); check_number(sep_token_id, "sep_token_id", 0, integer=True)
     if responses.shape != response_mask.shape:
         raise ValueError(f"`responses` {tuple(responses.shape)} and `response_mask` {tuple(response_mask.shape)} must have the same shape")
     m = response_mask.bool()

@@ -674,6 +674,7 @@ def annotation_steps(annotation, # an Annotation or an annotation record
         rec = _get(annotation, "steps")
         if rec is None: raise ValueError("`steps` is required: this annotation does not carry the solution's steps")
         steps = [s["text"] if isinstance(s, dict) else s for s in rec]
+    if isinstance(steps, (str, bytes)) or not hasattr(steps, "__iter__"): raise TypeError(f"`steps` must be a list of step strings, got {type(steps).__name__}")
     steps = list(steps)
     if not steps: raise ValueError("`steps` is empty: a solution needs at least one step")
     if not all(isinstance(s, str) for s in steps): raise TypeError("`steps` must be strings")
@@ -738,6 +739,11 @@ def plot_search_path(annotation, # an Annotation or an annotation record
     probes = list(_get(annotation, "probes") or [])
     labels, fe, base = _get(annotation, "labels"), _get(annotation, "first_error"), _get(annotation, "baseline")
     fe = None if fe is None else int(fe)
+    if num_steps is not None and (isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)) or num_steps < 1):
+        raise TypeError(f"`num_steps` must be an int >= 1 or None, got {type(num_steps).__name__} {num_steps!r}")
+    for i, p in enumerate(probes):
+        st = _get(p, "step")
+        if isinstance(st, bool) or not isinstance(st, (int, np.integer)): raise TypeError(f"probe {i}: `step` must be an int, got {type(st).__name__} {st!r}")
     S = num_steps if num_steps is not None else (len(labels) if labels is not None else 1 + max([_get(p, "step") for p in probes] + [0]))
     fig, ax = _axes(ax, (9, 3.4))
     steps = np.array([_get(p, "step") for p in probes], dtype=float)

@@ -24,10 +24,13 @@ _TABLE_COLS = ["token", "token_id", "K", "a", "b", "c", "d", "count_correct", "c
 def parse_ids(text:str, # comma- or space-separated non-negative ints, e.g. "151643, 151645"
              ) -> tuple[int, ...]: # the ids
     "Parse the ignored-ids text box into a tuple of token ids."
+    if not isinstance(text, str): raise TypeError(f"`text` must be a str of comma-separated ids, got {type(text).__name__}")
     parts = [p for p in text.replace(",", " ").split() if p]
     try: ids = tuple(int(p) for p in parts)
     except ValueError: raise ValueError(f"ignored ids must be comma-separated integers, got {text!r}") from None
     if any(i < 0 for i in ids): raise ValueError(f"ignored ids must be >= 0, got {text!r}")
+    from ktae_lab.core import MAX_TOKEN_ID
+    if any(i >= MAX_TOKEN_ID for i in ids): raise ValueError(f"ignored ids must be token ids below 2**62, got {text[:60]!r}")
     return ids
 
 
@@ -36,6 +39,7 @@ def order_by_abs_k(table:pd.DataFrame, # `token_table` rows (K; p, count_correct
                    ascending:bool=False, # smallest |K| first
                   ) -> pd.DataFrame: # the rows, by |K|, ties alternating rewarded and punished by evidence
     "Rows ordered by |K|; within equal |K|, the strongest evidence first, rewarded and punished in turn."
+    if not isinstance(table, pd.DataFrame) or "K" not in table.columns: raise TypeError(f"`table` must be a `token_table` DataFrame with a K column, got {type(table).__name__}")
     occ = table.count_correct + table.count_wrong if {"count_correct", "count_wrong"} <= set(table) else 0
     t = table.assign(_a=table.K.abs(), _p=table.p if "p" in table else 0.0, _o=occ, _s=np.sign(table.K))
     t = t.assign(_r=t.sort_values(["_a", "_p", "_o"], ascending=[False, True, False], kind="stable")
@@ -228,10 +232,12 @@ def load_annotation_records(path, # annotation JSONL (one record per line, as `a
     p = Path(path)
     if not p.is_file(): raise FileNotFoundError(f"annotation file not found: {p}")
     recs = []
-    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+    from ktae_lab.data import json_line
+    for n, raw in enumerate(p.read_bytes().splitlines(), 1):
+        try: line = raw.decode("utf-8")
+        except UnicodeDecodeError: raise ValueError(f"{p}, line {n}: not UTF-8 text; annotation files are UTF-8 JSONL") from None
         if not line.strip(): continue
-        try: r = json.loads(line)
-        except json.JSONDecodeError as e: raise ValueError(f"{p}, line {n}: not valid JSON ({e.msg})") from None
+        r = json_line(line, f"{p}, line {n}")    # bad JSON, nested too deep, lone surrogates, huge numbers
         if not isinstance(r, dict): raise ValueError(f"{p}, line {n}: expected a JSON object, got {type(r).__name__}")
         recs.append(r)
     if not recs: raise ValueError(f"{p}: no annotation records")

@@ -276,7 +276,7 @@ def test_cli_score_disk_full_is_one_line_and_keeps_old_table(tmp_path, monkeypat
     def full(*a): raise OSError(errno.ENOSPC, "No space left on device")
     monkeypatch.setattr(os, "fsync", full)
     rc, _, err = run_cli(["score", sample_path, "-o", out, "--preset", "clean"])
-    assert rc == 2 and err == "ktae-lab score: error: No space left on device\n"
+    assert rc == 2 and err == f"ktae-lab score: error: {out}: No space left on device\n"     # the file is named
     monkeypatch.undo()
     assert out.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["t.csv"]
 

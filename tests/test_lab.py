@@ -286,9 +286,10 @@ def test_grad_clip_and_overlong_factor_are_honoured(scripted_rewards, monkeypatc
 
 
 def test_duplicate_seeds_and_bad_seeds_are_refused(tmp_path):
-    for seeds, msg in [([1, 1], "duplicates"), ([0, 2, 0], "duplicates"), (0, "count >= 1"), ([], "non-empty"),
-                       ([-1], "ints >= 0"), (["a"], "ints >= 0"), (True, "count >= 1")]:
-        with pytest.raises(ValueError, match=msg): run_ablation(["grpo"], seeds, LabConfig(**TINY), tmp_path / "x", progress=False)
+    for seeds, msg in [([1, 1], "duplicates"), ([0, 2, 0], "duplicates"), (0, "count >= 1"), ([], "empty list"),
+                       ([-1], "distinct ints in"), (["a"], "got str 'a' in it"), (True, "got bool True"), ("12", "got str '12'"),
+                       (2.5, "got float 2.5"), ([0, 10**20], "got 100000000000000000000 in it")]:
+        with pytest.raises((ValueError, TypeError), match=msg): run_ablation(["grpo"], seeds, LabConfig(**TINY), tmp_path / "x", progress=False)
     assert not (tmp_path / "x").exists()                                  # refused before anything is written
 
 
