@@ -13,7 +13,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 DOC_PKGS = ("mkdocs", "material", "mkdocs_jupyter", "jupyter_server_mathjax")
 missing = [p for p in DOC_PKGS if importlib.util.find_spec(p) is None]
-pytestmark = pytest.mark.skipif(bool(missing), reason=f"docs tools not installed: {', '.join(missing)} (pip install -e '.[dev]')")
+pytestmark = [pytest.mark.skipif(bool(missing), reason=f"docs tools not installed: {', '.join(missing)} (pip install -e '.[dev]')"),
+              pytest.mark.xdist_group("docs")]   # under `-n N --dist loadgroup` one worker builds the site once (build_docs.py stages in one folder)
 CHROMIUM = next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
 LOCAL = {"127.0.0.1", "localhost", "::1"}
 
