@@ -85,3 +85,14 @@ def run_cli():
             rc = main([str(a) for a in argv])
         return rc, out.getvalue(), err.getvalue()
     return run
+
+
+# Longest work first, so that `pytest -n 2 --dist loadgroup` (README's test command) does not end with one worker
+# still running a long test while the other idles: the docs site (one xdist group: built once, then driven in Chromium),
+# then the notebooks (each runs whole), then everything else in its usual order. Without xdist only the order changes.
+_FIRST = ("test_docs.py", "test_notebooks.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = lambda it: _FIRST.index(it.path.name) if it.path.name in _FIRST else len(_FIRST)
+    items[:] = sorted(items, key=rank)   # stable: the order within each file is kept

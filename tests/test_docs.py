@@ -13,18 +13,27 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 DOC_PKGS = ("mkdocs", "material", "mkdocs_jupyter", "jupyter_server_mathjax")
 missing = [p for p in DOC_PKGS if importlib.util.find_spec(p) is None]
-pytestmark = pytest.mark.skipif(bool(missing), reason=f"docs tools not installed: {', '.join(missing)} (pip install -e '.[dev]')")
+pytestmark = [pytest.mark.skipif(bool(missing), reason=f"docs tools not installed: {', '.join(missing)} (pip install -e '.[dev]')"),
+              pytest.mark.xdist_group("docs")]   # under `-n N --dist loadgroup` one worker builds the site once (build_docs.py stages in one folder)
 CHROMIUM = next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
 LOCAL = {"127.0.0.1", "localhost", "::1"}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def site(tmp_path_factory):
-    "The site, built with the same command as README's ci:docs block (into a temporary folder)."
-    out = tmp_path_factory.mktemp("site")
-    r = subprocess.run([sys.executable, str(ROOT / "tools" / "build_docs.py"), "--out", out.name], cwd=out.parent,   # from outside the repository
-                       capture_output=True, text=True)
-    assert r.returncode == 0, r.stdout + r.stderr
+    """The site, built with the same command as README's ci:docs block (into a temporary folder, run from outside the
+    repository), once per run: under pytest-xdist the workers share one build (a file lock; build_docs.py stages in one
+    folder of the checkout)."""
+    from filelock import FileLock
+    root = tmp_path_factory.getbasetemp()
+    if "PYTEST_XDIST_WORKER" in __import__("os").environ: root = root.parent   # the run's folder, shared by its workers
+    out = root / "docs_site"
+    with FileLock(str(root / "docs_site.lock")):
+        if not (out / "index.html").is_file():
+            out.mkdir(exist_ok=True)
+            r = subprocess.run([sys.executable, str(ROOT / "tools" / "build_docs.py"), "--out", out.name], cwd=out.parent,
+                               capture_output=True, text=True)
+            assert r.returncode == 0, r.stdout + r.stderr
     assert (out / "index.html").is_file() and (out / ".ktae-lab-site").is_file()   # the marker: a later build may replace this folder
     return out
 
@@ -35,7 +44,7 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         self.server.requests.append((urlparse(self.path).path, int(code) if str(code).isdigit() else code))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def server(site):
     "The site served on the loopback interface; `.requests` records (path, status) of every request."
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Handler, directory=str(site)))
