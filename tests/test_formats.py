@@ -172,3 +172,34 @@ def test_bad_foreign_input_names_file_and_line(case, frag, tmp_path):
     with pytest.raises(ValueError) as e: go()
     assert frag in str(e.value), str(e.value)
     if case not in ("format", "tokenizer_offline"): assert str(tmp_path) in str(e.value)
+
+
+# ---------------------------------------------------------------- the command line
+import subprocess, os, sys
+
+def _cli(*args):
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+    return subprocess.run(["ktae-lab", *args], capture_output=True, text=True, env=env)
+
+def test_cli_score_run_folder_writes_a_step_column(tmp_path):
+    run = tmp_path / "run"; run.mkdir()
+    src = shipped_data_path("sample_rollouts.jsonl").read_text()
+    for s in (1, 2): (run / f"{s}.jsonl").write_text(src)
+    r = _cli("score", str(run), "-o", str(tmp_path / "t.csv"))
+    assert r.returncode == 0, r.stderr
+    t = pd.read_csv(tmp_path / "t.csv")
+    assert t.columns[0] == "step" and sorted(t.step.unique()) == [1, 2]
+
+@pytest.mark.parametrize("args, frag", [
+    (["score", "EMPTY"], "no step files"),
+    (["score", "VERL", "--tokenizer", "/no/such/tokenizer"], "not a local tokenizer directory"),
+    (["report", "VERL"], "`tokenizer` is needed"),
+    (["score", "VERL", "--format", "openrlhf"], "invalid choice"),
+])
+def test_cli_foreign_input_errors_are_one_line(args, frag, tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "1.jsonl").write_text(json.dumps(LINE) + "\n")
+    args = [str(tmp_path / "empty") if a == "EMPTY" else str(tmp_path / "1.jsonl") if a == "VERL" else a for a in args]
+    r = _cli(*args)
+    assert r.returncode == 2 and frag in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 or "invalid choice" in r.stderr
