@@ -158,7 +158,7 @@ def rollout_steps(a, # parsed arguments with `rollouts` and the options of `add_
     "Read the command's input: one file (step None), or each step of a run folder in order (streamed)."
     from ktae_lab.formats import read_source, iter_run
     path = Path(a.rollouts)
-    if not path.exists(): raise CommandError(f"rollout file not found: {path} (nor a run folder of that name)")
+    if not path.exists(): raise CommandError(f"rollout file not found: {path}")
     kw = {}
     fmt = a.format
     if fmt == "auto" and path.is_file():
