@@ -203,3 +203,36 @@ def test_cli_foreign_input_errors_are_one_line(args, frag, tmp_path):
     r = _cli(*args)
     assert r.returncode == 2 and frag in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 or "invalid choice" in r.stderr
+
+
+# ---------------------------------------------------------------- the recorder (15_interop) read back as a run
+def test_recorded_verl_steps_replay_bit_exactly(tmp_path):
+    from types import SimpleNamespace
+    from ktae_lab.interop import patch_verl_compute_advantage
+    verl = pytest.importorskip("verl", reason="verl not installed", exc_type=ImportError)
+    mod = SimpleNamespace(compute_advantage=lambda data, adv_estimator, **kw: data)
+    patch_verl_compute_advantage(module=mod, record_dir=tmp_path / "rec", preset="clean")
+    want = {}
+    for step in (3, 4):
+        resp, mask, scores, index = _tb(step)
+        tlr = torch.zeros(resp.shape); tlr[torch.arange(len(resp)), mask.sum(1) - 1] = scores
+        prompt = torch.ones(len(resp), 3, dtype=torch.long)
+        dp = verl.DataProto.from_dict(tensors={"responses": resp, "attention_mask": torch.cat([prompt, mask], 1), "token_level_rewards": tlr},
+                                      non_tensors={"uid": index}, meta_info={"global_steps": step})
+        mod.compute_advantage(dp, "ktae")
+        want[step] = dp.batch["advantages"].clone()
+    for step, df in iter_run(tmp_path / "rec"):
+        b = to_batch(df)
+        got = ktae_advantages(b.responses, b.response_mask, b.rewards, index=b.index, preset="clean")
+        assert torch.equal(got, want[step]), step
+    r = _cli("score", str(tmp_path / "rec"), "-o", str(tmp_path / "t.csv"))
+    assert r.returncode == 0, r.stderr
+    assert sorted(pd.read_csv(tmp_path / "t.csv").step.unique()) == [3, 4]
+
+
+def _tb(seed):
+    g = torch.Generator().manual_seed(seed)
+    resp = torch.randint(3, 50, (16, 12), generator=g)
+    mask = (torch.arange(12) < torch.randint(4, 13, (16, 1), generator=g)).long()
+    scores = torch.randint(0, 2, (16,), generator=g).float()
+    return resp, mask, scores, np.array([f"u{i // 4}" for i in range(16)], dtype=object)
