@@ -236,3 +236,36 @@ def _tb(seed):
     mask = (torch.arange(12) < torch.randint(4, 13, (16, 1), generator=g)).long()
     scores = torch.randint(0, 2, (16,), generator=g).float()
     return resp, mask, scores, np.array([f"u{i // 4}" for i in range(16)], dtype=object)
+
+
+def test_trl_recorded_step_replays_bit_exactly(tmp_path):
+    """One real GRPOTrainer step on a tiny random model with record_dir=: replaying the recording gives its advantages."""
+    pytest.importorskip("trl", reason="trl not installed", exc_type=ImportError)
+    pytest.importorskip("datasets", reason="datasets not installed", exc_type=ImportError)
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast, LlamaConfig, LlamaForCausalLM
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+    from ktae_lab.interop import make_ktae_grpo_trainer
+    vocab = {"<pad>": 0, "<eos>": 1, **{c: i + 2 for i, c in enumerate("abcdefghij0123456789 +=")}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<pad>")); tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>")
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=2, pad_token_id=0, eos_token_id=1, bos_token_id=1))
+    ds = Dataset.from_dict({"prompt": ["1+1=", "2+2=", "a b", "c d"] * 2})
+    seen = {}
+    rec = tmp_path / "rec"
+    class Spy(make_ktae_grpo_trainer(GRPOTrainer, preset="clean", record_dir=rec)):
+        def _generate_and_score_completions(self, inputs):
+            out = super()._generate_and_score_completions(inputs); seen["out"] = out; return out
+    args = GRPOConfig(output_dir=str(tmp_path / "out"), per_device_train_batch_size=8, num_generations=4, max_completion_length=8,
+                      max_steps=1, report_to=[], use_cpu=True, logging_steps=1, save_strategy="no", disable_tqdm=True)
+    Spy(model=model, reward_funcs=lambda completions, **kw: [float("1" in c) for c in completions], args=args,
+        train_dataset=ds, processing_class=hf_tok).train()
+    (step, df), = list(iter_run(rec))
+    b = to_batch(df)
+    outcome = torch.tensor(json.loads((rec / f"outcome_{step:06d}.json").read_text()))
+    A = ktae_advantages(b.responses, b.response_mask, b.rewards, group_size=4, preset="clean", outcome_advantage=outcome.to(b.rewards.dtype))
+    want = seen["out"]["advantages"]
+    assert torch.equal(A[:, :want.shape[1]], want)
