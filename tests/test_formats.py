@@ -238,22 +238,13 @@ def _tb(seed):
     return resp, mask, scores, np.array([f"u{i // 4}" for i in range(16)], dtype=object)
 
 
-def test_trl_recorded_step_replays_bit_exactly(tmp_path):
+def test_trl_recorded_step_replays_bit_exactly(tmp_path, tiny_grpo_parts):
     """One real GRPOTrainer step on a tiny random model with record_dir=: replaying the recording gives its advantages."""
     pytest.importorskip("trl", reason="trl not installed", exc_type=ImportError)
     pytest.importorskip("datasets", reason="datasets not installed", exc_type=ImportError)
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast, LlamaConfig, LlamaForCausalLM
-    from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
     from ktae_lab.interop import make_ktae_grpo_trainer
-    vocab = {"<pad>": 0, "<eos>": 1, **{c: i + 2 for i, c in enumerate("abcdefghij0123456789 +=")}}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<pad>")); tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")
-    hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>")
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                         num_attention_heads=2, num_key_value_heads=2, pad_token_id=0, eos_token_id=1, bos_token_id=1))
-    ds = Dataset.from_dict({"prompt": ["1+1=", "2+2=", "a b", "c d"] * 2})
+    model, hf_tok, ds = tiny_grpo_parts()
     seen = {}
     rec = tmp_path / "rec"
     class Spy(make_ktae_grpo_trainer(GRPOTrainer, preset="clean", record_dir=rec)):
