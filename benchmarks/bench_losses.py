@@ -103,6 +103,23 @@ def main(argv=None):
     row(f"ktae_advantages {B5}x{L5}", median_ms(lambda: ktae_advantages(resp.to(dev), m5.to(dev), r5.to(dev), group_size=16),
                                                        repeat=3, sync=sync))
 
+    # 6. the recorder of 15_interop (record_dir=): off costs nothing (one `is None` test), on costs one JSONL append
+    import tempfile
+    from types import SimpleNamespace
+    from ktae_lab.interop import patch_verl_compute_advantage
+    tlr = torch.zeros(B5, L5); tlr[torch.arange(B5), m5.sum(1) - 1] = r5
+    uid = np.array([f"u{i // 16}" for i in range(B5)], dtype=object)
+    data = SimpleNamespace(batch={"responses": resp.to(dev), "response_mask": m5.to(dev), "token_level_rewards": tlr.to(dev)},
+                           non_tensor_batch={"uid": uid})
+    off = SimpleNamespace(compute_advantage=lambda d, e, **k: d); patch_verl_compute_advantage(module=off)
+    with tempfile.TemporaryDirectory() as d:
+        on = SimpleNamespace(compute_advantage=lambda d, e, **k: d); patch_verl_compute_advantage(module=on, record_dir=d)
+        t_off = median_ms(lambda: off.compute_advantage(data, "ktae"), repeat=5, sync=sync)
+        t_on = median_ms(lambda: on.compute_advantage(data, "ktae"), repeat=5, sync=sync)
+    t_plain = median_ms(lambda: ktae_advantages(resp.to(dev), m5.to(dev), r5.to(dev), index=uid), repeat=5, sync=sync)
+    row(f"patched compute_advantage, record off", t_off, t_plain, "ktae_advantages alone")
+    row(f"patched compute_advantage, record on", t_on, t_off, "record off")
+
     if dev.type != "cpu":                                     # device parity
         cpu_l, cpu_m = policy_loss(old, new, adv, m, 0.2, 0.28, 10.0)
         dev_l, dev_m = policy_loss(old_d, new_d, adv_d, m_d, 0.2, 0.28, 10.0)

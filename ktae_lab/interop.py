@@ -14,8 +14,9 @@ from .dapo import RunPreset
 
 
 # %% auto #0
-__all__ = ['TRL_EPS', 'compute_ktae_outcome_advantage', 'register_verl_estimator', 'compute_ktae_advantage_for_batch',
-           'patch_verl_compute_advantage', 'verl_overrides', 'trl_ktae_advantages', 'make_ktae_grpo_trainer']
+__all__ = ['TRL_EPS', 'compute_ktae_outcome_advantage', 'record_step', 'register_verl_estimator',
+           'compute_ktae_advantage_for_batch', 'patch_verl_compute_advantage', 'verl_overrides', 'trl_ktae_advantages',
+           'make_ktae_grpo_trainer']
 
 # %% ../nbs/15_interop.ipynb #a2c5ecc9
 def _cfg_get(config, key, default=None):
@@ -69,9 +70,42 @@ def compute_ktae_outcome_advantage(token_level_rewards:torch.Tensor, # [B, L] re
                               preset=preset, eps=epsilon, **overrides).to(token_level_rewards.dtype)
     return adv, adv
 
+# %% ../nbs/15_interop.ipynb #cec13f7a
+def record_step(record_dir, # folder of the recording (created when missing)
+                step:int, # training step: the file is `record_dir/step_{step:06d}.jsonl`
+                responses:torch.Tensor, # [B, L] token ids KTAE received
+                response_mask:torch.Tensor, # [B, L] 0/1 mask KTAE received
+                rewards:torch.Tensor, # [B] scalar rewards KTAE received
+                index, # [B] group ids (verl `uid`)
+                meta:dict|None=None, # settings to keep beside each row (estimator, preset, ...)
+               ): # Path of the step file
+    "Append what KTAE received at one training step, in the rollout schema of `01_data`, with its locked atomic append."
+    from pathlib import Path
+    from ktae_lab.data import append_jsonl, output_lock
+    if not isinstance(record_dir, (str, Path)): raise TypeError(f"`record_dir` must be a folder path, got {type(record_dir).__name__}")
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0: raise ValueError(f"`step` must be an int >= 0, got {step!r}")
+    check_tensor(responses, "responses"); check_shape(responses, "responses", dim=2)
+    check_tensor(response_mask, "response_mask"); check_shape(response_mask, "response_mask", responses.shape)
+    check_tensor(rewards, "rewards"); check_shape(rewards, "rewards", responses.shape[:1], label="[B]")
+    if len(index) != len(responses): raise ValueError(f"`index` has {len(index)} group ids but `responses` has {len(responses)} rows")
+    ids, mask, r = responses.detach().cpu().tolist(), response_mask.detach().cpu().long().tolist(), rewards.detach().cpu().tolist()
+    recs = [dict(group_id=str(g), rollout_id=i, token_ids=ids[i], response_mask=mask[i], reward=r[i],
+                 meta={"step": int(step), **(meta or {})}) for i, g in enumerate(list(index))]
+    path = Path(record_dir) / f"step_{int(step):06d}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with output_lock(path): append_jsonl(path, recs)
+    return path
+
+def _add_outcome(record_dir, step, outcome): # TRL: the outcome advantage KTAE was given, one float per row, beside the step file
+    import json
+    from pathlib import Path
+    from ktae_lab.data import atomic_write
+    atomic_write(Path(record_dir) / f"outcome_{int(step):06d}.json", json.dumps(outcome.detach().cpu().tolist()))
+
 # %% ../nbs/15_interop.ipynb #c0c62b7b
 def register_verl_estimator(name:str="ktae", # registry name (verl's `algorithm.adv_estimator`)
                             core_algos=None, # the `verl.trainer.ppo.core_algos` module (imported when None)
+                            record_dir=None, # folder to append each call's KTAE inputs to (`record_step`, step = call count); None: off
                             **ktae, # KTAE settings bound into the registered function: preset, estimator, overrides
                            ): # the registered function
     "Register `compute_ktae_outcome_advantage` in verl's advantage-estimator registry under `name`."
@@ -83,7 +117,12 @@ def register_verl_estimator(name:str="ktae", # registry name (verl's `algorithm.
     bound = dict(ktae) if ktae else None
     def fn(token_level_rewards, response_mask, index=None, responses=None, epsilon=GRPO_EPS, config=None, **kwargs):
         kwargs.setdefault("ktae", bound)
-        return compute_ktae_outcome_advantage(token_level_rewards, response_mask, index, responses, epsilon, config, **kwargs)
+        out = compute_ktae_outcome_advantage(token_level_rewards, response_mask, index, responses, epsilon, config, **kwargs)
+        if record_dir is not None:   # off by default
+            calls[0] += 1
+            record_step(record_dir, calls[0], responses, response_mask, token_level_rewards.sum(-1), index, meta={"epsilon": float(epsilon)})
+        return out
+    calls = [0]
     fn.__name__ = fn.__qualname__ = f"compute_{name}_outcome_advantage"
     fn.__doc__ = compute_ktae_outcome_advantage.__doc__
     registry = getattr(core_algos, "ADV_ESTIMATOR_REGISTRY", None)
@@ -121,6 +160,7 @@ def compute_ktae_advantage_for_batch(data, # DataProto-like: .batch (tensors) an
 # %% ../nbs/15_interop.ipynb #69ae98b2
 def patch_verl_compute_advantage(name:str="ktae", # the `algorithm.adv_estimator` value routed to KTAE
                                  module=None, # module whose `compute_advantage` to wrap (default: verl's ray_trainer)
+                                 record_dir=None, # folder to append each KTAE step's inputs to (`record_step`); None: off
                                  **ktae, # KTAE settings: preset, estimator, KTAEConfig overrides
                                 ): # the wrapped function (the original is at `.__wrapped__`)
     "Route verl's `compute_advantage(data, adv_estimator=name, ...)` to `compute_ktae_advantage_for_batch`."
@@ -135,8 +175,17 @@ def patch_verl_compute_advantage(name:str="ktae", # the `algorithm.adv_estimator
         est = getattr(adv_estimator, "value", adv_estimator)
         if est != name: return original(data, adv_estimator, *args, norm_adv_by_std_in_grpo=norm_adv_by_std_in_grpo,
                                         config=config, **kwargs)
-        return compute_ktae_advantage_for_batch(data, config=config, norm_adv_by_std_in_grpo=norm_adv_by_std_in_grpo,
+        out = compute_ktae_advantage_for_batch(data, config=config, norm_adv_by_std_in_grpo=norm_adv_by_std_in_grpo,
                                                 ktae=dict(ktae) if ktae else None)
+        if record_dir is not None:   # off by default: one `is None` test per step
+            b = data.batch
+            mask = b["response_mask"] if "response_mask" in b.keys() else b["attention_mask"][:, -b["responses"].shape[-1]:]
+            calls[0] += 1
+            step = int((getattr(data, "meta_info", None) or {}).get("global_steps", calls[0]))
+            record_step(record_dir, step, b["responses"], mask, b["token_level_rewards"].sum(-1), data.non_tensor_batch["uid"],
+                        meta={"norm_adv_by_std_in_grpo": bool(norm_adv_by_std_in_grpo), "ktae": {k: v if isinstance(v, (str, int, float, bool, type(None))) else repr(v) for k, v in ktae.items()}})
+        return out
+    calls = [0]
     compute_advantage.__wrapped__ = original
     module.compute_advantage = compute_advantage
     return compute_advantage
@@ -200,6 +249,7 @@ def trl_ktae_advantages(completion_ids:torch.Tensor, # [B, T] completion token i
 # %% ../nbs/15_interop.ipynb #c26fc255
 def make_ktae_grpo_trainer(base=None, # TRL's GRPOTrainer (imported when None) or a subclass of it
                            preset:str="official", # KTAE preset
+                           record_dir=None, # folder to append each training step's KTAE inputs to (`record_step`); None: off
                            **overrides, # KTAEConfig overrides (e.g. ignore_ids=(pad_id,))
                           ) -> type: # a subclass of `base` producing [B, T] KTAE advantages
     "Subclass TRL's GRPOTrainer so that its advantages become KTAE's token advantages (Â + K)."
@@ -230,6 +280,10 @@ def make_ktae_grpo_trainer(base=None, # TRL's GRPOTrainer (imported when None) o
             all_adv = acc.gather(adv)                                 # TRL's own [B_global] advantages
             A = ktae_advantages(all_ids, all_mask, rewards.to(all_ids.device), group_size=n_gen, preset=preset,
                                 outcome_advantage=all_adv.to(all_ids.device).to(rewards.dtype), **overrides)
+            if record_dir is not None and self.model.training and acc.is_main_process:   # off by default
+                record_step(record_dir, int(self.state.global_step) + 1, all_ids, all_mask, rewards, [f"g{i // n_gen}" for i in range(len(all_ids))],
+                            meta={"group_size": n_gen, "preset": preset})
+                _add_outcome(record_dir, int(self.state.global_step) + 1, all_adv)
             B, T = ids.shape
             out["advantages"] = A[acc.process_index * B:(acc.process_index + 1) * B, :T].to(adv.device)
             return out

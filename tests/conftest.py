@@ -96,3 +96,21 @@ _FIRST = ("test_docs.py", "test_notebooks.py")
 def pytest_collection_modifyitems(config, items):
     rank = lambda it: _FIRST.index(it.path.name) if it.path.name in _FIRST else len(_FIRST)
     items[:] = sorted(items, key=rank)   # stable: the order within each file is kept
+
+
+def _tiny_grpo_parts():
+    "A tiny random Llama, its character-level tokenizer and 8 prompts: one real TRL GRPOTrainer step runs on a CPU in seconds."
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast, LlamaConfig, LlamaForCausalLM
+    from datasets import Dataset
+    vocab = {"<pad>": 0, "<eos>": 1, **{c: i + 2 for i, c in enumerate("abcdefghij0123456789 +=")}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<pad>")); tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>")
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=2, pad_token_id=0, eos_token_id=1, bos_token_id=1))
+    return model, hf_tok, Dataset.from_dict({"prompt": ["1+1=", "2+2=", "a b", "c d"] * 2})
+
+
+@pytest.fixture
+def tiny_grpo_parts(): return _tiny_grpo_parts

@@ -59,6 +59,13 @@ def workspace(d) -> dict:
     (d / "existing.txt").write_text("x\n"); ws["existing"] = str(d / "existing.txt")
     (d / "outdir").mkdir(exist_ok=True); ws["outdir"] = str(d / "outdir")
     (d / "ro").mkdir(exist_ok=True); (d / "ro").chmod(0o555); ws["ro"] = str(d / "ro")
+    # foreign rollout files (ktae_lab.formats, issue 18)
+    v = dict(input="q", output="1", gts="1", score=1.0, step=1)
+    ws["verl_noscore"] = jl("verl_noscore.jsonl", [v, {k: x for k, x in v.items() if k != "score"}])
+    ws["verl_ok"] = jl("verl_ok.jsonl", [v])
+    (d / "norun").mkdir(exist_ok=True); ws["norun"] = str(d / "norun")
+    (d / "tworuns").mkdir(exist_ok=True); jl("tworuns/1.jsonl", [v]); jl("tworuns/step_1.jsonl", [v]); ws["tworuns"] = str(d / "tworuns")
+    (d / "table.csv").write_text("completion,reward\n1,1.0\n"); ws["table_noprompt"] = str(d / "table.csv")
     return ws
 
 
@@ -147,6 +154,11 @@ CASES = [
     Case(["prm", "--quick"], "the following arguments are required: -o/--out"),
     # ------------------------------------------------------------------ the dispatcher
     Case(["scroe"], "unknown command 'scroe'; valid commands: score, report, sample, ablate"),
+    Case(["score", "{verl_noscore}", "--tokenizer", "{ws}"], "verl_noscore.jsonl, line 2: field `score`: missing, no usable reward"),
+    Case(["score", "{verl_ok}", "--tokenizer", "{ws}/no_tokenizer"], "not a local tokenizer directory"),
+    Case(["score", "{norun}"], "no step files"),
+    Case(["score", "{tworuns}"], "mixed step files of two runs"),
+    Case(["report", "{table_noprompt}", "--format", "table", "-o", "{ws}/r.html"], "no column `prompt`"),
     Case(["--bogus"], "unknown command '--bogus'"),
 ]
 

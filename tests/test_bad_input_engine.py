@@ -279,6 +279,13 @@ CASES = [
     C("ktae.combine_terms", T, "`tf_c` must be a torch.Tensor", stats="STATS", tf_c=0.3, tf_w=torch.tensor([0.1]), cfg="CFG"),
     C("ktae.combine_terms", T, "`tf_w` must be a floating-point tensor", stats="STATS", tf_c=torch.tensor([0.3]), tf_w=torch.tensor([1]), cfg="CFG"),
     C("ktae.combine_terms", V, "`tf_c` contains NaN", stats="STATS", tf_c=torch.tensor([NAN]), tf_w=torch.tensor([0.1]), cfg="CFG"),
+    # ---------------- interop.record_step (the recorder, issue 18)
+    C("interop.record_step", T, "`record_dir` must be a folder path", record_dir=1, step=1, responses=RESP, response_mask=MASK, rewards=REW, index=UID),
+    C("interop.record_step", V, "`step` must be an int >= 0", record_dir="/tmp", step=-1, responses=RESP, response_mask=MASK, rewards=REW, index=UID),
+    C("interop.record_step", V, "`responses` must be 2-D", record_dir="/tmp", step=1, responses=REW, response_mask=MASK, rewards=REW, index=UID),
+    C("interop.record_step", V, "`response_mask` shape", record_dir="/tmp", step=1, responses=RESP, response_mask=MASK[:, :2], rewards=REW, index=UID),
+    C("interop.record_step", V, "`rewards` shape", record_dir="/tmp", step=1, responses=RESP, response_mask=MASK, rewards=REW[:3], index=UID),
+    C("interop.record_step", V, "`index` has 3 group ids", record_dir="/tmp", step=1, responses=RESP, response_mask=MASK, rewards=REW, index=UID[:3]),
 ]
 
 # the four scoring entry points share their batch checks: each gets the same bad batches

@@ -228,21 +228,12 @@ def test_bad_input(token_batch):
     with pytest.raises(ValueError, match="does not divide"): trl_ktae_advantages(ids, m, r, 5)
 
 
-def test_trl_one_training_step_with_ktae(tmp_path):
+def test_trl_one_training_step_with_ktae(tmp_path, tiny_grpo_parts):
     """One real GRPOTrainer step on a tiny random model: the subclass feeds [B, T] KTAE advantages to TRL's loss."""
     pytest.importorskip("trl", reason="trl not installed", exc_type=ImportError)
     pytest.importorskip("datasets", reason="datasets not installed", exc_type=ImportError)
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast, LlamaConfig, LlamaForCausalLM
-    from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
-    vocab = {"<pad>": 0, "<eos>": 1, **{c: i + 2 for i, c in enumerate("abcdefghij0123456789 +=")}}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<pad>")); tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")
-    hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>")
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                         num_attention_heads=2, num_key_value_heads=2, pad_token_id=0, eos_token_id=1, bos_token_id=1))
-    ds = Dataset.from_dict({"prompt": ["1+1=", "2+2=", "a b", "c d"] * 2})
+    model, hf_tok, ds = tiny_grpo_parts()
     seen = {}
     class Spy(make_ktae_grpo_trainer(GRPOTrainer)):
         def _generate_and_score_completions(self, inputs):
