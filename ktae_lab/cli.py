@@ -6,6 +6,7 @@
 from __future__ import annotations
 import argparse, functools, json, os, sys, time
 from pathlib import Path
+from .core import check_seeds, check_text, MAX_SEED
 from .advantages import ESTIMATORS
 from .data import atomic_write, check_output_lock, shipped_data_path
 from .ktae import PRESETS, KTAEConfig, parse_overrides, resolve_config, score_rollouts
@@ -121,16 +122,14 @@ def seeds_arg(text:str) -> int|list[int]:
     if any(v < 0 for v in vals): raise argparse.ArgumentTypeError(f"seeds must be >= 0, got {text!r}")
     dup = sorted({v for v in vals if vals.count(v) > 1})
     if dup: raise argparse.ArgumentTypeError(f"seed(s) {dup} given twice in {text!r}; each seed runs once")
-    from ktae_lab.core import check_seeds, MAX_SEED
     try: check_seeds(vals)                           # before any work: a seed no RNG takes is refused here
     except (TypeError, ValueError): raise argparse.ArgumentTypeError(f"seeds must be <= {MAX_SEED}, got {text[:80]!r}") from None
     return vals
 
 def text_arg(text:str) -> str:
     "argparse type for free text (a title): valid Unicode; an undecodable byte in the argument (a lone surrogate) is refused."
-    try: text.encode("utf-8")
-    except UnicodeEncodeError as e: raise argparse.ArgumentTypeError(f"not valid UTF-8 text (an undecodable byte at character {e.start}): {text[:60]!r}") from None
-    return text
+    try: return check_text(text, "text")
+    except ValueError as e: raise argparse.ArgumentTypeError(str(e).removeprefix("`text` ")) from None
 
 def dtype_arg(text:str) -> str:
     "argparse type for `--dtype`: a dtype name that `ktae_lab.lm.resolve_dtype` accepts."

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #aa445316
 from __future__ import annotations
-import math
+import collections, math
 import numpy as np
 import torch
 
@@ -12,7 +12,7 @@ import torch
 # %% auto #0
 __all__ = ['MAX_TOKEN_ID', 'MAX_SEED', 'check_tensor', 'check_shape', 'check_float_tensor', 'check_mask', 'check_token_batch',
            'check_rewards', 'check_number', 'check_positive', 'check_choice', 'check_advantages', 'check_flag',
-           'check_seeds', 'group_ids', 'group_sum', 'accumulation_dtype', 'group_mean_std']
+           'check_flags', 'check_text', 'check_seeds', 'group_ids', 'group_sum', 'accumulation_dtype', 'group_mean_std']
 
 # %% ../nbs/00_core.ipynb #80d7e922
 MAX_TOKEN_ID = 2**62  # token ids must be below this: (group, id) keys are packed into int64
@@ -158,15 +158,43 @@ def check_advantages(advantages, # [B] per-rollout or [B, L] per-token advantage
     return advantages
 
 
-# %% ../nbs/00_core.ipynb #cea132c3
-MAX_SEED = 2**31 - 1  # seeds must be ints in [0, MAX_SEED]: every RNG (numpy, torch, offsets added to them) takes them
-
+# %% ../nbs/00_core.ipynb #4478c0c0
 def check_flag(value, # the value to check
                name:str, # argument name used in errors
               ) -> bool: # the value as a Python bool
     "Check a True/False switch: a bool (or numpy bool); the string 'False' is an error, never true."
     if isinstance(value, (bool, np.bool_)): return bool(value)
     raise TypeError(f"`{name}` must be True or False, got {type(value).__name__} {value!r}"[:300])
+
+
+# %% ../nbs/00_core.ipynb #35732ab6
+def check_flags(values, # a list of switches, one per row (None or NaN: unknown)
+                name:str, # argument name used in errors
+               ) -> list: # each value as True, False or None
+    "Check a column of True/False values (0/1 allowed, None/NaN for unknown); the string 'False' is an error, never true."
+    if isinstance(values, (str, bytes, dict)) or not hasattr(values, "__iter__"):
+        raise TypeError(f"`{name}` must be a list of True/False values (None: unknown), got {type(values).__name__}")
+    out = []
+    for i, v in enumerate(values):
+        if v is None or (isinstance(v, (float, np.floating)) and math.isnan(v)): out.append(None)
+        elif isinstance(v, (bool, np.bool_)) or (isinstance(v, (int, np.integer)) and v in (0, 1)): out.append(bool(v))
+        else: raise TypeError(f"`{name}` row {i}: expected True, False or missing, got {type(v).__name__} {v!r}"[:300])
+    return out
+
+
+# %% ../nbs/00_core.ipynb #0089b5a9
+def check_text(value, # the value to check
+               name:str, # argument name used in errors
+              ) -> str: # the text
+    "Check a str of valid Unicode: a lone surrogate (an undecodable byte smuggled into a str) cannot be tokenized or written."
+    if not isinstance(value, str): raise TypeError(f"`{name}` must be a str, got {type(value).__name__}")
+    try: value.encode("utf-8")
+    except UnicodeEncodeError as e: raise ValueError(f"`{name}` holds a lone surrogate {value[e.start]!r} at character {e.start}: not valid Unicode text") from None
+    return value
+
+
+# %% ../nbs/00_core.ipynb #81fbbeb5
+MAX_SEED = 2**31 - 1  # seeds must be ints in [0, MAX_SEED]: every RNG (numpy, torch, offsets added to them) takes them
 
 def check_seeds(seeds, # a count n (seeds 0..n-1) or a list of distinct seeds
                 name:str="seeds", # argument name used in errors
@@ -186,7 +214,7 @@ def check_seeds(seeds, # a count n (seeds 0..n-1) or a list of distinct seeds
     for s in seeds:
         if isinstance(s, (bool, np.bool_)) or not isinstance(s, (int, np.integer)): raise TypeError(f"{what}, got {type(s).__name__} {s!r} in it"[:300])
         if not 0 <= s <= MAX_SEED: raise ValueError(f"{what}, got {s!r} in it"[:300])
-    dup = sorted({int(s) for s in seeds if seeds.count(s) > 1})
+    dup = sorted(int(s) for s, n in collections.Counter(int(s) for s in seeds).items() if n > 1)
     if dup: raise ValueError(f"`{name}` has duplicates {dup}: each seed would be run twice")
     return [int(s) for s in seeds]
 

@@ -7,10 +7,11 @@ from __future__ import annotations
 import copy, math, re, threading, time
 import numpy as np
 import torch
+from .core import check_flags, check_number, MAX_SEED
 from .task import lab_tokenizer, reference_solution, solution_steps, first_wrong_step, token_steps
 from .lm import tiny_random_lm, encode_prompts, generate
 from .lab import LabConfig, lab_data, prepare_warm_start, rl_step, algorithm_spec, generate_groups
-from .epicprm import Completion, Annotation, annotate, epic_baseline, METHODS, EPIC_STATIC_K, EPIC_PILOT_K, EPIC_PILOT_MIN_CORRECT, CompleterProtocolError
+from .epicprm import Completion, Annotation, annotate, epic_baseline, METHODS, EPIC_STATIC_K, EPIC_PILOT_K, EPIC_PILOT_MIN_CORRECT, CompleterProtocolError, annotation_record
 from .ktae import key_token_values
 from .dapo import groups_with_spread
 from .simulator import annotation_outcomes
@@ -138,8 +139,7 @@ def annotate_many(questions, # [N] problems
     if len(steps) != N or len(reference_answers) != N: raise ValueError(f"`questions`, `steps` and `reference_answers` must have the same length, got {N}, {len(steps)}, {len(reference_answers)}")
     if is_correct is not None and len(is_correct) != N: raise ValueError(f"`is_correct` must have {N} entries, got {len(is_correct)}")
     if is_correct is not None:
-        from ktae_lab.epicprm import _check_bools
-        is_correct = _check_bools(is_correct, "`is_correct`")     # ["False", ...] is an error, not True
+        is_correct = check_flags(is_correct, "is_correct")     # ["False", ...] is an error, not True
     if "baseline" in params: raise ValueError("`baseline` is computed once per question by annotate_many; do not pass it")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1: raise ValueError(f"`workers` must be an int >= 1, got {workers!r}")
     bat = _Batcher(completer)
@@ -286,11 +286,8 @@ def probe_step_values(ann, # an Annotation (or its dict) of one solution
                       n_steps:int, # steps of the solution
                      ) -> list[float]|None: # one value per step; None when the annotation was skipped
     "EpicPRM-family step values: each step gets the estimate of the shortest probed prefix that contains it."
-    if not isinstance(ann, dict) and not hasattr(ann, "to_dict"): raise TypeError(f"`ann` must be an Annotation or its dict, got {type(ann).__name__}")
-    a = ann if isinstance(ann, dict) else ann.to_dict()
-    if isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer)) or n_steps < 0: raise TypeError(f"`n_steps` must be an int >= 0, got {type(n_steps).__name__} {n_steps!r}")
+    a = annotation_record(ann, n_steps)
     if a.get("status") == "skipped": return None
-    if not isinstance(a.get("method"), str): raise ValueError(f"`ann` lacks method (a str naming the annotator); got keys {sorted(a)}: not an annotation record")
     probes = sorted(((p["step"], p["estimate"]) for p in a["probes"] if p["step"] >= 0), key=lambda t: t[0])
     v0 = (a.get("baseline") or {}).get("v0") if a["method"].startswith("epic") else None
     scale = v0 if v0 else 1.0                                   # EpicPRM judges V(prefix) / V(question)
@@ -357,7 +354,6 @@ def lab_policy(seed:int, # policy seed (weights, warm-start batches, RL sampling
     if cfg is not None and not isinstance(cfg, LabConfig): raise TypeError(f"`cfg` must be a LabConfig or None, got {type(cfg).__name__}")
     cfg = (cfg or LabConfig()).validate()
     if isinstance(rl_steps, bool) or not isinstance(rl_steps, int) or rl_steps < 0: raise ValueError(f"`rl_steps` must be an int >= 0, got {rl_steps!r}")
-    from ktae_lab.core import check_number, MAX_SEED
     check_number(seed, "seed", 0, MAX_SEED, integer=True)          # every argument before the warm start's minutes of work
     algorithm_spec(algo)
     if warm is not None and (not isinstance(warm, dict) or "state" not in warm): raise ValueError("`warm` must be the dict of `prepare_warm_start` (with the policy's 'state')")

@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_data.ipynb #36ee46bf
 from __future__ import annotations
-import errno, fcntl, json, math, numbers, os, tempfile, time, warnings
+import errno, fcntl, json, math, numbers, os, re, tempfile, time, warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import chain
@@ -14,7 +14,7 @@ import torch
 
 # %% auto #0
 __all__ = ['SCHEMA_VERSION', 'REQUIRED_FIELDS', 'OPTIONAL_DEFAULTS', 'ROLLOUT_FIELDS', 'MAX_DIGITS', 'validate_rollout',
-           'read_rollouts', 'OutputLockedError', 'output_lock', 'check_output_lock', 'repair_jsonl_tail', 'json_line',
+           'json_line', 'read_rollouts', 'OutputLockedError', 'output_lock', 'check_output_lock', 'repair_jsonl_tail',
            'atomic_write', 'UnsafeCheckpointError', 'load_torch', 'load_state', 'append_jsonl', 'write_rollouts',
            'RolloutBatch', 'to_batch', 'shipped_data_path', 'sample_rollouts_path', 'smollm2_rollouts_path']
 
@@ -102,6 +102,28 @@ def validate_rollout(record, # one rollout: a dict decoded from a JSONL line
     out.update(group_id=gid if isinstance(gid, str) else int(gid), token_ids=ids, reward=float(r),
                response_mask=mask, tokens=toks)
     return {f: out[f] for f in ROLLOUT_FIELDS}
+
+# %% ../nbs/01_data.ipynb #46cb0907
+_SURROGATE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+MAX_DIGITS = 100  # a JSON number with more digits is refused: no float holds it and no id needs it
+
+def _big_int(s):
+    if len(s.lstrip("-")) > MAX_DIGITS: raise ValueError(f"a number with {len(s.lstrip('-'))} digits (at most {MAX_DIGITS})")
+    return int(s)
+
+def json_line(text:str, # one line of a JSONL file (already decoded)
+              where:str, # how errors name it, e.g. "data.jsonl, line 3"
+             ): # the parsed value
+    "Parse one JSON line strictly; every failure (bad JSON, nesting too deep, a lone surrogate, a huge number) is a ValueError naming `where`."
+    try: obj = json.loads(text, parse_int=_big_int)
+    except json.JSONDecodeError as e: raise ValueError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+    except RecursionError: raise ValueError(f"{where}: JSON nested too deeply to read") from None
+    except ValueError as e: raise ValueError(f"{where}: {e}") from None
+    if _SURROGATE.search(text):
+        try: json.dumps(obj, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError: raise ValueError(f"{where}: a string holds a lone surrogate (a \\udXXX escape without its pair); not text") from None
+    return obj
+
 
 # %% ../nbs/01_data.ipynb #20065edd
 def read_rollouts(path, # a JSONL file, one rollout per line
@@ -241,36 +263,13 @@ def repair_jsonl_tail(path, # a JSONL file that a crash may have cut in the midd
         f.flush(); os.fsync(f.fileno())
     return len(frag)
 
-# %% ../nbs/01_data.ipynb #46cb0907
-import re as _re
-_SURROGATE = _re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
-MAX_DIGITS = 100  # a JSON number with more digits is refused: no float holds it and no id needs it
-
-def _big_int(s):
-    if len(s.lstrip("-")) > MAX_DIGITS: raise ValueError(f"a number with {len(s.lstrip('-'))} digits (at most {MAX_DIGITS})")
-    return int(s)
-
-def json_line(text:str, # one line of a JSONL file (already decoded)
-              where:str, # how errors name it, e.g. "data.jsonl, line 3"
-             ): # the parsed value
-    "Parse one JSON line strictly; every failure (bad JSON, nesting too deep, a lone surrogate, a huge number) is a ValueError naming `where`."
-    try: obj = json.loads(text, parse_int=_big_int)
-    except json.JSONDecodeError as e: raise ValueError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
-    except RecursionError: raise ValueError(f"{where}: JSON nested too deeply to read") from None
-    except ValueError as e: raise ValueError(f"{where}: {e}") from None
-    if _SURROGATE.search(text):
-        try: json.dumps(obj, ensure_ascii=False).encode("utf-8")
-        except UnicodeEncodeError: raise ValueError(f"{where}: a string holds a lone surrogate (a \\udXXX escape without its pair); not text") from None
-    return obj
-
+# %% ../nbs/01_data.ipynb #31dce717
 def _encode_text(data:str, path) -> bytes:
     "`data` as UTF-8, or a ValueError naming the file (a lone surrogate cannot be written)."
     try: return data.encode("utf-8")
     except UnicodeEncodeError as e:
         raise ValueError(f"cannot write {path}: the text holds a lone surrogate {data[e.start]!r} at character {e.start} (not valid Unicode)") from None
 
-
-# %% ../nbs/01_data.ipynb #31dce717
 def atomic_write(path, # file to (re)write
                  data:str|bytes, # the whole new content (str is written as UTF-8)
                 ) -> Path: # the path written

@@ -8,14 +8,16 @@ import json, math, os, warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, field, asdict, replace
 import numpy as np
-from .data import append_jsonl, output_lock, repair_jsonl_tail
+from .core import check_flags
+from .data import append_jsonl, output_lock, repair_jsonl_tail, json_line
 
 # %% auto #0
 __all__ = ['WEIGHTINGS', 'SHIFT_MIN_HI', 'EPIC_STATIC_K', 'EPIC_PILOT_K', 'EPIC_PILOT_MIN_CORRECT', 'EPIC_K_FLOOR', 'EPIC_K_STEP',
            'METHODS', 'EPIC_ALPHA', 'EPIC_HARD_BELOW', 'EPIC_EASY_FROM', 'MS_N', 'METHOD_PARAMS', 'Completion',
            'CompleterProtocolError', 'CompleterError', 'check_completions', 'AveragedCompleter', 'num_sources',
            'split_steps', 'mc_estimate', 'sequential_first_error', 'binary_first_error', 'Probe', 'Baseline', 'pilot_k',
-           'epic_baseline', 'Annotation', 'annotate', 'read_annotations', 'annotate_dataset', 'to_epic50k']
+           'epic_baseline', 'Annotation', 'annotate', 'annotation_record', 'read_annotations', 'annotate_dataset',
+           'to_epic50k']
 
 # %% ../nbs/21_epicprm.ipynb #868141d8
 @dataclass(slots=True)
@@ -392,13 +394,24 @@ def annotate(question:str, # the problem text
     return Annotation(method, hard(fe), fe, probes, pr.rollouts, pr.tokens, None, "ok",
                       None if method == "omega_binary" else base, False)
 
+# %% ../nbs/21_epicprm.ipynb #53ba3c9f
+def annotation_record(ann, # an Annotation or its dict (a line of an annotation file)
+                      n_steps:int, # steps of the annotated solution
+                     ) -> dict: # the record as a dict
+    "One annotated solution as a checked dict: an Annotation or a record naming its method, with a step count >= 0."
+    if not isinstance(ann, dict) and not hasattr(ann, "to_dict"): raise TypeError(f"`ann` must be an Annotation or its dict, got {type(ann).__name__}")
+    a = ann if isinstance(ann, dict) else ann.to_dict()
+    if isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer)) or n_steps < 0: raise TypeError(f"`n_steps` must be an int >= 0, got {type(n_steps).__name__} {n_steps!r}")
+    if not isinstance(a.get("method"), str): raise ValueError(f"`ann` lacks method (a str naming the annotator); got keys {sorted(a)}: not an annotation record")
+    return a
+
+
 # %% ../nbs/21_epicprm.ipynb #774d3892
 def read_annotations(path, # JSONL file written by `annotate_dataset`
                     ) -> list[dict]:
     "Records of an annotation JSONL; torn or unparseable lines are skipped with a warning."
     recs = []
     if not os.path.exists(path): return recs
-    from ktae_lab.data import json_line
     with open(path, "rb") as f:
         for i, raw in enumerate(f, 1):
             try: line = raw.decode("utf-8")
@@ -426,16 +439,6 @@ def _check_annotation_file(path) -> None:
             if missing:
                 raise ValueError(f"`path` {path}, line {n} is not an annotation record (lacks {missing}); annotate_dataset "
                                  "appends only to its own files: choose another path")
-
-def _check_bools(values, name) -> list: # each value as True, False or None (missing)
-    "Strict booleans: True/False (or 0/1), None/NaN for unknown; the string 'False' is an error, not True."
-    out = []
-    for i, v in enumerate(values):
-        if v is None or (isinstance(v, float) and math.isnan(v)): out.append(None)
-        elif isinstance(v, (bool, np.bool_)): out.append(bool(v))
-        elif isinstance(v, (int, np.integer)) and v in (0, 1): out.append(bool(v))
-        else: raise TypeError(f"{name} row {i}: expected True, False or missing, got {type(v).__name__} {v!r}")
-    return out
 
 def _record(rid, question, steps, ref, ann=None, status=None, error=None):
     r = dict(id=rid, question=question, reference_answer=ref, status=status or (ann.status if ann else "failed"), error=error,
@@ -475,7 +478,7 @@ def annotate_dataset(df, # pandas DataFrame, one solution per row
     if "baseline" in params: raise ValueError("`baseline` is managed per question by annotate_dataset; do not pass it")
     ids = list(df[id_col]) if id_col in df.columns else list(df.index)
     if len(set(map(str, ids))) != len(ids): raise ValueError(f"`df[{id_col!r}]` must hold unique ids")
-    corrs = _check_bools(df[correct_col].tolist(), f"`df[{correct_col!r}]`") if correct_col and correct_col in df.columns \
+    corrs = check_flags(df[correct_col].tolist(), f"df[{correct_col!r}]") if correct_col and correct_col in df.columns \
             else [None] * len(df)
     done, bases, out = {}, {}, []
     with output_lock(path) if path is not None else nullcontext():  # one writer per file: a second run is refused

@@ -4,13 +4,15 @@
 
 # %% ../nbs/15_interop.ipynb #55ad82c9
 from __future__ import annotations
-import sys
+import json, sys
+from pathlib import Path
 import numpy as np
 import torch
 from .core import check_float_tensor, check_shape, check_tensor, check_choice, check_rewards
 from .advantages import GRPO_EPS, ESTIMATORS
 from .ktae import ktae_advantages, resolve_config
 from .dapo import RunPreset
+from .data import append_jsonl, atomic_write, output_lock
 
 
 # %% auto #0
@@ -80,8 +82,6 @@ def record_step(record_dir, # folder of the recording (created when missing)
                 meta:dict|None=None, # settings to keep beside each row (estimator, preset, ...)
                ): # Path of the step file
     "Append what KTAE received at one training step, in the rollout schema of `01_data`, with its locked atomic append."
-    from pathlib import Path
-    from ktae_lab.data import append_jsonl, output_lock
     if not isinstance(record_dir, (str, Path)): raise TypeError(f"`record_dir` must be a folder path, got {type(record_dir).__name__}")
     if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0: raise ValueError(f"`step` must be an int >= 0, got {step!r}")
     check_tensor(responses, "responses"); check_shape(responses, "responses", dim=2)
@@ -97,9 +97,6 @@ def record_step(record_dir, # folder of the recording (created when missing)
     return path
 
 def _add_outcome(record_dir, step, outcome): # TRL: the outcome advantage KTAE was given, one float per row, beside the step file
-    import json
-    from pathlib import Path
-    from ktae_lab.data import atomic_write
     atomic_write(Path(record_dir) / f"outcome_{int(step):06d}.json", json.dumps(outcome.detach().cpu().tolist()))
 
 # %% ../nbs/15_interop.ipynb #c0c62b7b

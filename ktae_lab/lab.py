@@ -9,7 +9,7 @@ from dataclasses import dataclass, asdict, fields, replace
 from pathlib import Path
 import numpy as np
 import torch
-from .core import check_float_tensor, check_mask, check_tensor, check_shape, check_number, check_token_batch
+from .core import check_float_tensor, check_mask, check_tensor, check_shape, check_number, check_token_batch, check_seeds
 from .task import make_problems, LAB_ALPHABET, lab_tokenizer, score_responses, first_wrong_step, solution_steps, token_steps
 from .advantages import outcome_advantages, token_advantages
 from .ktae import ktae_advantages, key_token_values, resolve_config, parse_overrides
@@ -666,7 +666,6 @@ def run_ablation(algos=("grpo", "grpo+ktae", "dapo", "dapo+ktae"), # algorithm n
                          "written by `ktae-lab prm -o DIR` (DIR/seed0/prm/epic_adaptive.pt, for example)")
     prm = prm if needs_prm and cfg.prm_path is None else None    # a fixed prm_path wins
     if needs_prm and cfg.prm_path is not None: load_prm(cfg.prm_path, lab_tokenizer(), task=LAB_TASK, device="cpu")  # refuse a bad file before any work
-    from ktae_lab.core import check_seeds
     seeds = check_seeds(seeds)
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1: raise ValueError(f"`workers` must be an int >= 1, got {workers!r}")
     if out is None:

@@ -9,6 +9,8 @@ from dataclasses import dataclass, asdict, fields
 from pathlib import Path
 import numpy as np
 import torch
+from .core import check_text
+from .epicprm import annotation_record
 from .lm import tiny_random_lm, resolve_device, pad_id
 from .data import atomic_write, load_torch, load_state
 
@@ -50,15 +52,10 @@ def vocab_fingerprint(tokenizer, # a transformers tokenizer
     return hashlib.sha256(json.dumps([items, spec]).encode("utf-8")).hexdigest()[:16]
 
 # %% ../nbs/24_prm.ipynb #eca95f09
-def _unicode(s, what):
-    "A ValueError naming `what` when `s` holds a lone surrogate (no tokenizer can read it)."
-    try: s.encode("utf-8")
-    except UnicodeEncodeError as e: raise ValueError(f"{what} holds a lone surrogate {s[e.start]!r} at character {e.start}: not valid Unicode text") from None
-
 def _as_steps(r, sep, i):
-    if isinstance(r, str): _unicode(r, f"`responses[{i}]`"); return r.split(sep) if r else []
+    if isinstance(r, str): check_text(r, f"responses[{i}]"); return r.split(sep) if r else []
     if isinstance(r, (list, tuple)) and all(isinstance(s, str) for s in r):
-        for s in r: _unicode(s, f"`responses[{i}]`")
+        for s in r: check_text(s, f"responses[{i}]")
         return list(r)
     raise TypeError(f"`responses[{i}]` must be a str or a list of step strings, got {type(r).__name__}")
 
@@ -77,7 +74,7 @@ def encode_steps(tokenizer, # a transformers tokenizer
                          f"{len(responses) if isinstance(responses, (list, tuple)) else type(responses).__name__}")
     for i, p in enumerate(prompts):
         if not isinstance(p, str) or not p: raise ValueError(f"`prompts[{i}]` must be a non-empty str, got {p!r}")
-        _unicode(p, f"`prompts[{i}]`")
+        check_text(p, f"prompts[{i}]")
     steps = [_as_steps(r, sep, i) for i, r in enumerate(responses)]
     pieces = [s + sep if j < len(st) - 1 else s for st in steps for j, s in enumerate(st)]
     enc = tokenizer(list(prompts) + pieces, add_special_tokens=False)["input_ids"] if pieces else tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
@@ -228,12 +225,8 @@ def annotation_targets(ann, # an epicprm Annotation or its dict
                        soft:bool=False, # soft targets (see above) instead of hard 0/1 labels
                       ) -> list[float]|None: # one target per step; None when the annotation was skipped
     "Training targets of one annotated solution: its hard labels, or its soft ones (Math-Shepherd, EpicPRM, OmegaPRM)."
-    if not isinstance(ann, dict) and not hasattr(ann, "to_dict"): raise TypeError(f"`ann` must be an Annotation or its dict, got {type(ann).__name__}")
-    a = ann if isinstance(ann, dict) else ann.to_dict()
-    if isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer)) or n_steps < 0: raise TypeError(f"`n_steps` must be an int >= 0, got {type(n_steps).__name__} {n_steps!r}")
+    a = annotation_record(ann, n_steps)
     if a.get("status") == "skipped" or a.get("labels") is None: return None
-    miss = [k for k in ("method",) if not isinstance(a.get(k), str)]
-    if miss: raise ValueError(f"`ann` lacks {', '.join(miss)} (a str naming the annotator); got keys {sorted(a)}: not an annotation record")
     if isinstance(a["labels"], (str, bytes)) or not hasattr(a["labels"], "__len__") or any(isinstance(v, (str, bytes)) for v in a["labels"]):
         raise TypeError(f"`ann['labels']` must be a list of 0/1 numbers, got {a['labels']!r}"[:300])
     hard = [float(v) for v in a["labels"]]

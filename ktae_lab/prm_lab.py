@@ -9,12 +9,13 @@ from dataclasses import dataclass, asdict, field, replace
 from pathlib import Path
 import numpy as np
 import torch
+from .core import check_number, check_seeds, MAX_SEED
 from .task import lab_tokenizer, solution_steps
 from .lab import LabConfig, lab_data, LAB_TASK
 from .credit import LabCompleter, annotate_many, policy_solutions, lab_policy, BENCH_PARAMS
 from .prm import PRMConfig, ProcessRewardModel, train_prm, score_steps, annotation_targets, save_prm, load_prm
 from .lm import derive_seed, resolve_device
-from .data import atomic_write, append_jsonl, output_lock, repair_jsonl_tail, load_torch, load_state
+from .data import atomic_write, append_jsonl, output_lock, repair_jsonl_tail, load_torch, load_state, json_line
 
 # %% auto #0
 __all__ = ['PRMLabConfig', 'pd_isna', 'label_sets', 'predicted_first_error', 'processbench_scores', 'best_of_n',
@@ -109,7 +110,6 @@ def predicted_first_error(scores, # per solution, the PRM's step scores
                           threshold:float=0.5, # a step is wrong when its score is below this
                          ) -> list: # index of the first step below the threshold; None: no error predicted
     "ProcessBench's answer of a PRM: its first step scored below the threshold."
-    from ktae_lab.core import check_number
     check_number(threshold, "threshold")           # NaN would predict no error at all
     if isinstance(scores, (str, bytes)) or not hasattr(scores, "__iter__"): raise TypeError(f"`scores` must be a list of per-solution score lists, got {type(scores).__name__}")
     for i, s in enumerate(scores):
@@ -142,7 +142,6 @@ def best_of_n(correct, # [P, K] 0/1: is sample k of problem p correct
     c = np.asarray(correct, dtype=float)
     if c.ndim != 2: raise ValueError(f"`correct` must be [problems, samples], got shape {c.shape}")
     P, K = c.shape
-    from ktae_lab.core import check_number
     check_number(draws, "draws", 1, integer=True); check_number(seed, "seed", 0, integer=True)
     if not isinstance(scores, dict): raise TypeError(f"`scores` must be a dict selector -> [P, K] scores, got {type(scores).__name__}")
     if isinstance(ns, (int, np.integer)) or isinstance(ns, str): raise TypeError(f"`ns` must be a list of subset sizes, got {ns!r}")
@@ -213,7 +212,6 @@ def _save_torch(path, obj):
 def _read_records(path:Path) -> dict: # row -> record of an annotation JSONL (torn tail repaired)
     if not path.exists(): return {}
     repair_jsonl_tail(path)
-    from ktae_lab.data import json_line
     out = {}
     for n, raw in enumerate(path.read_bytes().splitlines(), 1):
         try: line = raw.decode("utf-8")
@@ -394,7 +392,6 @@ def run_prm_pipeline(out_dir, # output folder
     cfg = (cfg or (PRMLabConfig.quick() if quick else PRMLabConfig())).validate()
     device = str(resolve_device(device))
     seeds = (1 if quick else 3) if seeds is None else seeds
-    from ktae_lab.core import check_seeds
     seeds = check_seeds(seeds)                     # "12" is not seeds 1 and 2
     out = Path(out_dir)
     if out.exists() and not out.is_dir(): raise ValueError(f"output {str(out)!r} is a file; `out_dir` must be a folder")
@@ -449,7 +446,6 @@ def lab_prm(seed:int, # the lab seed (its warm start is `warm`)
     "Train (or find, when already done) the PRM of one lab seed on EpicPRM-style labels of its warm-start policy's solutions."
     from ktae_lab.lab import _new_policy, _check_cfg, _device
     cfg = _check_cfg(cfg)
-    from ktae_lab.core import check_number, MAX_SEED
     check_number(seed, "seed", 0, MAX_SEED, integer=True)
     if not isinstance(warm, dict) or "state" not in warm: raise ValueError("`warm` must be the dict of `prepare_warm_start` (with the policy's 'state')")
     for k, v in (("n_problems", n_problems), ("group", group), ("prm_steps", prm_steps)):

@@ -6,6 +6,7 @@
 from __future__ import annotations
 import numpy as np
 import torch
+from .core import check_flag, check_tensor, check_number
 
 # %% auto #0
 __all__ = ['LAB_ALPHABET', 'make_problems', 'lab_tokenizer', 'score_responses', 'reference_solution', 'solution_steps',
@@ -122,7 +123,6 @@ def first_wrong_step(prompt:str, # a lab problem, e.g. "7-3+5:"
     "Exact first wrong step of a lab response: the first piece where it differs from the reference solution."
     ref = solution_steps(reference_solution(prompt))
     if not isinstance(response, str): raise TypeError(f"`response` must be a str, got {type(response).__name__}")
-    from ktae_lab.core import check_flag
     finished = check_flag(finished, "finished")     # the string "False" is not true
     bad = sorted(set(response) - set(alphabet))
     if bad: raise ValueError(f"`response` {response!r} has characters outside the task's alphabet {alphabet!r}: {bad}")
@@ -139,7 +139,6 @@ def token_steps(responses:torch.Tensor, # [B, L] response ids
                 sep_token_id:int, # id of the step separator (the lab tokenizer's ',')
                ) -> torch.Tensor: # [B, L] long: step index of each token, -1 on padding
     "Step index of every response token: separators counted before it (a separator belongs to the step it closes)."
-    from ktae_lab.core import check_tensor, check_number
     check_tensor(responses, "responses"); check_tensor(response_mask, "response_mask"); check_number(sep_token_id, "sep_token_id", 0, integer=True)
     if responses.shape != response_mask.shape:
         raise ValueError(f"`responses` {tuple(responses.shape)} and `response_mask` {tuple(response_mask.shape)} must have the same shape")

@@ -8,6 +8,8 @@ import html, json
 from pathlib import Path
 import numpy as np
 import pandas as pd
+from .core import MAX_TOKEN_ID
+from .data import json_line
 from .advantages import ESTIMATORS
 from .ktae import PRESETS
 from .viz import (explain_group, as_batch, token_html, token_text, figure_html, agg_figure, plot_top_tokens,
@@ -29,7 +31,6 @@ def parse_ids(text:str, # comma- or space-separated non-negative ints, e.g. "151
     try: ids = tuple(int(p) for p in parts)
     except ValueError: raise ValueError(f"ignored ids must be comma-separated integers, got {text!r}") from None
     if any(i < 0 for i in ids): raise ValueError(f"ignored ids must be >= 0, got {text!r}")
-    from ktae_lab.core import MAX_TOKEN_ID
     if any(i >= MAX_TOKEN_ID for i in ids): raise ValueError(f"ignored ids must be token ids below 2**62, got {text[:60]!r}")
     return ids
 
@@ -232,7 +233,6 @@ def load_annotation_records(path, # annotation JSONL (one record per line, as `a
     p = Path(path)
     if not p.is_file(): raise FileNotFoundError(f"annotation file not found: {p}")
     recs = []
-    from ktae_lab.data import json_line
     for n, raw in enumerate(p.read_bytes().splitlines(), 1):
         try: line = raw.decode("utf-8")
         except UnicodeDecodeError: raise ValueError(f"{p}, line {n}: not UTF-8 text; annotation files are UTF-8 JSONL") from None

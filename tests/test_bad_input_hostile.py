@@ -2,9 +2,8 @@
 the explorers, the command line): one table, measured as a census and run as tests.
 
 Each row: (id, surface, call(tmp) -> result, expect) where `expect` is a regular expression the error message must
-match (a clear error) or a function result -> bool (a right answer). `owner` "audit-sec" marks the rows another helper
-fixes (security, data loss, hangs, report/explorer schema, tools, tampered checkpoints): they count in the census and are
-expected to fail here until that work is merged.
+match (a clear error) or a function result -> bool (a right answer); `fails_as` is the class a row falls in when its
+call returns without the expected answer (a security hole for the crafted checkpoint and the HTML rows).
 
 Census (one command, any tree on PYTHONPATH): `PYTHONPATH=<tree> python tests/test_bad_input_hostile.py [-v]`
 prints the count per class: security hole, data loss, hang, silently wrong, traceback, unclear error, clear error,
@@ -186,9 +185,9 @@ def _widgets():
 
 
 # ------------------------------------------------------------------------------------------------ the table
-def H(id, surface, call, expect, owner=None, fails_as="silently wrong"):
+def H(id, surface, call, expect, fails_as="silently wrong"):
     "`fails_as`: the class of a right-answer row whose check fails (a security hole, data loss)."
-    return (id, surface, call, expect, owner, fails_as)
+    return (id, surface, call, expect, fails_as)
 
 
 def _m(name):
@@ -232,7 +231,7 @@ CASES = [
     H("save-prm-str", "prm", lambda t: _m("prm").save_prm("model", Path(t) / "x.pt"), r"`prm`"),
     H("save-prm-parent-file", "prm", lambda t: _m("prm").save_prm(_prm(), _file(t, "afile", "x") / "x.pt"), r"afile"),
     H("load-prm-missing", "prm", lambda t: _m("prm").load_prm(Path(t) / "missing.pt", _tok()), r"missing\.pt"),
-    H("load-prm-torn", "prm", lambda t: _m("prm").load_prm(_file(t, "torn.pt", b"PK\x03\x04torn"), _tok()), r"torn\.pt", owner="audit-sec"),
+    H("load-prm-torn", "prm", lambda t: _m("prm").load_prm(_file(t, "torn.pt", b"PK\x03\x04torn"), _tok()), r"torn\.pt"),
     H("fingerprint-none", "prm", lambda t: _m("prm").vocab_fingerprint(None), r"`tokenizer`"),
     # ---------------------------------------------------------------- 44_prm_lab
     H("first-error-threshold-nan", "prm_lab", lambda t: _m("prm_lab").predicted_first_error([[0.2]], threshold=NAN), r"`threshold`"),
@@ -381,13 +380,13 @@ def _crafted_checkpoint(tmp):
 def _no_script(html): return "<script>alert" not in html and "<img src=x onerror" not in html
 
 
-CASES += [   # the other helper's (audit-sec) classes: security, hangs, the minimal report schema, the explorer's status line
-    H("sec-prm-crafted-pt", "prm", _crafted_checkpoint, lambda r: r is True, owner="audit-sec", fails_as="security hole"),
-    H("sec-annotation-html-k", "viz", lambda t: _m("viz").annotation_html(_ann(baseline=dict(k="<script>alert(1)</script>", v0=0.5)), ["1+2=3", "#3"]), _no_script, owner="audit-sec", fails_as="security hole"),
-    H("sec-annotation-html-probe", "viz", lambda t: _m("viz").annotation_html(_ann(probes=[dict(step=0, estimate=0.5, count_estimate=0.5, rollouts="<img src=x onerror=alert(1)>", tokens=1, lo=0, hi=1, is_error=False)]), ["1+2=3", "#3"]), _no_script, owner="audit-sec", fails_as="security hole"),
-    H("hang-make-problems", "task", lambda t: _m("lab").lab_data(_m("lab").LabConfig(max_operand=1, max_ops=2, min_ops=2)), r"distinct|problems", owner="audit-sec"),
-    H("hang-many-none", "credit", lambda t: _m("credit").annotate_many(["1+2:"], [["1+2=3", "#3"]], ["3"], lambda *a, **k: None, "math_shepherd", progress=False), r"completer|protocol", owner="audit-sec"),
-    H("report-minimal-schema", "report", lambda t: _m("report").report_html(_file(t, "m.jsonl", _rollout_lines()), plots=False), lambda r: isinstance(r, str) and "<html" in r.lower(), owner="audit-sec"),
+CASES += [   # security, hangs and the minimal report schema
+    H("sec-prm-crafted-pt", "prm", _crafted_checkpoint, lambda r: r is True, fails_as="security hole"),
+    H("sec-annotation-html-k", "viz", lambda t: _m("viz").annotation_html(_ann(baseline=dict(k="<script>alert(1)</script>", v0=0.5)), ["1+2=3", "#3"]), _no_script, fails_as="security hole"),
+    H("sec-annotation-html-probe", "viz", lambda t: _m("viz").annotation_html(_ann(probes=[dict(step=0, estimate=0.5, count_estimate=0.5, rollouts="<img src=x onerror=alert(1)>", tokens=1, lo=0, hi=1, is_error=False)]), ["1+2=3", "#3"]), _no_script, fails_as="security hole"),
+    H("hang-make-problems", "task", lambda t: _m("lab").lab_data(_m("lab").LabConfig(max_operand=1, max_ops=2, min_ops=2)), r"distinct|problems"),
+    H("hang-many-none", "credit", lambda t: _m("credit").annotate_many(["1+2:"], [["1+2=3", "#3"]], ["3"], lambda *a, **k: None, "math_shepherd", progress=False), r"completer|protocol"),
+    H("report-minimal-schema", "report", lambda t: _m("report").report_html(_file(t, "m.jsonl", _rollout_lines()), plots=False), lambda r: isinstance(r, str) and "<html" in r.lower()),
 ]
 
 
@@ -435,9 +434,9 @@ def classify(call, expect, tmp, seconds=20, fails_as="silently wrong"):
     return ("right answer" if ok else fails_as), repr(res)[:160]
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])   # every row, the merged audit-sec fixes included
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_hostile_input_is_refused_clearly_or_answered_right(case, tmp_path):
-    id, surface, call, expect, owner, fails_as = case
+    id, surface, call, expect, fails_as = case
     cls, note = classify(call, expect, tmp_path, fails_as=fails_as)
     assert cls in ("clear error", "right answer"), f"{id}: {cls}: {note}"
 
@@ -451,12 +450,12 @@ if __name__ == "__main__":
     import collections, tempfile
     verbose = "-v" in sys.argv
     counts, rows = collections.Counter(), []
-    for id, surface, call, expect, owner, fails_as in CASES:
+    for id, surface, call, expect, fails_as in CASES:
         with tempfile.TemporaryDirectory() as d:
             cls, note = classify(call, expect, Path(d), fails_as=fails_as)
-        counts[cls] += 1; rows.append((id, surface, cls, note, owner))
+        counts[cls] += 1; rows.append((id, surface, cls, note))
     for c in CLASSES: print(f"{counts[c]:4d}  {c}")
     print(f"{sum(counts.values()):4d}  total")
     if verbose:
-        for id, surface, cls, note, owner in rows:
-            if cls not in ("clear error", "right answer"): print(f"  {surface:8s} {id:34s} {cls:15s} {'[' + owner + '] ' if owner else ''}{note}")
+        for id, surface, cls, note in rows:
+            if cls not in ("clear error", "right answer"): print(f"  {surface:8s} {id:34s} {cls:15s} {note}")
