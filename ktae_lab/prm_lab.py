@@ -12,14 +12,40 @@ import torch
 from .core import check_number, check_seeds, MAX_SEED
 from .task import lab_tokenizer, solution_steps
 from .lab import LabConfig, lab_data, LAB_TASK
-from .credit import LabCompleter, annotate_many, policy_solutions, lab_policy, BENCH_PARAMS
+from .credit import LabCompleter, annotate_many, policy_solutions, lab_policy
+from .epicprm import EPIC_STATIC_K, EPIC_PILOT_K, EPIC_PILOT_MIN_CORRECT, EPIC_K_FLOOR, EPIC_K_STEP, MS_N, SHIFT_MIN_HI
 from .prm import PRMConfig, ProcessRewardModel, train_prm, score_steps, annotation_targets, save_prm, load_prm
 from .lm import derive_seed, resolve_device
 from .data import atomic_write, append_jsonl, output_lock, repair_jsonl_tail, load_torch, load_state, json_line
 
 # %% auto #0
-__all__ = ['PRMLabConfig', 'pd_isna', 'label_sets', 'predicted_first_error', 'processbench_scores', 'best_of_n',
-           'selector_scores', 'cost_table', 'markdown_table', 'plot_best_of_n', 'run_prm_pipeline', 'lab_prm']
+__all__ = ['EPIC_PAPER_COMPLETERS', 'BUDGET_SCALE', 'THRESHOLD_GRID', 'scaled_budgets', 'PRMLabConfig', 'pd_isna', 'label_sets',
+           'shared_rows', 'annotator_table', 'predicted_first_error', 'processbench_scores', 'cv_threshold_f1',
+           'best_of_n', 'selector_scores', 'cost_table', 'pd_concat', 'markdown_table', 'plot_best_of_n',
+           'run_prm_pipeline', 'lab_prm']
+
+# %% ../nbs/44_prm_lab.ipynb #525c4031
+EPIC_PAPER_COMPLETERS = 2  # EpicPRM's completers per probe (Llama-3.1-8B-Instruct, Qwen2-7B-Instruct; arXiv 2503.02382 §4.1)
+BUDGET_SCALE = 0.5         # every annotation budget: the paper's rollouts per probe times this (one completer here)
+
+def scaled_budgets(scale:float=BUDGET_SCALE, # factor on the papers' rollouts per probe
+                  ) -> dict: # method -> `annotate` parameters for one completer
+    "Every annotator's budget as the same fraction of its paper's rollouts per probe."
+    check_number(scale, "scale", 0, 1, low_open=True)
+    K = EPIC_PAPER_COMPLETERS
+    per_probe = dict(k=EPIC_STATIC_K * K, pilot=EPIC_PILOT_K * K, min_pilot_correct=EPIC_PILOT_MIN_CORRECT,
+                     floor=EPIC_K_FLOOR * K, step=EPIC_K_STEP * K, n=MS_N)
+    s = {k: v * scale for k, v in per_probe.items()}
+    frac = {k: v for k, v in s.items() if v < 1 or abs(v - round(v)) > 1e-9}
+    if frac: raise ValueError(f"`scale`={scale} gives budgets that are not whole numbers of rollouts: {frac}")
+    s = {k: int(round(v)) for k, v in s.items()}
+    if (s["floor"], s["step"]) != (EPIC_K_FLOOR, EPIC_K_STEP):
+        raise ValueError(f"`scale`={scale} gives the adaptive search a floor of {s['floor']} and a step of {s['step']} rollouts, but "
+                         f"`ktae_lab.epicprm.pilot_k` fixes them at {EPIC_K_FLOOR} and {EPIC_K_STEP}; only scale "
+                         f"{EPIC_K_FLOOR / (EPIC_K_FLOOR * K)} keeps every budget in proportion")
+    return {"epic_adaptive": dict(pilot=s["pilot"], min_pilot_correct=s["min_pilot_correct"]), "epic_binary": dict(k=s["k"]),
+            "epic_sequential": dict(k=s["k"]), "math_shepherd": dict(n=s["n"]), "omega_binary": dict(n=s["n"])}
+
 
 # %% ../nbs/44_prm_lab.ipynb #265c0a5d
 @dataclass
@@ -35,6 +61,8 @@ class PRMLabConfig:
     chunk:int=64 # solutions per annotation chunk (the unit of resumption)
     prm_steps:int=250; prm_d_model:int=64; prm_lr:float=2e-3 # the PRMs
     threshold:float=0.5 # a step is predicted wrong when its score is below this
+    threshold_folds:int=4 # folds (by problem) of the cross-validated threshold
+    budgets:dict=field(default_factory=scaled_budgets) # method -> annotation budget (`annotate` parameters)
 
     @classmethod
     def quick(cls) -> PRMLabConfig:
@@ -45,7 +73,7 @@ class PRMLabConfig:
     def validate(self) -> PRMLabConfig:
         "Check every field; return self."
         from ktae_lab.epicprm import METHODS
-        for k in ("n_train_problems", "train_group", "n_eval_problems", "n_samples", "draws", "chunk", "prm_steps", "prm_d_model"):
+        for k in ("n_train_problems", "train_group", "n_eval_problems", "n_samples", "draws", "chunk", "prm_steps", "prm_d_model", "threshold_folds"):
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1: raise ValueError(f"`{k}` must be an int >= 1, got {v!r}")
         if isinstance(self.warm_steps, bool) or not isinstance(self.warm_steps, int) or self.warm_steps < 0: raise ValueError(f"`warm_steps` must be an int >= 0, got {self.warm_steps!r}")
@@ -59,6 +87,11 @@ class PRMLabConfig:
         if bad: raise ValueError(f"`soft` names {bad}, which are not in `methods` {self.methods}")
         if not 0 < self.threshold < 1: raise ValueError(f"`threshold` must be in (0, 1), got {self.threshold!r}")
         if not self.prm_lr > 0: raise ValueError(f"`prm_lr` must be > 0, got {self.prm_lr!r}")
+        if self.threshold_folds < 2 or self.threshold_folds > self.n_eval_problems:
+            raise ValueError(f"`threshold_folds` must be in [2, n_eval_problems={self.n_eval_problems}], got {self.threshold_folds!r}")
+        if not isinstance(self.budgets, dict): raise TypeError(f"`budgets` must be a dict method -> parameters, got {type(self.budgets).__name__}")
+        bad = [m for m in self.budgets if m not in METHODS or not isinstance(self.budgets[m], dict)]
+        if bad: raise ValueError(f"`budgets` has keys {bad} that are not methods with a dict of parameters; valid: {METHODS}")
         return self
 
     def lab(self, device=None) -> LabConfig:
@@ -105,6 +138,44 @@ def label_sets(df, # solutions (policy_solutions(...)['df']): prompt, response, 
         out[src] = (rows, ys)
     return out
 
+# %% ../nbs/44_prm_lab.ipynb #20fddcc1
+def shared_rows(sets:dict, # label_sets(...): source -> (rows, targets)
+               ) -> dict: # the same mapping restricted to the rows every source labels
+    "Every source's rows and targets restricted to the solutions that all sources label."
+    if not sets: return {}
+    common = set.intersection(*(set(r) for r, _ in sets.values()))
+    return {s: ([r for r in rows if r in common], [y for r, y in zip(rows, ys) if r in common]) for s, (rows, ys) in sets.items()}
+
+
+# %% ../nbs/44_prm_lab.ipynb #149f4fd5
+def annotator_table(df, # solutions: prompt, response, correct, first_wrong
+                    annotations:dict, # method -> list of annotation dicts (Annotation.to_dict()), one per row
+                   ): # pandas DataFrame, one row per method
+    "Each annotator's exact first-error accuracy (own labels and the common subset) and its cost per labelled wrong solution."
+    import pandas as pd
+    truth, wrong = _truth_first(df), ~df["correct"].astype(bool).to_numpy()
+    n_steps = np.array([len(solution_steps(t) or [""]) for t in df["response"]])
+    lab = {m: np.array([(a["status"] if isinstance(a, dict) else a.status) != "skipped" for a in anns]) for m, anns in annotations.items()}
+    for m, v in lab.items():
+        if len(v) != len(df): raise ValueError(f"`annotations[{m!r}]` has {len(v)} entries for {len(df)} solutions")
+    common = wrong & np.logical_and.reduce(list(lab.values())) if lab else wrong
+    rows = []
+    for m, anns in annotations.items():
+        get = (lambda a, k: a[k]) if anns and isinstance(anns[0], dict) else getattr
+        hit = np.array([get(a, "first_error") == t for a, t in zip(anns, truth)])
+        roll = np.array([get(a, "rollouts") for a in anns], dtype=float)
+        lw = wrong & lab[m]
+        rows.append(dict(method=m, solutions=len(df), wrong=int(wrong.sum()), labelled_wrong=int(lw.sum()),
+                         skipped=float(1 - lab[m][wrong].mean()) if wrong.any() else 0.0,
+                         acc=float(hit[lw].mean()) if lw.any() else 0.0, common=int(common.sum()),
+                         acc_common=float(hit[common].mean()) if common.any() else 0.0,
+                         rollouts=float(roll.mean()) if len(roll) else 0.0,
+                         rollouts_per_labelled_wrong=float(roll[wrong].sum() / lw.sum()) if lw.any() else 0.0,
+                         max_steps=int(n_steps.max()) if len(n_steps) else 0,
+                         shift_possible=int((lw & (n_steps >= SHIFT_MIN_HI + 2)).sum())))
+    return pd.DataFrame(rows)
+
+
 # %% ../nbs/44_prm_lab.ipynb #e59a6b7a
 def predicted_first_error(scores, # per solution, the PRM's step scores
                           threshold:float=0.5, # a step is wrong when its score is below this
@@ -130,12 +201,55 @@ def processbench_scores(predicted, # predicted first errors (None: no error)
     aw, ar = (float(np.mean(w)) if w else 0.0), (float(np.mean(r)) if r else 0.0)
     return dict(acc_wrong=aw, acc_right=ar, f1=2 * aw * ar / (aw + ar) if aw + ar > 0 else 0.0, n_wrong=len(w), n_right=len(r))
 
+# %% ../nbs/44_prm_lab.ipynb #96f75a69
+THRESHOLD_GRID = np.round(np.linspace(0.01, 0.99, 99), 2)  # candidate thresholds of the cross-validated F1
+
+def _first_below(scores, grid): # [n, G]: first step below each threshold, -1 when none
+    L = max((len(s) for s in scores), default=1) or 1
+    S = np.full((len(scores), L), np.inf)
+    for i, s in enumerate(scores): S[i, :len(s)] = s
+    below = S[:, None, :] < np.asarray(grid)[None, :, None]                      # [n, G, L]
+    return np.where(below.any(2), below.argmax(2), -1)
+
+def _f1_rows(pred, t): # pred [n, G], t [n] (-1: right) -> F1 per threshold [G]
+    w, r = t >= 0, t < 0
+    aw = (pred[w] == t[w, None]).mean(0) if w.any() else np.zeros(pred.shape[1])
+    ar = (pred[r] == -1).mean(0) if r.any() else np.zeros(pred.shape[1])
+    return np.where(aw + ar > 0, 2 * aw * ar / np.maximum(aw + ar, 1e-300), 0.0)
+
+def cv_threshold_f1(scores, # per solution, the PRM's step scores
+                    truth, # exact first errors (None: right)
+                    groups, # per solution, its problem (folds never split a problem)
+                    folds:int=4, # cross-validation folds
+                    seed:int=0, # how problems are dealt to folds
+                    grid=THRESHOLD_GRID, # candidate thresholds
+                   ) -> dict: # acc_wrong, acc_right, f1 of the pooled predictions; threshold: mean chosen one
+    "ProcessBench F1 with the threshold chosen by cross-validation over problems."
+    predicted_first_error(scores)                                                  # validates the scores
+    if len(truth) != len(scores) or len(groups) != len(scores): raise ValueError(f"`scores` ({len(scores)}), `truth` ({len(truth)}) and `groups` ({len(groups)}) must have the same length")
+    check_number(folds, "folds", 2, integer=True); check_number(seed, "seed", 0, integer=True)
+    codes = np.unique(np.asarray(groups, dtype=object).astype(str), return_inverse=True)[1]
+    if codes.max(initial=-1) + 1 < folds: raise ValueError(f"`folds`={folds} needs at least {folds} problems in `groups`, got {codes.max(initial=-1) + 1}")
+    fold = np.random.default_rng(seed).permutation(codes.max() + 1) % folds
+    fold = fold[codes]
+    t = np.array([-1 if v is None else int(v) for v in truth])
+    pred_all, grid = _first_below(scores, grid), np.asarray(grid, dtype=float)
+    pred, chosen = np.empty(len(t), dtype=int), []
+    for f in range(folds):
+        tr, te = fold != f, fold == f
+        j = int(np.argmax(_f1_rows(pred_all[tr], t[tr])))
+        chosen.append(grid[j]); pred[te] = pred_all[te, j]
+    pb = processbench_scores([None if p < 0 else int(p) for p in pred], list(truth))
+    return dict(acc_wrong=pb["acc_wrong"], acc_right=pb["acc_right"], f1=pb["f1"], threshold=float(np.mean(chosen)))
+
+
 # %% ../nbs/44_prm_lab.ipynb #7f30f70b
 def best_of_n(correct, # [P, K] 0/1: is sample k of problem p correct
               scores:dict, # selector -> [P, K] score (higher is better); 'majority' may hold [P, K] answer codes
               ns=(4, 8, 16, 32), # subset sizes N
               draws:int=32, # random subsets per problem and N
               seed:int=0, # subset and tie-break seed
+              eligible=None, # [P, K] bool: samples a selector may pick (None: all); a subset with none eligible picks at random
              ): # pandas DataFrame: selector, N, accuracy
     "Accuracy of each selector picking one of N samples, averaged over random subsets of the K samples per problem."
     import pandas as pd
@@ -154,17 +268,21 @@ def best_of_n(correct, # [P, K] 0/1: is sample k of problem p correct
         if a.dtype.kind not in "biuf": raise TypeError(f"`scores[{k!r}]` must hold numbers, got {a.dtype}")
         if not np.isfinite(a.astype(float)).all(): raise ValueError(f"`scores[{k!r}]` contains NaN or infinite values ({int((~np.isfinite(a.astype(float))).sum())} of {a.size}); argmax would always pick them")
     if not np.isin(c, (0, 1)).all(): raise ValueError("`correct` must hold 0/1 (or booleans)")
+    el = np.ones((P, K), dtype=bool) if eligible is None else np.asarray(eligible)
+    if el.shape != (P, K) or el.dtype.kind not in "bi" or not np.isin(el, (0, 1)).all(): raise ValueError(f"`eligible` must be a [P, K] = {(P, K)} array of booleans, got shape {el.shape}")
+    el = el.astype(bool)
     rng, rows = np.random.default_rng(seed), []
     for n in ns:
         sub = np.argsort(rng.random((P, draws, K)), axis=2)[:, :, :n]                     # [P, D, N] sample ids
         noise = rng.random((P, draws, n)) * 1e-9                                            # random tie-break
+        el_sub = np.take_along_axis(np.broadcast_to(el[:, None], (P, draws, K)), sub, 2)    # [P, D, N] may be picked
         for name, s in scores.items():
             s = np.asarray(s)
             if name == "majority":
                 codes = np.take_along_axis(np.broadcast_to(s[:, None], (P, draws, K)), sub, 2)        # [P, D, N]
-                val = (codes[..., :, None] == codes[..., None, :]).sum(-1).astype(float)             # votes for each pick
+                val = ((codes[..., :, None] == codes[..., None, :]) & el_sub[..., None, :]).sum(-1).astype(float)  # votes
             else: val = np.take_along_axis(np.broadcast_to(s[:, None].astype(float), (P, draws, K)), sub, 2)
-            pick = np.argmax(val + noise, axis=2)                                                     # [P, D]
+            pick = np.argmax(np.where(el_sub, val + noise, -np.inf), axis=2)      # [P, D]; all ineligible: sub's first, a random one
             chosen = np.take_along_axis(sub, pick[..., None], 2)[..., 0]
             rows.append(dict(selector=name, N=int(n), accuracy=float(np.take_along_axis(c, chosen.reshape(P, -1), 1).mean())))
     return pd.DataFrame(rows)
@@ -191,19 +309,36 @@ def selector_scores(df, # held-out samples, K consecutive rows per problem: resp
     return correct, out
 
 # %% ../nbs/44_prm_lab.ipynb #599f8e0e
-def cost_table(steplevel, # per seed and source: f1, rollouts, tokens, ...
-               bon, # per seed, selector, N: accuracy
+def cost_table(steplevel, # per seed and source: f1, f1_cv, rollouts, ...
+               bon, # per seed, selector, N (and candidates): accuracy
                n:int=16, # the best-of-N column
+               annotators=None, # per seed and method: annotator_table rows (adds the cost per labelled wrong solution)
               ): # pandas DataFrame, one row per label source
-    "Annotation cost against PRM quality (F1, best-of-n), mean and std over seeds."
+    "Annotation cost against PRM quality (F1 at 1/2 and cross-validated, best-of-n), mean and std over seeds."
     d = steplevel.copy()
+    if annotators is not None and len(annotators):
+        a = annotators.rename(columns={"method": "source"})[["seed", "source", "rollouts_per_labelled_wrong"]]
+        a = pd_concat([a, a.assign(source=a["source"] + "_soft")])
+        d = d.merge(a, on=["seed", "source"], how="left")
+        d["rollouts_per_labelled_wrong"] = d["rollouts_per_labelled_wrong"].fillna(0.0)
     if n in set(bon["N"]):
-        b = bon[bon["N"] == n].assign(source=lambda x: x["selector"].str.slice(4))[lambda x: x["selector"].str.startswith("prm:") & ~x["selector"].str.endswith(":prod")]
-        d = d.merge(b[["seed", "source", "accuracy"]].rename(columns={"accuracy": f"best_of_{n}"}), on=["seed", "source"], how="left")
-    cols = [c for c in ("rollouts", "tokens", "acc_wrong", "acc_right", "f1", f"best_of_{n}") if c in d]
+        cand = bon["candidates"] if "candidates" in bon else "all"
+        for c, col in (("all", f"best_of_{n}"), ("complete", f"best_of_{n}_complete")):
+            b = bon[(bon["N"] == n) & (cand == c) & bon["selector"].str.startswith("prm:") & ~bon["selector"].str.endswith(":prod")]
+            if not len(b): continue
+            b = b.assign(source=b["selector"].str.slice(4))
+            d = d.merge(b[["seed", "source", "accuracy"]].rename(columns={"accuracy": col}), on=["seed", "source"], how="left")
+    keep = ("rollouts", "rollouts_per_labelled_wrong", "tokens", "acc_wrong", "acc_right", "f1", "f1_cv", "threshold_cv",
+            f"best_of_{n}", f"best_of_{n}_complete")
+    cols = [c for c in keep if c in d]
     g = d.groupby("source", sort=False)[cols]
-    sd = g.std(ddof=0).fillna(0.0)[[c for c in cols if c in ("f1", f"best_of_{n}")]]
+    sd = g.std(ddof=0).fillna(0.0)[[c for c in cols if c in ("f1", "f1_cv", f"best_of_{n}", f"best_of_{n}_complete")]]
     return g.mean().join(sd.rename(columns=lambda c: c + "_std")).assign(seeds=g.size()).reset_index()
+
+def pd_concat(frames): # pandas.concat, imported where it is needed
+    import pandas as pd
+    return pd.concat(frames, ignore_index=True)
+
 
 # %% ../nbs/44_prm_lab.ipynb #883b3292
 def _save_torch(path, obj):
@@ -293,7 +428,7 @@ def _annotate(sd:Path, df, method:str, pol, seed:int, cfg:PRMLabConfig, lc, prog
         comp = LabCompleter(pol, lab_tokenizer(), lc.max_new_tokens, lc.temperature, derive_seed(seed, method, c0) % 2**62)
         anns = annotate_many([df["prompt"].iloc[i] for i in rows], [steps[i] for i in rows], [str(df["answer"].iloc[i]) for i in rows],
                              comp, method, is_correct=[bool(df["correct"].iloc[i]) for i in rows], progress=progress,
-                             **BENCH_PARAMS.get(method, {}))
+                             **cfg.budgets.get(method, {}))
         recs = [json.loads(json.dumps(dict(a.to_dict(), row=i), default=float)) for i, a in zip(rows, anns)]
         append_jsonl(f, recs)
         have.update({r["row"]: r for r in recs})
@@ -306,8 +441,8 @@ def _seed_run(sd:Path, seed:int, cfg:PRMLabConfig, device, progress:bool) -> dic
     if f.exists():
         try:
             res = json.loads(f.read_text(encoding="utf-8"))
-            if isinstance(res, dict) and {"steplevel", "best_of_n", "policy", "seed"} <= set(res): return res
-            why = "it lacks the keys steplevel, best_of_n, policy, seed"
+            if isinstance(res, dict) and {"steplevel", "best_of_n", "policy", "seed", "annotators"} <= set(res): return res
+            why = "it lacks the keys steplevel, best_of_n, policy, seed, annotators"
         except (ValueError, UnicodeDecodeError) as e: why = f"not valid JSON ({e})"
         print(f"{f}: damaged cache, {why}; computing the seed's results again", file=sys.stderr)
     sd.mkdir(parents=True, exist_ok=True)
@@ -321,10 +456,12 @@ def _seed_run(sd:Path, seed:int, cfg:PRMLabConfig, device, progress:bool) -> dic
     for m in cfg.methods:
         anns[m] = _annotate(sd, tr, m, pol, seed, cfg, lc, progress)
         cost[m] = _annotation_cost(anns[m])
-    sets = label_sets(tr, anns, cfg.sources())
+    sets = shared_rows(label_sets(tr, anns, cfg.sources()))          # every PRM on the same solutions
+    ann_rows = annotator_table(tr, anns).assign(seed=seed).to_dict("records") if anns else []
     tok = lab_tokenizer()
     ev_steps = [solution_steps(t) or [""] for t in ev["response"]]
     truth = _truth_first(ev)
+    problem = np.arange(len(ev)) // cfg.n_samples                    # eval rows: n_samples consecutive rows per problem
     step_rows, scores = [], {}
     for src in cfg.sources():
         ck = sd / "prm" / f"{src}.pt"
@@ -335,13 +472,18 @@ def _seed_run(sd:Path, seed:int, cfg:PRMLabConfig, device, progress:bool) -> dic
             save_prm(prm, ck)
         scores[src] = score_steps(prm, list(ev["prompt"]), ev_steps)
         pb = processbench_scores(predicted_first_error(scores[src], cfg.threshold), truth)
+        cv = cv_threshold_f1(scores[src], truth, problem, cfg.threshold_folds, seed)
+        pb.update(f1_cv=cv["f1"], acc_wrong_cv=cv["acc_wrong"], acc_right_cv=cv["acc_right"], threshold_cv=cv["threshold"])
         c = cost.get(src[:-5] if src.endswith("_soft") else src, dict(rollouts=0.0, tokens=0.0, skipped=0.0))
         step_rows.append(dict(seed=seed, source=src, train_rows=len(rows), **c, **pb))
     correct, sel = selector_scores(ev, scores, cfg.n_samples)
-    bon = best_of_n(correct, sel, cfg.ns, cfg.draws, seed).assign(seed=seed)
-    res = dict(seed=seed, steplevel=step_rows, best_of_n=bon.to_dict("records"),
+    complete = np.array(["#" in t for t in ev["response"]]).reshape(correct.shape)   # has a final answer
+    bon = pd_concat([best_of_n(correct, sel, cfg.ns, cfg.draws, seed).assign(candidates="all"),
+                     best_of_n(correct, sel, cfg.ns, cfg.draws, seed, eligible=complete).assign(candidates="complete")]).assign(seed=seed)
+    res = dict(seed=seed, steplevel=step_rows, best_of_n=bon.to_dict("records"), annotators=ann_rows,
                policy=dict(train_accuracy=float(tr["correct"].mean()), eval_accuracy=float(ev["correct"].mean()),
-                           train_solutions=len(tr), eval_samples=len(ev)))
+                           train_solutions=len(tr), eval_samples=len(ev), eval_complete=float(complete.mean()),
+                           prm_train_solutions=len(next(iter(sets.values()))[0]) if sets else 0))
     atomic_write(f, json.dumps(res, indent=1))
     return res
 
@@ -384,8 +526,8 @@ def run_prm_pipeline(out_dir, # output folder
                      progress:bool=True, # tqdm bars
                      seeds=None, # count (0..n-1) or list of seeds; None: 1 when quick, else 3
                      cfg:PRMLabConfig|None=None, # explicit configuration (overrides `quick`)
-                    ) -> dict: # 'eval', 'steplevel', 'cost' DataFrames, 'summary' (markdown)
-    "Annotate -> train -> evaluate for each seed, resumable; write eval.csv, steplevel.csv, cost.csv, the plot and summary.md."
+                    ) -> dict: # 'eval', 'steplevel', 'cost', 'annotators' DataFrames, 'summary' (markdown)
+    "Annotate -> train -> evaluate for each seed, resumable; write eval.csv, steplevel.csv, cost.csv, annotators.csv, the plot and summary.md."
     import pandas as pd
     from tqdm.auto import tqdm
     if cfg is not None and not isinstance(cfg, PRMLabConfig): raise TypeError(f"`cfg` must be a PRMLabConfig or None, got {type(cfg).__name__}")
@@ -413,25 +555,32 @@ def run_prm_pipeline(out_dir, # output folder
             res.append(_seed_run(out / f"seed{s}", s, cfg, device, progress))
         sl = pd.DataFrame([r for x in res for r in x["steplevel"]])
         bon = pd.DataFrame([r for x in res for r in x["best_of_n"]])
-        g = bon.groupby(["selector", "N"], sort=False)["accuracy"]
+        an = pd.DataFrame([r for x in res for r in x["annotators"]])
+        g = bon.groupby(["candidates", "selector", "N"], sort=False)["accuracy"]
         ev = g.mean().to_frame("accuracy").join(g.std(ddof=0).fillna(0.0).rename("accuracy_std")).join(g.size().rename("seeds")).reset_index()
-        ct = cost_table(sl, bon, 16 if 16 in cfg.ns else max(cfg.ns))
+        ct = cost_table(sl, bon, 16 if 16 in cfg.ns else max(cfg.ns), an)
         atomic_write(out / "eval.csv", ev.to_csv(index=False))
         atomic_write(out / "steplevel.csv", sl.to_csv(index=False))
         atomic_write(out / "cost.csv", ct.to_csv(index=False))
+        if len(an): atomic_write(out / "annotators.csv", an.to_csv(index=False))
         import matplotlib; import matplotlib.pyplot as plt
-        fig = plot_best_of_n(ev); buf = io.BytesIO(); fig.savefig(buf, format="png", dpi=110, bbox_inches="tight"); plt.close(fig)
+        fig = plot_best_of_n(ev[ev["candidates"] == "all"]); buf = io.BytesIO(); fig.savefig(buf, format="png", dpi=110, bbox_inches="tight"); plt.close(fig)
         atomic_write(out / "best_of_n.png", buf.getvalue())
         pol = pd.DataFrame([dict(seed=x["seed"], **x["policy"]) for x in res])
-        wide = ev.pivot(index="selector", columns="N", values="accuracy").reset_index()
-        wide.columns = [str(c) if c == "selector" else f"N={c}" for c in wide.columns]
+        wide = ev.pivot(index=["candidates", "selector"], columns="N", values="accuracy").reset_index()
+        wide.columns = [str(c) if c in ("candidates", "selector") else f"N={c}" for c in wide.columns]
+        am = (an.drop(columns="seed").groupby("method", sort=False).mean().reset_index() if len(an) else pd.DataFrame())
         summ = (f"# PRM pipeline ({'quick' if quick and cfg == PRMLabConfig.quick() else 'custom' if cfg != PRMLabConfig() else 'default'}), "
                 f"seeds {seeds}\n\nPolicy (warm start {cfg.warm_steps} steps):\n\n{markdown_table(pol)}\n\n"
-                f"## Best-of-N accuracy (mean over seeds)\n\n{markdown_table(wide)}\n\n"
-                f"## Cost against quality (annotation cost per solution; F1: ProcessBench first-error identification)\n\n"
+                f"## Best-of-N accuracy (mean over seeds; candidates: all samples, or complete answers only)\n\n{markdown_table(wide)}\n\n"
+                + (f"## Annotators against the exact first wrong step (mean over seeds; acc_common: on the wrong solutions every method labels; "
+                   f"shift_possible: labelled wrong solutions of >= {SHIFT_MIN_HI + 2} steps, where EpicPRM's first-probe shift can act)\n\n"
+                   f"{markdown_table(am)}\n\n" if len(am) else "") +
+                f"## Cost against quality (rollouts per solution and per labelled wrong solution; F1: ProcessBench first-error "
+                f"identification at threshold {cfg.threshold} and cross-validated (f1_cv))\n\n"
                 f"{markdown_table(ct)}\n\nrun time of this call: {time.perf_counter() - t0:.0f} s\n")
         atomic_write(out / "summary.md", summ)
-    return dict(eval=ev, steplevel=sl, cost=ct, summary=summ, policy=pol)
+    return dict(eval=ev, steplevel=sl, cost=ct, annotators=an, summary=summ, policy=pol)
 
 # %% ../nbs/44_prm_lab.ipynb #504a0620
 def lab_prm(seed:int, # the lab seed (its warm start is `warm`)
