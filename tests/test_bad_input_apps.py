@@ -13,6 +13,7 @@ import torch
 import ktae_lab.lab as lab
 from ktae_lab import completers, lm, sampling
 from ktae_lab.prm_lab import lab_prm as _lab_prm
+import ktae_lab.prm_lab as prm_lab
 
 torch.set_num_threads(1)
 NAN, INF = float("nan"), float("inf")
@@ -323,6 +324,24 @@ CASES = [
     ("lab_data", lambda t: lab.lab_data(lab.LabConfig(max_operand=1, min_ops=2, max_ops=2)), "only 2 distinct problems"),
     ("lab_data", lambda t: lab.lab_data(lab.LabConfig(max_operand=2, min_ops=2, max_ops=2, n_heldout=400)), "only 8 distinct problems"),
     ("make_problems", lambda t: lab.make_problems(3, max_operand=1, min_ops=2, max_ops=2, exclude={"1+1:", "1-1:"}), "only 2 distinct problems"),
+    # ---------------------------------------------------------------- ktae_lab.prm_lab: budgets, cross-validated F1, candidates
+    ("scaled_budgets", lambda t: prm_lab.scaled_budgets(0.3), "not whole numbers"),
+    ("scaled_budgets", lambda t: prm_lab.scaled_budgets(1.0), "only scale 0.5"),
+    ("scaled_budgets", lambda t: prm_lab.scaled_budgets(0), "`scale`"),
+    ("scaled_budgets", lambda t: prm_lab.scaled_budgets(NAN), "`scale`"),
+    ("scaled_budgets", lambda t: prm_lab.scaled_budgets("0.5"), "`scale`"),
+    ("cv_threshold_f1", lambda t: prm_lab.cv_threshold_f1([[0.2]] * 4, [None] * 4, [0, 0, 1, 1], folds=4), "needs at least 4 problems"),
+    ("cv_threshold_f1", lambda t: prm_lab.cv_threshold_f1([[0.2]] * 4, [None] * 3, [0, 1, 2, 3]), "same length"),
+    ("cv_threshold_f1", lambda t: prm_lab.cv_threshold_f1([[NAN]] * 4, [None] * 4, [0, 1, 2, 3]), "`scores"),
+    ("cv_threshold_f1", lambda t: prm_lab.cv_threshold_f1([[0.2]] * 4, [None] * 4, [0, 1, 2, 3], folds=1), "`folds`"),
+    ("cv_threshold_f1", lambda t: prm_lab.cv_threshold_f1([[0.2]] * 4, [None] * 4, [0, 1, 2, 3], folds=2.5), "`folds`"),
+    ("best_of_n", lambda t: prm_lab.best_of_n([[1, 0]], dict(o=[[1, 0]]), ns=(2,), eligible=[[1, 0, 1]]), "`eligible`"),
+    ("best_of_n", lambda t: prm_lab.best_of_n([[1, 0]], dict(o=[[1, 0]]), ns=(2,), eligible=[[2, 0]]), "`eligible`"),
+    ("PRMLabConfig.validate", lambda t: prm_lab.PRMLabConfig(budgets={"nope": {}}).validate(), "`budgets`"),
+    ("PRMLabConfig.validate", lambda t: prm_lab.PRMLabConfig(budgets=[1]).validate(), "`budgets`"),
+    ("PRMLabConfig.validate", lambda t: prm_lab.PRMLabConfig(threshold_folds=0).validate(), "`threshold_folds`"),
+    ("annotator_table", lambda t: prm_lab.annotator_table(pd.DataFrame(dict(response=["1#1"], correct=[True], first_wrong=[None])),
+                                                          {"math_shepherd": []}), "has 0 entries for 1 solutions"),
 ]
 
 
