@@ -40,7 +40,8 @@ def step(prm, n, policy=None):
     cfg = lab.LabConfig(device="cpu", prm_path=prm).validate()
     tok, (train, _) = lab.lab_tokenizer(), lab.lab_data(cfg)
     prompt_len = int(train["prompt"].str.len().max()) + 1
-    warm = {"state": torch.load(policy, map_location="cpu")} if policy else lab.prepare_warm_start(0, cfg)
+    from ktae_lab.data import load_torch
+    warm = {"state": load_torch(policy, "policy checkpoint")} if policy else lab.prepare_warm_start(0, cfg)
     from ktae_lab.prm import load_prm
     p = load_prm(prm, tok, task=lab.LAB_TASK, device="cpu")
     for name in ("grpo", "grpo+ktae", "grpo+prm", "grpo+truth"):

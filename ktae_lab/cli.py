@@ -389,7 +389,7 @@ def prm_main(argv:list[str]|None=None) -> int:
     from ktae_lab.prm_lab import run_prm_pipeline
     p = ArgumentParser(prog="ktae-lab prm", description="Annotate the lab policy's solutions with each EpicPRM-family method, "
                        "train one process reward model per label source (plus exact-truth and outcome-only PRMs), evaluate "
-                       "first-error identification and best-of-N; write eval.csv, cost.csv, best_of_n.png, summary.md into --out.")
+                       "first-error identification and best-of-N; write eval.csv, cost.csv, annotators.csv, best_of_n.png, summary.md into --out.")
     p.add_argument("-o", "--out", required=True, metavar="DIR", help="output folder (a rerun resumes; another configuration is refused)")
     p.add_argument("--quick", action="store_true", help="the CI-sized run (one seed unless --seeds, two annotators)")
     p.add_argument("--seeds", type=seeds_arg, default=None, help="number of seeds (0..n-1) or a comma list (default: 1 with --quick, else 3)")
