@@ -15,8 +15,8 @@ from .lm import resolve_device, resolve_dtype
 # %% auto #0
 __all__ = ['COMMANDS', 'CommandError', 'ArgumentParser', 'error_line', 'command', 'add_ktae_options', 'ktae_overrides',
            'output_file', 'output_dir', 'positive_int', 'seeds_arg', 'text_arg', 'dtype_arg', 'device_arg',
-           'add_format_options', 'rollout_steps', 'score_main', 'report_main', 'sample_main', 'parse_lab_fields',
-           'ablate_main', 'prm_main', 'main']
+           'add_format_options', 'reader_options', 'is_run_folder', 'rollout_steps', 'score_main', 'report_main',
+           'sample_main', 'parse_lab_fields', 'ablate_main', 'prm_main', 'main']
 
 # %% ../nbs/49_cli.ipynb #63ad0f70
 class CommandError(ValueError):
@@ -162,6 +162,20 @@ def _tokenizer_arg(name):
     p = smollm2_gguf_path()
     return AutoTokenizer.from_pretrained(str(p.parent), gguf_file=p.name)
 
+def reader_options(a, # parsed arguments with the options of `add_format_options`
+                  ) -> dict: # keyword arguments of the `formats` readers
+    "The reader options given on the command line (tokenizer loaded, defaults left out)."
+    kw = {}
+    if a.tokenizer is not None: kw["tokenizer"] = _tokenizer_arg(a.tokenizer)
+    if a.num_generations is not None: kw["num_generations"] = a.num_generations
+    if a.reward_key != "score": kw["reward_key"] = a.reward_key
+    return kw
+
+def is_run_folder(path) -> bool:
+    "A folder of step files (not a `datasets` save_to_disk folder)."
+    path = Path(path)
+    return path.is_dir() and not (path/"dataset_info.json").is_file()
+
 def rollout_steps(a, # parsed arguments with `rollouts` and the options of `add_format_options`
                  ): # yields (step or None, rollout DataFrame)
     "Read the command's input: one file (step None), or each step of a run folder in order (streamed)."
@@ -173,11 +187,8 @@ def rollout_steps(a, # parsed arguments with `rollouts` and the options of `add_
     if fmt == "auto" and path.is_file():
         from ktae_lab.formats import detect_format
         fmt = detect_format(path)
-    if fmt != "ktae" or path.is_dir():
-        if a.tokenizer is not None: kw["tokenizer"] = _tokenizer_arg(a.tokenizer)
-        if a.num_generations is not None: kw["num_generations"] = a.num_generations
-        if a.reward_key != "score": kw["reward_key"] = a.reward_key
-    if path.is_dir() and not (path/"dataset_info.json").is_file():
+    if fmt != "ktae" or path.is_dir(): kw = reader_options(a)
+    if is_run_folder(path):
         yield from iter_run(path, a.format, progress=True, **kw); return
     yield None, read_source(path, fmt, **kw)
 
@@ -229,8 +240,10 @@ def report_main(argv:list[str]|None=None) -> int:
     "`ktae-lab report ROLLOUTS.jsonl -o report.html`: write the self-contained HTML report."
     p = ArgumentParser(prog="ktae-lab report", description="Write a self-contained HTML page showing every rollout's "
                        "tokens coloured by their KTAE key-token value, with the top key tokens and plots per group.")
-    p.add_argument("rollouts", help="rollout JSONL file (ktae_lab.data schema)")
-    p.add_argument("-o", "--out", default="report.html", metavar="HTML", help="output HTML file (default: report.html)")
+    p.add_argument("rollouts", help="rollout JSONL file (ktae_lab.data schema), a foreign file (--format) or a run folder of step files")
+    p.add_argument("-o", "--out", default="report.html", metavar="HTML", help="output HTML file (default: report.html); "
+                   "for a run folder, step pages go to <name>_steps/ beside it")
+    p.add_argument("--step-groups", type=int, default=4, help="run folder: groups shown on each step's page (default 4; 0: no step pages)")
     add_ktae_options(p)
     p.add_argument("--top", type=positive_int, default=10, help="key tokens shown per side (default: 10; KTAE's bound of K is --set top=...)")
     p.add_argument("--max-groups", type=positive_int, default=None, help="only the first N groups")
@@ -245,6 +258,13 @@ def report_main(argv:list[str]|None=None) -> int:
     import inspect
     clash = set(overrides) & set(inspect.signature(report_html).parameters)
     preset, overrides = (resolve_config(a.preset, **overrides), {}) if clash else (a.preset, overrides)
+    if a.step_groups < 0: p.error(f"argument --step-groups: must be >= 0, got {a.step_groups}")
+    if is_run_folder(a.rollouts):
+        from ktae_lab.report import write_run_report
+        write_run_report(a.rollouts, out, preset, a.format, reader_options(a), top=min(a.top, 12), step_groups=a.step_groups,
+                         title=a.title if a.title != "Key tokens of the rollouts" else "Key tokens across a run", **overrides)
+        print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB) and its step pages in {out.stem}_steps/" if a.step_groups else f"wrote {out}")
+        return 0
     import pandas as pd
     frames = [df for _, df in rollout_steps(a)]
     rollouts = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
