@@ -97,13 +97,35 @@ def _doc_md(renderer, level:int=3) -> str:
     return re.sub(r"^###\s", "#" * level + " ", md.strip(), count=1, flags=re.M) + "\n"
 
 
+WIDGET = "application/vnd.jupyter.widget-view+json"
+PROGRESS = re.compile(r"\d+%\|.*\|\s*\d+/\d+")          # a tqdm bar: "42%|####      | 5/12 [00:03<...]"
+
+
 def for_reader(nb:dict) -> dict:
-    "The notebook as nbdev's own docs show it: without `#| hide` cells and the `#| default_exp` line."
+    """The notebook as nbdev's own docs show it: without `#| hide` cells and the `#| default_exp` line; and as a page
+    reads it: progress bars (stderr) dropped, HTML outputs (tables) kept away from MathJax (a `$` in a cell is a
+    dollar), and a live widget (stored as its `VBox(...)` repr) replaced by a line saying where it runs."""
     def hidden(c):
         src = "".join(c["source"])
         return c["cell_type"] == "code" and (re.search(r"^\s*#\|\s*hide\b", src, re.M) or
                                              re.fullmatch(r"\s*#\|\s*default_exp\s+\S+\s*", src))
-    return dict(nb, cells=[c for c in nb["cells"] if not hidden(c)])
+    def output(o):
+        if o.get("output_type") == "stream" and o.get("name") == "stderr" and PROGRESS.search("".join(o.get("text", ""))):
+            return None
+        d = o.get("data")
+        if not d: return o
+        if WIDGET in d:
+            return dict(o, data={"text/html": '<p class="ktae-widget-note">An interactive explorer (ipywidgets) is shown here '
+                                              'when the notebook runs in Jupyter; the static view that follows shows what it draws.</p>'})
+        if "text/html" in d:
+            return dict(o, data=dict(d, **{"text/html": '<div class="tex2jax_ignore">' + "".join(d["text/html"]) + "</div>"}))
+        return o
+    cells = []
+    for c in nb["cells"]:
+        if hidden(c): continue
+        if c["cell_type"] == "code": c = dict(c, outputs=[o for o in map(output, c.get("outputs", [])) if o is not None])
+        cells.append(c)
+    return dict(nb, cells=cells)
 
 
 def stage(nbs:Path, lib:str) -> list:
@@ -135,9 +157,23 @@ def stage(nbs:Path, lib:str) -> list:
         '  for (var k in st) if (k.indexOf("@font-face") === 0) delete st[k];\n'
         '});\n'
         'MathJax.Ajax.loadComplete("[MathJax]/config/local.js");\n')
-    (docs / "assets" / "extra.css").write_text(".jp-OutputArea-output img { max-width: 100%; height: auto; }\n"
-                                              ".md-grid { max-width: 1400px; }\n")
+    (docs / "assets" / "extra.css").write_text(EXTRA_CSS)
     return nav
+
+
+# Figures at the size they were stored (text >= 9 pt, see tools/execute_nbs.py), scrolled sideways when wider than
+# the page rather than shrunk; code wraps instead of running off the page; a wide display equation scrolls instead of
+# being clipped; warnings on stderr read as notes, not alarms.
+EXTRA_CSS = """.md-grid { max-width: 1440px; }
+.jp-OutputArea-output { overflow-x: auto; }
+.jp-OutputArea-output img { max-width: none; height: auto; }
+.jp-InputArea pre, .highlight pre, .md-typeset pre > code { white-space: pre-wrap; word-break: break-word; }
+.MathJax_Display, .MJXc-display, mjx-container[display="true"] { overflow-x: auto; overflow-y: hidden; padding: 2px 0; }
+.jp-RenderedText[data-mime-type="application/vnd.jupyter.stderr"], .jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"] {
+  background: #f6f6f6 !important; border-left: 3px solid #bbb; }
+.jp-RenderedText[data-mime-type="application/vnd.jupyter.stderr"] pre { background: none !important; color: #555 !important; }
+.ktae-widget-note { font-style: italic; color: #555; }
+"""
 
 
 def write_config(nav, site:Path, title:str) -> Path:
@@ -148,11 +184,87 @@ def write_config(nav, site:Path, title:str) -> Path:
                                                                 "custom_mathjax_url": MATHJAX, "include_requirejs": False, "no_prompt": True,
                                                                 "ignore_h1_titles": True}}],
            "extra_css": ["assets/extra.css"], "extra": {"generator": False},
+           "hooks": [str(Path(__file__).resolve().parent / "docs_hooks.py")],
            "markdown_extensions": ["tables", "admonition", "toc", "pymdownx.superfences"],
            "nav": [{"Learning path": "index.ipynb"}] + [{sec: [{t: p} for t, p in items]} for sec, items in nav[1:]]}
     path = SRC / "mkdocs.yml"
     path.write_text(json.dumps(cfg, indent=1))
     return path
+
+
+def link_targets(nbs:Path, lib:str, site:Path) -> dict[str, str]:
+    "What a backticked name links to (as nbdev's doc links do): public functions and classes, modules, chapters, tutorials."
+    from execute_nbs import all_notebooks
+    t = {}
+    for nb in all_notebooks(nbs):
+        page = Path(page_name(nb, nbs)).with_suffix(".html").name
+        rel = nb.relative_to(nbs)
+        for k in (nb.stem, str(rel), str(rel.with_suffix("")), f"nbs/{rel}", f"nbs/{rel.with_suffix('')}"): t.setdefault(k, page)
+    for api in sorted((site / "api").glob("*.html")):
+        m = api.stem
+        ids = set(re.findall(r'<h[34] id="([^"]+)"', api.read_text(errors="replace")))
+        t[f"{lib}.{m}"] = f"api/{m}.html"
+        mod = importlib.import_module(f"{lib}.{m}")
+        for name in getattr(mod, "__all__", []):
+            obj = getattr(mod, name, None)
+            if not (inspect.isfunction(obj) or inspect.isclass(obj)): continue
+            url = f"api/{m}.html" + (f"#{name.lower()}" if name.lower() in ids else "")
+            for k in (name, f"{m}.{name}", f"{lib}.{m}.{name}"): t.setdefault(k, url)
+    for cmd in ("score", "report", "sample", "ablate", "prm"): t[f"ktae-lab {cmd}"] = f"49_cli.html#ktae-lab-{cmd}"
+    return t
+
+
+_KEEP = re.compile(r"(<pre\b.*?</pre>|<a\b.*?</a>|<h[1-6]\b.*?</h[1-6]>|<script\b.*?</script>|<nav\b.*?</nav>)", re.S)
+_CODE = re.compile(r"<code>([^<]{1,120}?)</code>")
+
+
+def add_doc_links(site:Path, targets:dict[str, str]) -> int:
+    "Turn every backticked chapter, tutorial or public name in the pages' prose into a link; returns how many."
+    n = 0
+    def link(m, prefix, here):
+        nonlocal n
+        name = re.sub(r"\(.*\)$", "", m.group(1).strip())         # `annotate(...)` links to annotate
+        url = targets.get(name)
+        if url is None or url.split("#")[0] == here and "#" not in url: return m.group(0)
+        n += 1
+        return f'<a class="ktae-doc-link" href="{prefix}{url}">{m.group(0)}</a>'
+    for page in site.rglob("*.html"):
+        rel = page.relative_to(site)
+        if rel.name == "404.html": continue
+        prefix = "../" * (len(rel.parts) - 1)
+        s = page.read_text(errors="replace")
+        a, b = s.find("<article"), s.rfind("</article>")
+        if a < 0 or b < 0: continue
+        body = _KEEP.split(s[a:b])
+        body = [part if k % 2 else _CODE.sub(lambda m: link(m, prefix, rel.as_posix()), part) for k, part in enumerate(body)]
+        page.write_text(s[:a] + "".join(body) + s[b:])
+    return n
+
+
+_GREEK = {g: chr(c) for g, c in zip("alpha beta gamma delta epsilon lambda mu pi rho sigma tau theta ell".split(),
+                                    (945, 946, 947, 948, 949, 955, 956, 960, 961, 963, 964, 952, 8467))}
+
+
+def plain_math(text:str) -> str:
+    "LaTeX in a search snippet as plain text: `$\\hat A_i = \\frac{r_i}{\\sigma}$` -> `A_i = r_i / σ`."
+    def one(m):
+        x = m.group(1)
+        x = re.sub(r"\\(?:text|mathrm|operatorname|mathbf|mathit|textbf)\s*\{([^{}]*)\}", r"\1", x)
+        for _ in range(3): x = re.sub(r"\\[dt]?frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}", r"(\1)/(\2)", x)
+        x = re.sub(r"\\([A-Za-z]+)", lambda g: _GREEK.get(g.group(1), " " if g.group(1) in ("quad", "qquad") else ""), x)
+        x = x.replace("\\_", "_").replace("\\,", " ").replace("\\;", " ").replace("\\!", "").replace("\\", " ")
+        return re.sub(r"\s+", " ", x.replace("{", "").replace("}", "")).strip()
+    text = re.sub(r"\$\$(.+?)\$\$", one, text, flags=re.S)
+    return re.sub(r"(?<![\w$])\$(\S(?:[^$\n]*?\S)?)\$(?!\d)", one, text)   # pandoc's rule: `$5 and $6` is money
+
+
+def clean_search_index(site:Path) -> None:
+    "The search index's text without raw LaTeX (what the search box shows as snippets)."
+    path = site / "search" / "search_index.json"
+    if not path.is_file(): return
+    idx = json.loads(path.read_text())
+    for d in idx.get("docs", []): d["text"], d["title"] = plain_math(d.get("text", "")), plain_math(d.get("title", ""))
+    path.write_text(json.dumps(idx))
 
 
 MARKER = ".ktae-lab-site"   # written into every site this tool builds: only such a folder (or an empty one) is replaced
@@ -183,6 +295,8 @@ def build(out:Path|None=None) -> Path:
     env = dict(os.environ, NO_MKDOCS_2_WARNING="1")
     r = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--clean", "-q", "-f", str(cfg)], cwd=SRC, env=env)
     if r.returncode: raise UsageError(f"mkdocs build failed (exit {r.returncode})")
+    add_doc_links(site, link_targets(Path(c.config_path) / c.nbs_path, c.lib_name, site))
+    clean_search_index(site)
     (site / MARKER).write_text("built by tools/build_docs.py; this folder is replaced by the next build\n")
     return site
 
