@@ -22,7 +22,8 @@ MATHJAX = "assets/mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe,loca
 # Parts of the course, by the first digit of a chapter's number, and where each tutorial is read (after that chapter).
 PARTS = {"0": "Foundations", "1": "KTAE and losses", "2": "EpicPRM", "3": "Views", "4": "Applications"}
 TUTORIAL_AFTER = {"reading_key_tokens": "12_ktae", "losses_by_hand": "13_losses", "ktae_real_rollouts": "15_interop",
-                  "epicprm_walkthrough": "23_simulator", "ablation_lab": "49_cli"}
+                  "epicprm_walkthrough": "23_simulator", "ablation_lab": "42_lab", "who_finds_the_mistake": "43_credit",
+                  "from_annotations_to_a_reward_model": "44_prm_lab", "your_own_run": "49_cli"}
 
 
 def read_nb(path:Path) -> dict:
@@ -101,7 +102,7 @@ WIDGET = "application/vnd.jupyter.widget-view+json"
 PROGRESS = re.compile(r"\d+%\|.*\|\s*\d+/\d+")          # a tqdm bar: "42%|####      | 5/12 [00:03<...]"
 
 
-def for_reader(nb:dict) -> dict:
+def for_reader(nb:dict, path:Path|None=None, nbs:Path|None=None) -> dict:
     """The notebook as nbdev's own docs show it: without `#| hide` cells and the `#| default_exp` line; and as a page
     reads it: progress bars (stderr) dropped, HTML outputs (tables) kept away from MathJax (a `$` in a cell is a
     dollar), and a live widget (stored as its `VBox(...)` repr) replaced by a line saying where it runs."""
@@ -120,10 +121,16 @@ def for_reader(nb:dict) -> dict:
         if "text/html" in d:
             return dict(o, data=dict(d, **{"text/html": '<div class="tex2jax_ignore">' + "".join(d["text/html"]) + "</div>"}))
         return o
+    def page_link(m):      # a link to another notebook, written for Jupyter (`../12_ktae.ipynb#x`), to its page on the site
+        target = (path.parent / (m.group(1) + ".ipynb")).resolve()
+        if nbs is None or not target.is_file() or nbs.resolve() not in target.parents: return m.group(0)
+        return f"]({Path(page_name(target, nbs.resolve())).with_suffix('.html').name}{m.group(2) or ''})"
     cells = []
     for c in nb["cells"]:
         if hidden(c): continue
         if c["cell_type"] == "code": c = dict(c, outputs=[o for o in map(output, c.get("outputs", [])) if o is not None])
+        if c["cell_type"] == "markdown" and path is not None:
+            c = dict(c, source=re.sub(r"\]\(([^)#\s:]+)\.ipynb(#[^)\s]*)?\)", page_link, "".join(c["source"])))
         cells.append(c)
     return dict(nb, cells=cells)
 
@@ -134,7 +141,7 @@ def stage(nbs:Path, lib:str) -> list:
     if SRC.exists(): shutil.rmtree(SRC)
     docs.mkdir(parents=True)
     from execute_nbs import all_notebooks
-    for nb in all_notebooks(nbs): (docs / page_name(nb, nbs)).write_text(json.dumps(for_reader(read_nb(nb))))
+    for nb in all_notebooks(nbs): (docs / page_name(nb, nbs)).write_text(json.dumps(for_reader(read_nb(nb), nb, nbs)))
     nav = reading_order(nbs)
     mods = sorted(p.stem for p in (ROOT / lib).glob("*.py") if not p.stem.startswith("_"))
     (docs / "api").mkdir()
@@ -199,6 +206,7 @@ def link_targets(nbs:Path, lib:str, site:Path) -> dict[str, str]:
     for nb in all_notebooks(nbs):
         page = Path(page_name(nb, nbs)).with_suffix(".html").name
         rel = nb.relative_to(nbs)
+        if nb.stem == "index": continue
         for k in (nb.stem, str(rel), str(rel.with_suffix("")), f"nbs/{rel}", f"nbs/{rel.with_suffix('')}"): t.setdefault(k, page)
     for api in sorted((site / "api").glob("*.html")):
         m = api.stem
