@@ -117,7 +117,7 @@ def for_reader(nb:dict, path:Path|None=None, nbs:Path|None=None) -> dict:
         if not d: return o
         if WIDGET in d:
             return dict(o, data={"text/html": '<p class="ktae-widget-note">An interactive explorer (ipywidgets) is shown here '
-                                              'when the notebook runs in Jupyter; the static view that follows shows what it draws.</p>'})
+                                              'when the notebook runs in Jupyter; a static page cannot run it.</p>'})
         if "text/html" in d:
             return dict(o, data=dict(d, **{"text/html": '<div class="tex2jax_ignore">' + "".join(d["text/html"]) + "</div>"}))
         return o
