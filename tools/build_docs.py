@@ -169,11 +169,11 @@ def stage(nbs:Path, lib:str) -> list:
 
 
 # Figures at the size they were stored (text >= 9 pt, see tools/execute_nbs.py), scrolled sideways when wider than
-# the page rather than shrunk; code wraps instead of running off the page; a wide display equation scrolls instead of
+# the page rather than shrunk (the page itself is as wide as the window); code wraps instead of running off the page; a wide display equation scrolls instead of
 # being clipped; warnings on stderr read as notes, not alarms.
-EXTRA_CSS = """.md-grid { max-width: 1440px; }
-.jp-OutputArea-output { overflow-x: auto; }
-.jp-OutputArea-output img { max-width: none; height: auto; }
+EXTRA_CSS = """.md-grid { max-width: initial; }
+.jupyter-wrapper .jp-OutputArea-output { overflow-x: auto; }
+.jupyter-wrapper .jp-RenderedImage img, .jp-OutputArea-output img { max-width: none !important; height: auto; }
 .jp-InputArea pre, .highlight pre, .md-typeset pre > code { white-space: pre-wrap; word-break: break-word; }
 .MathJax_Display, .MJXc-display, mjx-container[display="true"] { overflow-x: auto; overflow-y: hidden; padding: 2px 0; }
 .jp-RenderedText[data-mime-type="application/vnd.jupyter.stderr"], .jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"] {
@@ -262,8 +262,9 @@ def plain_math(text:str) -> str:
         x = re.sub(r"\\([A-Za-z]+)", lambda g: _GREEK.get(g.group(1), " " if g.group(1) in ("quad", "qquad") else ""), x)
         x = x.replace("\\_", "_").replace("\\,", " ").replace("\\;", " ").replace("\\!", "").replace("\\", " ")
         return re.sub(r"\s+", " ", x.replace("{", "").replace("}", "")).strip()
-    text = re.sub(r"\$\$(.+?)\$\$", one, text, flags=re.S)
-    return re.sub(r"(?<![\w$])\$(\S(?:[^$\n]*?\S)?)\$(?!\d)", one, text)   # pandoc's rule: `$5 and $6` is money
+    text = re.sub(r"(?<!\\)\$\$([^$\"']+?)\$\$", one, text, flags=re.S)
+    # pandoc's rule (`$5 and $6` is money), no escaped `\$`, and no quotes inside (a `$` in code is not maths)
+    return re.sub(r"(?<![\w$\\])\$([^\s$\"'](?:[^$\n\"']*?[^\s$\"'\\])?)\$(?!\d)", one, text)
 
 
 def clean_search_index(site:Path) -> None:
