@@ -227,7 +227,7 @@ _CODE = re.compile(r"<code>([^<]{1,120}?)</code>")
 
 
 def add_doc_links(site:Path, targets:dict[str, str]) -> int:
-    "Turn every backticked chapter, tutorial or public name in the pages' prose into a link; returns how many."
+    "Turn every backticked chapter, tutorial or public name in the pages' prose into a link (and keep MathJax out of code); returns how many."
     n = 0
     def link(m, prefix, here):
         nonlocal n
@@ -241,6 +241,8 @@ def add_doc_links(site:Path, targets:dict[str, str]) -> int:
         if rel.name == "404.html": continue
         prefix = "../" * (len(rel.parts) - 1)
         s = page.read_text(errors="replace")
+        # the hidden copy-to-clipboard text of each code cell is no maths either (MathJax typeset `$` in code there)
+        s = s.replace('class="clipboard-copy-txt"', 'class="clipboard-copy-txt tex2jax_ignore"')
         a, b = s.find("<article"), s.rfind("</article>")
         if a < 0 or b < 0: continue
         body = _KEEP.split(s[a:b])
