@@ -208,6 +208,8 @@ def link_targets(nbs:Path, lib:str, site:Path) -> dict[str, str]:
         rel = nb.relative_to(nbs)
         if nb.stem == "index": continue
         for k in (nb.stem, str(rel), str(rel.with_suffix("")), f"nbs/{rel}", f"nbs/{rel.with_suffix('')}"): t.setdefault(k, page)
+    chapters = {}                                   # module -> its chapters' stems (`12_ktae.key_token_values` links too)
+    for nb in nbs.glob("[0-9][0-9]_*.ipynb"): chapters.setdefault(nb.stem[3:], []).append(nb.stem)
     for api in sorted((site / "api").glob("*.html")):
         m = api.stem
         ids = set(re.findall(r'<h[34] id="([^"]+)"', api.read_text(errors="replace")))
@@ -217,7 +219,7 @@ def link_targets(nbs:Path, lib:str, site:Path) -> dict[str, str]:
             obj = getattr(mod, name, None)
             if not (inspect.isfunction(obj) or inspect.isclass(obj)): continue
             url = f"api/{m}.html" + (f"#{name.lower()}" if name.lower() in ids else "")
-            for k in (name, f"{m}.{name}", f"{lib}.{m}.{name}"): t.setdefault(k, url)
+            for k in (name, f"{m}.{name}", f"{lib}.{m}.{name}", *(f"{c}.{name}" for c in chapters.get(m, ()))): t.setdefault(k, url)
     for cmd in ("score", "report", "sample", "ablate", "prm"): t[f"ktae-lab {cmd}"] = f"49_cli.html#ktae-lab-{cmd}"
     return t
 
