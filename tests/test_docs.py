@@ -231,3 +231,19 @@ def test_no_dead_links_or_anchors(site):
     assert not dead_links(site), dead_links(site)[:30]
     index = (site / "index.html").read_text()
     assert 'class="ktae-doc-link" href="api/ktae.html#token_table"' in index   # a backticked public name is a link
+
+
+def test_reading_map_lists_every_chapter_and_tutorial():
+    "The index's reading map names every chapter and tutorial, each tutorial right after the chapter the site places it after."
+    sys.path.insert(0, str(ROOT / "tools"))
+    from build_docs import TUTORIAL_AFTER
+    nb = json.loads((ROOT / "nbs" / "index.ipynb").read_text())
+    cell = next("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown" and "## The map" in "".join(c["source"]))
+    listed = re.findall(r"^\| \d+ \| (?:tutorial )?`([^`]+)`", cell, re.M)
+    chapters = sorted(p.stem for p in (ROOT / "nbs").glob("[0-9][0-9]_*.ipynb"))
+    tutorials = sorted("tutorials/" + p.stem for p in (ROOT / "nbs" / "tutorials").glob("*.ipynb") if not p.name.startswith(("_", ".")))
+    assert not set(chapters + tutorials) - set(listed), set(chapters + tutorials) - set(listed)
+    assert [c for c in listed if c in chapters] == chapters                 # chapters in reading order
+    for t in tutorials:
+        after = TUTORIAL_AFTER.get(t.split("/")[1])
+        if after in listed: assert listed.index(t) > listed.index(after), (t, after)
