@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import numpy as np
 import torch
+from xdist_groups import group_node_ids
 
 
 def _rollout(**kw) -> dict:
@@ -93,9 +94,11 @@ def run_cli():
 _FIRST = ("test_docs.py", "test_notebooks.py")
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config, items):
     rank = lambda it: _FIRST.index(it.path.name) if it.path.name in _FIRST else len(_FIRST)
     items[:] = sorted(items, key=rank)   # stable: the order within each file is kept
+    if getattr(config.option, "loadgroup", False): group_node_ids(items)   # `loadgroup` is set on xdist workers only
 
 
 def _tiny_grpo_parts():
