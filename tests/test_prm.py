@@ -382,8 +382,9 @@ SMALL_QUICK = dict(warm_steps=150, n_train_problems=12, n_eval_problems=6, draws
 
 
 def test_cli_prm_quick_end_to_end(run_cli, tmp_path, monkeypatch):
-    """`ktae-lab prm --quick` as README gives it (every promised file and eval.csv row), on a smaller quick configuration:
-    the same annotators, soft labels, N and warm start, fewer problems, draws and PRM steps (about 10 s of CPU, not 75)."""
+    """`ktae-lab prm --quick` as README gives it (every promised file and eval.csv row), end to end from the warm start, on a
+    smaller quick configuration: the same annotators, soft labels and N; a 150-step warm start (as the pipeline tests) and
+    fewer problems, draws and PRM steps (17 s of CPU, not 59)."""
     from dataclasses import replace
     quick = PRMLabConfig.quick
     monkeypatch.setattr(PRMLabConfig, "quick", classmethod(lambda cls: replace(quick(), **SMALL_QUICK)))
