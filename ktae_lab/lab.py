@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from .core import check_float_tensor, check_mask, check_tensor, check_shape, check_number, check_token_batch, check_seeds
-from .task import make_problems, LAB_ALPHABET, lab_tokenizer, score_responses, first_wrong_step, solution_steps, token_steps
+from .task import make_problems, heldout_problems, LAB_ALPHABET, lab_tokenizer, score_responses, first_wrong_step, solution_steps, token_steps
 from .advantages import outcome_advantages, token_advantages
 from .ktae import ktae_advantages, key_token_values, resolve_config, parse_overrides
 from .losses import actor_loss, agg_loss, kl_penalty
@@ -421,7 +421,7 @@ def lab_data(cfg:LabConfig, # the configuration (task fields)
     cfg = _check_cfg(cfg)
     key = (cfg.min_ops, cfg.max_ops, cfg.max_operand, cfg.n_train, cfg.n_heldout, cfg.data_seed)
     if key not in _DATA_CACHE:
-        held = make_problems(cfg.n_heldout, cfg.data_seed, cfg.min_ops, cfg.max_ops, cfg.max_operand)
+        held = heldout_problems(cfg.n_heldout, cfg.data_seed, cfg.min_ops, cfg.max_ops, cfg.max_operand)
         train = make_problems(cfg.n_train, cfg.data_seed + 1, cfg.min_ops, cfg.max_ops, cfg.max_operand,
                               exclude=set(held["prompt"]))
         _DATA_CACHE[key] = (train, held)

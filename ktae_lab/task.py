@@ -9,8 +9,8 @@ import torch
 from .core import check_flag, check_tensor, check_number
 
 # %% auto #0
-__all__ = ['LAB_ALPHABET', 'make_problems', 'lab_tokenizer', 'score_responses', 'reference_solution', 'solution_steps',
-           'first_wrong_step', 'token_steps']
+__all__ = ['PROBLEM_COLUMNS', 'LAB_ALPHABET', 'make_problems', 'heldout_counts', 'heldout_problems', 'lab_tokenizer',
+           'score_responses', 'reference_solution', 'solution_steps', 'first_wrong_step', 'token_steps']
 
 # %% ../nbs/41_task.ipynb #65cde236
 def _count_in_space(prompts, min_ops, max_ops, max_operand) -> int: # how many of `prompts` the task can draw
@@ -22,6 +22,14 @@ def _count_in_space(prompts, min_ops, max_ops, max_operand) -> int: # how many o
         vals = [int(x) for x in re.split(r"[+-]", ops.group(1))]
         ok += min_ops <= len(vals) <= max_ops and all(1 <= v <= max_operand and str(v) == s for v, s in zip(vals, re.split(r"[+-]", ops.group(1))))
     return ok
+
+PROBLEM_COLUMNS = ["prompt", "answer", "solution", "direct", "n_ops"]
+
+def _problem_row(ops, signs) -> tuple: # one row of PROBLEM_COLUMNS from operand values and '+'/'-' signs
+    prompt = str(ops[0]) + "".join(s + str(o) for s, o in zip(signs, ops[1:])) + ":"
+    totals = np.concatenate([[0], np.cumsum(np.asarray(ops) * np.r_[1, np.where(np.asarray(signs) == "+", 1, -1)])])[1:]
+    steps = [f"{a}{s}{o}={b}" for a, s, o, b in zip(totals[:-1], signs, ops[1:], totals[1:])]
+    return (prompt, str(totals[-1]), ",".join(steps) + f"#{totals[-1]}", f"#{totals[-1]}", len(ops))
 
 def make_problems(n:int, # number of problems to draw
                   seed:int=0, # numpy seed
@@ -46,10 +54,53 @@ def make_problems(n:int, # number of problems to draw
         ops, signs = rng.integers(1, max_operand + 1, m), rng.choice(["+", "-"], m - 1)
         prompt = str(ops[0]) + "".join(s + str(o) for s, o in zip(signs, ops[1:])) + ":"
         if prompt in excluded: continue
-        totals = np.concatenate([[0], np.cumsum(ops * np.r_[1, np.where(signs == "+", 1, -1)])])[1:]
-        steps = [f"{a}{s}{o}={b}" for a, s, o, b in zip(totals[:-1], signs, ops[1:], totals[1:])]
-        rows.append((prompt, str(totals[-1]), ",".join(steps) + f"#{totals[-1]}", f"#{totals[-1]}", m))
-    return pd.DataFrame(rows, columns=["prompt", "answer", "solution", "direct", "n_ops"])
+        rows.append(_problem_row(ops, signs))
+    return pd.DataFrame(rows, columns=PROBLEM_COLUMNS)
+
+# %% ../nbs/41_task.ipynb #3664a352
+def heldout_counts(n:int, # held-out problems in all
+                   min_ops:int=2, # fewest operands
+                   max_ops:int=4, # most operands
+                   max_operand:int=9, # operands are 1..max_operand
+                  ) -> dict: # {n_ops: held-out problems of that many operands}
+    "Held-out problems per operand count: each count's share of the problem space, every count on both sides."
+    if not (isinstance(min_ops, int) and isinstance(max_ops, int) and 2 <= min_ops <= max_ops):
+        raise ValueError(f"need 2 <= `min_ops` <= `max_ops`, got min_ops={min_ops!r}, max_ops={max_ops!r}")
+    if isinstance(max_operand, bool) or not isinstance(max_operand, int) or max_operand < 1:
+        raise ValueError(f"`max_operand` must be an int >= 1, got {max_operand!r}")
+    sizes = {m: max_operand ** m * 2 ** (m - 1) for m in range(min_ops, max_ops + 1)}
+    total, c = sum(sizes.values()), len(sizes)
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < c:
+        raise ValueError(f"`n_heldout` must be an int >= {c} (one held-out problem per operand count {min_ops}..{max_ops}), got {n!r}")
+    if n > total - c:
+        raise ValueError(f"the task has only {total} distinct problems (min_ops={min_ops}, max_ops={max_ops}, max_operand={max_operand}): "
+                         f"holding out n_heldout={n} leaves training no problem of some operand count; hold out at most {total - c}, "
+                         "or raise `max_operand` or `max_ops`")
+    n = int(n)
+    k = {m: min(max(n * s // total, 1), s - 1) for m, s in sizes.items()}
+    gap = lambda m: n * sizes[m] - k[m] * total              # (quota - k_m) * total, exact
+    while sum(k.values()) < n: m = max((m for m in k if k[m] < sizes[m] - 1), key=gap); k[m] += 1
+    while sum(k.values()) > n: m = min((m for m in k if k[m] > 1), key=gap); k[m] -= 1
+    return k
+
+# %% ../nbs/41_task.ipynb #c1b97fa4
+def heldout_problems(n:int, # held-out problems in all
+                     seed:int=0, # numpy seed of the draw (deterministic given the seed)
+                     min_ops:int=2, # fewest operands
+                     max_ops:int=4, # most operands
+                     max_operand:int=9, # operands are 1..max_operand
+                    ): # pandas DataFrame like `make_problems`: n distinct problems, `heldout_counts` of each operand count
+    "Draw `n` distinct held-out problems, stratified by operand count (see `heldout_counts`), in seeded random order."
+    import pandas as pd
+    counts, rng, rows = heldout_counts(n, min_ops, max_ops, max_operand), np.random.default_rng(seed), []
+    signs_of = np.array(["+", "-"])
+    for m, k in counts.items():
+        per_signs = max_operand ** m                            # problem index = signs * K^m + operands (base K)
+        for i in rng.choice(per_signs * 2 ** (m - 1), k, replace=False):
+            v, s = divmod(int(i), per_signs)[::-1]
+            ops = [(v // max_operand ** j) % max_operand + 1 for j in range(m)]
+            rows.append(_problem_row(ops, signs_of[[(s >> j) & 1 for j in range(m - 1)]]))
+    return pd.DataFrame([rows[i] for i in rng.permutation(len(rows))], columns=PROBLEM_COLUMNS)
 
 # %% ../nbs/41_task.ipynb #18339a9a
 LAB_ALPHABET = "0123456789+-=,:#"  # the characters the arithmetic task writes
