@@ -4,7 +4,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from ktae_lab.task import (LAB_ALPHABET, make_problems, lab_tokenizer, score_responses, reference_solution,
-                           solution_steps, first_wrong_step, token_steps, heldout_counts, heldout_problems)
+                           solution_steps, first_wrong_step, token_steps)
 
 TOK = lab_tokenizer()
 COMMA = TOK.convert_tokens_to_ids(",")
@@ -95,43 +95,23 @@ def test_problems_from_make_problems_agree():
     assert set("".join(df.solution)) <= set(LAB_ALPHABET)
 
 
-@st.composite
-def task_spaces(draw):
-    "A task (operand counts, largest operand) and a held-out size that it allows."
-    lo = draw(st.integers(2, 4)); hi = draw(st.integers(lo, 5)); k = draw(st.integers(1, 4))
-    sizes = {m: k ** m * 2 ** (m - 1) for m in range(lo, hi + 1)}
-    total, c = sum(sizes.values()), len(sizes)
-    return lo, hi, k, sizes, draw(st.integers(c, min(total - c, 600)))
+@settings(max_examples=25, deadline=None)
+@given(m=st.integers(2, 4), max_operand=st.integers(1, 5), seed=st.integers(0, 10**6), frac=st.floats(0.01, 0.99))
+def test_heldout_split_is_a_stratified_partition(m, max_operand, seed, frac):
+    "Every operand count: the split permutes all its problems, holds out k_m in [1, S-1] of them, ~frac of the total."
+    from ktae_lab.task import split_params, problem_split, _problem_of_rank
+    S, a, b, k = split_params(m, max_operand, seed, frac)
+    assert S == max_operand ** m * 2 ** (m - 1) and 1 <= k <= S - 1 and abs(k - frac * S) <= max(1, 0.5 + 1e-9)
+    sides = [problem_split(str(o[0]) + "".join(s + str(x) for s, x in zip(sg, o[1:])) + ":", max_operand, seed, frac)
+             for o, sg in (_problem_of_rank(r, m, max_operand) for r in range(min(S, 512)))]
+    if S <= 512: assert sides.count("heldout") == k
 
 
-@settings(max_examples=80, deadline=None)
-@given(task_spaces(), st.integers(0, 2**32 - 1))
-def test_heldout_split_is_stratified_and_disjoint(space, seed):
-    lo, hi, k, sizes, n = space
-    counts = heldout_counts(n, lo, hi, k)
-    total = sum(sizes.values())
-    assert sum(counts.values()) == n and set(counts) == set(sizes)
-    for m, s in sizes.items():
-        assert 1 <= counts[m] <= s - 1                               # every operand count on both sides
-        assert abs(counts[m] - n * s / total) < len(sizes)           # in proportion (largest remainder, moved only to fill a side)
-        if all(1 <= n * t // total and n * t / total <= t - 1 for t in sizes.values()):
-            assert abs(counts[m] - n * s / total) < 1                # plain largest remainder when no side is empty
-    held = heldout_problems(n, seed, lo, hi, k)
-    assert held.prompt.is_unique and held.n_ops.value_counts().to_dict() == counts
-    assert [reference_solution(p) for p in held.prompt] == list(held.solution)
-    assert held.equals(heldout_problems(n, seed, lo, hi, k))         # deterministic given the seed
-    train = make_problems(50, seed + 1, lo, hi, k, exclude=set(held.prompt))
+def test_lab_split_keeps_every_operand_count_on_both_sides():
+    "The lab's default task: the training pool keeps three quarters of the 2-operand problems (it kept 1 of 32 before)."
+    from ktae_lab.lab import LabConfig, lab_data
+    train, held = lab_data(LabConfig(n_train=3000))
     assert not set(train.prompt) & set(held.prompt)
-
-
-def test_heldout_split_edges():
-    # the lab's default: the 2-operand problems were 31 of 32 held out before; now 4 of 32, the same share as the others
-    assert heldout_counts(256, 2, 4, 4) == {2: 4, 3: 28, 4: 224}
-    assert heldout_counts(3, 2, 4, 4) == {2: 1, 3: 1, 4: 1}         # the smallest split: one of each count
-    assert heldout_counts(2336 - 3, 2, 4, 4) == {2: 31, 3: 255, 4: 2047}   # the largest: one of each count left to train
-    assert len(heldout_problems(1, 0, 2, 2, 1)) == 1                 # 2 problems (1+1, 1-1): one each side
-    with pytest.raises(ValueError, match="only 2336 distinct problems"): heldout_counts(2336 - 2, 2, 4, 4)
-    with pytest.raises(ValueError, match="one held-out problem per operand count"): heldout_counts(2, 2, 4, 4)
-    with pytest.raises(ValueError, match="`n_heldout`"): heldout_counts(True, 2, 2, 4)
-    with pytest.raises(ValueError, match="`max_operand`"): heldout_counts(4, 2, 2, 0)
-    with pytest.raises(ValueError, match="`min_ops`"): heldout_problems(4, 0, 1, 2, 4)
+    for m in (2, 3, 4):
+        assert (held.n_ops == m).sum() > 50 and (train.n_ops == m).mean() > 0.28
+    assert train[train.n_ops == 2].prompt.nunique() == 24 and held[held.n_ops == 2].prompt.nunique() == 8
