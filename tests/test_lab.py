@@ -441,3 +441,12 @@ def test_train_run_evaluates_with_eval_samples(monkeypatch):
     train_run("grpo", 0, cfg, {"state": lab._new_policy(TOK, cfg, 0).state_dict()})
     assert seen == [3, 3, 3]
     assert LabConfig().eval_samples > 1 and LabConfig().final_evals > 1            # the defaults average
+
+
+def test_interrupted_ablation_leaves_no_lock_file(tmp_path, monkeypatch):
+    "A notebook cell interrupted mid-ablation (KeyboardInterrupt) releases the output lock: nothing is left beside metrics.csv."
+    _fake_warm(monkeypatch)
+    def interrupted(*a, **k): raise KeyboardInterrupt
+    monkeypatch.setattr(lab, "train_run", interrupted)
+    with pytest.raises(KeyboardInterrupt): run_ablation(["grpo"], 1, LabConfig(**TINY), tmp_path, progress=False)
+    assert not list(tmp_path.glob("*.lock"))
