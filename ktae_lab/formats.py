@@ -11,7 +11,8 @@ from .data import ROLLOUT_FIELDS, validate_rollout, read_rollouts
 
 # %% auto #0
 __all__ = ['VERL_KEYS', 'TRL_KEYS', 'FORMATS', 'load_tokenizer', 'encode_texts', 'json_lines', 'read_verl_dump',
-           'read_trl_completions', 'read_table', 'detect_format', 'read_source', 'run_steps', 'read_step', 'iter_run']
+           'read_trl_completions', 'read_table', 'detect_format', 'read_source', 'is_run_folder', 'run_steps',
+           'read_step', 'iter_run']
 
 # %% ../nbs/03_formats.ipynb #0511d41b
 def load_tokenizer(tokenizer, # a tokenizer object, or a local directory holding one
@@ -241,6 +242,11 @@ def read_source(path, # a rollout file of any supported format (a folder: the wh
     return {"verl": read_verl_dump, "trl": read_trl_completions, "table": read_table}[fmt](path, **kw)
 
 # %% ../nbs/03_formats.ipynb #cc91eb8d
+def is_run_folder(path) -> bool:
+    "A folder of step files (not a `datasets` save_to_disk folder, which `read_table` reads as one table)."
+    path = Path(path)
+    return path.is_dir() and not (path/"dataset_info.json").is_file()
+
 def run_steps(folder, # a run folder
               format:str="auto", # one of FORMATS
              ) -> list: # [(step, path, format)] in step order
