@@ -643,9 +643,9 @@ def _warm_for(seed:int, cfg:LabConfig, ckdir:Path|None) -> dict:
 def _ckpt_path(ckdir:Path|None, algo:str, seed:int) -> Path|None:
     return ckdir / f"{algo.replace('+', '_')}-seed{seed}.pt" if ckdir is not None else None
 
-def _seed_start(seed:int, cfg:LabConfig, ckdir:Path|None, prm_fn=None, prm_dir:Path|None=None) -> dict:
-    "A seed's warm start and, when `prm_fn` is given, the file of the PRM it trains on that warm-started policy ('prm_file')."
-    warm = _warm_for(seed, cfg, ckdir)
+def _seed_start(seed:int, cfg:LabConfig, ckdir:Path|None, prm_fn=None, prm_dir:Path|None=None, warm:dict|None=None) -> dict:
+    "A seed's warm start (`warm`, else kept in or computed into `ckdir`) and, when `prm_fn` is given, the file of the PRM it trains on that warm-started policy ('prm_file')."
+    warm = warm if warm is not None else _warm_for(seed, cfg, ckdir)
     if prm_fn is not None:
         f = prm_fn(seed, cfg, warm, prm_dir / f"prm-seed{seed}")
         if not Path(f).is_file(): raise ValueError(f"`prm` ({getattr(prm_fn, '__name__', prm_fn)}) returned {str(f)!r}, which is not a file")
@@ -670,6 +670,7 @@ def run_ablation(algos=("grpo", "grpo+ktae", "dapo", "dapo+ktae"), # algorithm n
                  workers:int=1, # parallel processes (each trains whole seeds)
                  progress:bool=True, # tqdm bars
                  prm=None, # `+prm` without `cfg.prm_path`: a function (seed, cfg, warm, folder) -> PRM file, e.g. `ktae_lab.prm_lab.lab_prm`
+                 seed_batch:int|None=None, # seeds trained as one batched computation (`train_many`); None: each algorithm's seeds split evenly over the workers; 1: every seed alone (`train_run`)
                 ): # pandas DataFrame of all runs (including resumed ones)
     "Train each algorithm for each seed from shared per-seed warm starts; write tidy metrics, plots and a summary."
     import pandas as pd
@@ -691,16 +692,66 @@ def run_ablation(algos=("grpo", "grpo+ktae", "dapo", "dapo+ktae"), # algorithm n
     if needs_prm and cfg.prm_path is not None: load_prm(cfg.prm_path, lab_tokenizer(), task=LAB_TASK, device="cpu")  # refuse a bad file before any work
     seeds = check_seeds(seeds)
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1: raise ValueError(f"`workers` must be an int >= 1, got {workers!r}")
+    if seed_batch is not None and (isinstance(seed_batch, bool) or not isinstance(seed_batch, int) or seed_batch < 1):
+        raise ValueError(f"`seed_batch` must be None or an int >= 1, got {seed_batch!r}")
+    batches = _seed_batches(seeds, workers, seed_batch)
+    if seed_batch != 1: check_seed_batch(max(map(len, batches)), cfg)        # before any work
     if out is None:
         import tempfile
         with tempfile.TemporaryDirectory() as d:     # the per-seed PRMs live as long as the call
-            return _run_ablation(algos, seeds, cfg, None, workers, progress, prm, Path(d))
+            return _run_ablation(algos, seeds, cfg, None, workers, progress, prm, Path(d), seed_batch)
     out = Path(out)
-    _check_out_dir(out, cfg, dict(prm=_prm_identity(prm)) if prm is not None else None)
+    extra = {**(dict(prm=_prm_identity(prm)) if prm is not None else {}), **({"runner": "batched seeds"} if seed_batch != 1 else {})}
+    _check_out_dir(out, cfg, extra or None)
     with output_lock(out / METRICS_FILE):
-        return _run_ablation(algos, seeds, cfg, out, workers, progress, prm, out / CHECKPOINT_DIR)
+        return _run_ablation(algos, seeds, cfg, out, workers, progress, prm, out / CHECKPOINT_DIR, seed_batch)
 
-def _run_ablation(algos, seeds, cfg, out, workers, progress, prm_fn=None, prm_dir=None):
+def _seed_batches(seeds, workers, seed_batch) -> list[list[int]]:
+    "Split seeds into the batches trained together: `seed_batch` at a time, or (None) evenly over the workers."
+    if seed_batch is None: return [list(map(int, b)) for b in np.array_split(seeds, min(workers, len(seeds)))]
+    return [seeds[i:i + seed_batch] for i in range(0, len(seeds), seed_batch)]
+
+def _warm_batch_job(seeds, cfg, ckdir):
+    "Worker process of a batched ablation: the warm starts of a batch of seeds, saved into `ckdir`."
+    torch.set_num_threads(cfg.threads)
+    warms = warm_starts(seeds, cfg)
+    if ckdir is not None:
+        for s, w in zip(seeds, warms): _save_checkpoint(ckdir / f"warm-seed{s}.pt", w)
+    return warms
+
+def _many_job(algo, seeds, cfg, warms, ckdir, prms):
+    "Worker process of a batched ablation: one algorithm on one batch of seeds."
+    torch.set_num_threads(cfg.threads)
+    return train_many(algo, seeds, cfg, warms, checkpoints=ckdir, prms=prms)
+
+def _run_batched(algos, todo, cfg, ckdir, workers, progress, fn, prm_dir, save, seed_batch, bar):
+    "The batched body of `_run_ablation`: warm starts of the seeds that lack one, then each algorithm's unfinished seeds in batches."
+    seeds = [s for s, al in todo]
+    missing = [s for s in seeds if ckdir is None or not (ckdir / f"warm-seed{s}.pt").exists()]
+    import multiprocessing as mp
+    pool = mp.get_context("spawn").Pool(workers) if workers > 1 else None
+    try:
+        call = (lambda f, *a: pool.apply_async(f, a)) if pool else (lambda f, *a: _Done(f(*a)))
+        jobs = [(b, call(_warm_batch_job, b, cfg, ckdir)) for b in _seed_batches(missing, workers, seed_batch)] if missing else []
+        warm = {s: w for b, j in jobs for s, w in zip(b, j.get())}
+        starts = {s: _seed_start(s, cfg, ckdir, fn(al), prm_dir, warm.get(s)) for s, al in todo}
+        runs = []
+        for a in algos:
+            mine = [s for s, al in todo if a in al]
+            for b in _seed_batches(mine, workers, seed_batch) if mine else []:
+                runs.append((a, b, call(_many_job, a, b, cfg, [starts[s] for s in b], ckdir, [starts[s].get("prm_file", cfg.prm_path) for s in b])))
+        for a, b, j in runs:
+            df = j.get()
+            for s in b: save(df[df["seed"] == s].reset_index(drop=True), a, s); bar.update(1)
+    finally:
+        if pool is not None: pool.close(); pool.join()
+
+class _Done:
+    "A finished result with the `get()` of an AsyncResult (the one-process path of `_run_batched`)."
+    def __init__(self, v): self.v = v
+    def get(self): return self.v
+
+def _run_ablation(algos, seeds, cfg, out, workers, progress, prm_fn=None, prm_dir=None, seed_batch=None):
     "The body of `run_ablation` (under the output lock when there is an output directory)."
     import pandas as pd
     from tqdm.auto import tqdm
@@ -720,7 +771,8 @@ def _run_ablation(algos, seeds, cfg, out, workers, progress, prm_fn=None, prm_di
             ck = _ckpt_path(ckdir, algo, seed)
             if ck.exists(): ck.unlink()
     bar = tqdm(total=sum(len(al) for _, al in todo), desc="ablation runs", disable=not progress)
-    if workers == 1 or len(todo) <= 1:
+    if seed_batch != 1 and todo: _run_batched(algos, todo, cfg, ckdir, workers, progress, fn, prm_dir, save, seed_batch, bar)
+    elif workers == 1 or len(todo) <= 1:
         for s, al in todo:
             warm = _seed_start(s, cfg, ckdir, fn(al), prm_dir)
             for a in al:
