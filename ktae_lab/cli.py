@@ -371,7 +371,10 @@ def ablate_main(argv:list[str]|None=None) -> int:
     overrides = ktae_overrides(a)
     kw = dict(steps=a.steps, warm_steps=a.warm_steps, eval_every=a.eval_every, group_size=a.group_size, lr=a.lr,
               ktae_preset=a.preset, ktae=overrides or None, threads=a.threads, device=a.device, progress=not a.no_progress)
-    cfg = LabConfig(**{**kw, **parse_lab_fields(a.lab, LabConfig)}).validate()   # --lab wins over the named options
+    from ktae_lab.lab import lab_variant
+    lab = parse_lab_fields(a.lab, LabConfig)
+    variant = lab_variant(lab["task"]) if "task" in lab else {}          # --lab task=NAME: the fields the variant needs
+    cfg = LabConfig(**{**kw, **variant, **lab}).validate()   # --lab wins over the named options and the variant
     out = output_dir(a.out)
     import torch
     torch.set_num_threads(cfg.threads)

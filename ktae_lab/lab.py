@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from .core import check_float_tensor, check_mask, check_tensor, check_shape, check_number, check_token_batch, check_seeds
-from .task import make_problems, LAB_ALPHABET, lab_tokenizer, score_responses, first_wrong_step, solution_steps, token_steps
+from .task import make_problems, check_variant, variant_problems, LAB_ALPHABET, lab_tokenizer, score_responses, first_wrong_step, solution_steps, token_steps
 from .advantages import outcome_advantages, token_advantages
 from .ktae import ktae_advantages, key_token_values, resolve_config, parse_overrides
 from .losses import actor_loss, agg_loss, kl_penalty
@@ -20,11 +20,11 @@ from .data import atomic_write, output_lock, load_torch, load_state, UnsafeCheck
 from .prm import load_prm, score_steps
 
 # %% auto #0
-__all__ = ['ALGORITHMS', 'KTAE_SUFFIX', 'PROCESS_SUFFIXES', 'RUNTIME_FIELDS', 'LAB_TASK', 'METRICS_FILE', 'CONFIG_FILE',
-           'CHECKPOINT_DIR', 'FINAL_METRICS', 'METRIC_LABELS', 'warm_start', 'evaluate', 'valid_algorithms',
-           'algorithm_spec', 'LabConfig', 'generate_groups', 'cfg_threshold', 'process_advantages', 'step_rewards',
-           'rl_step', 'lab_data', 'WarmStartTooWeak', 'prepare_warm_start', 'train_run', 'run_ablation', 'SeedEnsemble',
-           'SeedAdamW', 'seed_bytes', 'seed_batch_capacity', 'check_seed_batch', 'warm_starts', 'train_many',
+__all__ = ['ALGORITHMS', 'KTAE_SUFFIX', 'PROCESS_SUFFIXES', 'RUNTIME_FIELDS', 'LAB_VARIANTS', 'LAB_TASK', 'METRICS_FILE',
+           'CONFIG_FILE', 'CHECKPOINT_DIR', 'FINAL_METRICS', 'METRIC_LABELS', 'warm_start', 'evaluate',
+           'valid_algorithms', 'algorithm_spec', 'LabConfig', 'lab_variant', 'generate_groups', 'cfg_threshold',
+           'process_advantages', 'step_rewards', 'rl_step', 'lab_data', 'WarmStartTooWeak', 'prepare_warm_start',
+           'train_run', 'run_ablation', 'SeedEnsemble', 'SeedAdamW', 'check_seed_batch', 'warm_starts', 'train_many',
            'summarize', 'summary_markdown', 'sign_flip_p', 'paired_differences', 'paired_markdown', 'plot_curves']
 
 # %% ../nbs/42_lab.ipynb #a4a7405d
@@ -160,6 +160,7 @@ class LabConfig:
     "Everything that defines a lab run except the algorithm and the seed."
     # task (the train pool and the held-out set are the same for every seed)
     min_ops:int=2; max_ops:int=4; max_operand:int=4; n_train:int=20000; n_heldout:int=256; data_seed:int=1234
+    task:str="default"   # a task variant (ktae_lab.task.TASK_VARIANTS); `lab_variant(name)` gives the fields it needs
     # policy
     d_model:int=64; n_layers:int=2; n_heads:int=4
     # supervised warm start
@@ -201,6 +202,7 @@ class LabConfig:
         _check_field("shortcut_frac", self.shortcut_frac, float, 0, 1)
         if not isinstance(self.progress, bool): raise ValueError(f"`progress` must be True or False, got {self.progress!r}")
         if self.device is not None: resolve_device(self.device)   # a clear error for 'gpu', or cuda on a CPU machine
+        check_variant(self.task)
         if not isinstance(self.ktae_preset, str): raise ValueError(f"`ktae_preset` must be a preset name, got {self.ktae_preset!r}")
         if self.ktae is not None and not isinstance(self.ktae, dict):
             raise ValueError(f"`ktae` must be a dict of KTAE overrides or None, got {type(self.ktae).__name__}")
@@ -209,6 +211,15 @@ class LabConfig:
         if self.prm_path is not None and (not isinstance(self.prm_path, str) or not Path(self.prm_path).is_file()):
             raise ValueError(f"`prm_path` must be the file of a PRM checkpoint (ktae-lab prm writes DIR/seed0/prm/<labels>.pt), got {self.prm_path!r}")
         return self
+
+LAB_VARIANTS = {  # task variant -> the LabConfig fields it needs (the longest reference solution + EOS fits max_new_tokens)
+    "default": {}, "long": dict(min_ops=4, max_ops=8, max_new_tokens=72), "carry": dict(max_operand=9, max_new_tokens=36),
+    "distractor": dict(max_new_tokens=52)}
+
+def lab_variant(name:str, # a key of ktae_lab.task.TASK_VARIANTS
+               ) -> dict: # LabConfig fields: `task` and what the variant needs
+    "The LabConfig fields of a task variant: `LabConfig(**lab_variant('long'), steps=...)`."
+    return dict(LAB_VARIANTS[check_variant(name)], task=name)
 
 def _check_cfg(cfg) -> LabConfig:
     "A validated LabConfig (a clear TypeError for anything else)."
@@ -437,11 +448,16 @@ def lab_data(cfg:LabConfig, # the configuration (task fields)
             ): # (train DataFrame, held-out DataFrame)
     "The training pool and the held-out set of a configuration (held-out prompts removed from the pool)."
     cfg = _check_cfg(cfg)
-    key = (cfg.min_ops, cfg.max_ops, cfg.max_operand, cfg.n_train, cfg.n_heldout, cfg.data_seed)
+    key = (cfg.min_ops, cfg.max_ops, cfg.max_operand, cfg.n_train, cfg.n_heldout, cfg.data_seed, cfg.task)
     if key not in _DATA_CACHE:
         held = make_problems(cfg.n_heldout, cfg.data_seed, cfg.min_ops, cfg.max_ops, cfg.max_operand)
         train = make_problems(cfg.n_train, cfg.data_seed + 1, cfg.min_ops, cfg.max_ops, cfg.max_operand,
                               exclude=set(held["prompt"]))
+        if cfg.task != "default":    # the variant's changes, seeded by the data seed; no held-out prompt in the pool
+            held = variant_problems(held, cfg.task, cfg.data_seed + 7, max(cfg.max_operand, 9) if cfg.task == "carry" else cfg.max_operand)
+            held = held.drop_duplicates("prompt", ignore_index=True)
+            train = variant_problems(train, cfg.task, cfg.data_seed + 8, max(cfg.max_operand, 9) if cfg.task == "carry" else cfg.max_operand)
+            train = train[~train["prompt"].isin(set(held["prompt"]))].reset_index(drop=True)
         _DATA_CACHE[key] = (train, held)
     return _DATA_CACHE[key]
 
@@ -977,7 +993,7 @@ def _available_bytes(dev:torch.device) -> int|None: # free memory for tensors on
             return next(int(l.split()[1]) * 1024 for l in f if l.startswith("MemAvailable:"))
     except (OSError, StopIteration, ValueError): return None
 
-def seed_bytes(cfg:LabConfig) -> int: # estimated peak bytes of one seed in a batched computation
+def _seed_bytes(cfg:LabConfig) -> int: # estimated peak bytes of one seed in a batched computation
     "Peak memory of one seed in a batch (activations kept for the backward pass of a warm-start or RL mini-batch, weights, moments), with a 2x margin."
     cfg = _check_cfg(cfg)
     P = cfg.max_ops * (len(str(cfg.max_operand)) + 1) + 2                      # BOS, operands and signs, ':'
@@ -987,17 +1003,18 @@ def seed_bytes(cfg:LabConfig) -> int: # estimated peak bytes of one seed in a ba
     weights = 4 * 4 * (12 * cfg.n_layers * cfg.d_model ** 2 + 32 * cfg.d_model)   # weights, gradients, two moments
     return 2 * (rows * T * per_token + 2 * weights)
 
-def seed_batch_capacity(cfg:LabConfig) -> int|None: # how many seeds fit in one batch now (None: memory unknown)
+def _seed_batch_capacity(cfg:LabConfig) -> int|None: # how many seeds fit in one batch now (None: memory unknown)
     "How many seeds of this configuration fit in one batched computation in the memory available now."
     free = _available_bytes(_device(_check_cfg(cfg)))
-    return None if free is None else int(free // seed_bytes(cfg))
+    return None if free is None else int(free // _seed_bytes(cfg))
 
 def check_seed_batch(n:int, # seeds in one batch
                      cfg:LabConfig):
     "Refuse a batch of `n` seeds that does not fit in memory, saying how many fit."
-    fit = seed_batch_capacity(cfg)
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1: raise ValueError(f"`n` must be a number of seeds >= 1, got {n!r}")
+    fit = _seed_batch_capacity(_check_cfg(cfg))
     if fit is not None and n > fit:
-        raise ValueError(f"{n} seeds in one batch need about {n * seed_bytes(cfg) / 2**30:.1f} GiB but about "
+        raise ValueError(f"{n} seeds in one batch need about {n * _seed_bytes(cfg) / 2**30:.1f} GiB but about "
                          f"{_available_bytes(_device(cfg)) / 2**30:.1f} GiB is free on {_device(cfg)}: at most {fit} seeds fit in one batch; "
                          f"pass `seed_batch={max(fit, 1)}` (CLI: --seed-batch {max(fit, 1)}) to train them in batches of that size, or fewer seeds")
 
