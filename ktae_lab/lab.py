@@ -158,8 +158,10 @@ def _check_field(name, v, kind, lo=None, hi=None, lo_open=False, hi_open=False):
 @dataclass
 class LabConfig:
     "Everything that defines a lab run except the algorithm and the seed."
-    # task (the train pool and the held-out set are the same for every seed)
+    # task (the train pool and the held-out set are the same for every seed; heldout_frac: the held-out share of
+    # every operand count's problems, `ktae_lab.task.problem_split` with seed data_seed)
     min_ops:int=2; max_ops:int=4; max_operand:int=4; n_train:int=20000; n_heldout:int=256; data_seed:int=1234
+    heldout_frac:float=0.25
     task:str="default"   # a task variant (ktae_lab.task.TASK_VARIANTS); `lab_variant(name)` gives the fields it needs
     # policy
     d_model:int=64; n_layers:int=2; n_heads:int=4
@@ -200,6 +202,7 @@ class LabConfig:
             _check_field(k, getattr(self, k), float, lo, lo_open=lo_open)
         _check_field("warm_label_smoothing", self.warm_label_smoothing, float, 0, 1, hi_open=True)
         _check_field("shortcut_frac", self.shortcut_frac, float, 0, 1)
+        _check_field("heldout_frac", self.heldout_frac, float, 0, 1, lo_open=True, hi_open=True)
         if not isinstance(self.progress, bool): raise ValueError(f"`progress` must be True or False, got {self.progress!r}")
         if self.device is not None: resolve_device(self.device)   # a clear error for 'gpu', or cuda on a CPU machine
         check_variant(self.task)
@@ -446,13 +449,13 @@ _DATA_CACHE = {}
 
 def lab_data(cfg:LabConfig, # the configuration (task fields)
             ): # (train DataFrame, held-out DataFrame)
-    "The training pool and the held-out set of a configuration (held-out prompts removed from the pool)."
+    "The training pool and the held-out set of a configuration: the two sides of `problem_split`, drawn separately."
     cfg = _check_cfg(cfg)
-    key = (cfg.min_ops, cfg.max_ops, cfg.max_operand, cfg.n_train, cfg.n_heldout, cfg.data_seed, cfg.task)
+    key = (cfg.min_ops, cfg.max_ops, cfg.max_operand, cfg.n_train, cfg.n_heldout, cfg.data_seed, cfg.heldout_frac, cfg.task)
     if key not in _DATA_CACHE:
-        held = make_problems(cfg.n_heldout, cfg.data_seed, cfg.min_ops, cfg.max_ops, cfg.max_operand)
-        train = make_problems(cfg.n_train, cfg.data_seed + 1, cfg.min_ops, cfg.max_ops, cfg.max_operand,
-                              exclude=set(held["prompt"]))
+        side = lambda n, seed, split: make_problems(n, seed, cfg.min_ops, cfg.max_ops, cfg.max_operand, split=split,
+                                                    heldout_frac=cfg.heldout_frac, split_seed=cfg.data_seed)
+        held, train = side(cfg.n_heldout, cfg.data_seed, "heldout"), side(cfg.n_train, cfg.data_seed + 1, "train")
         if cfg.task != "default":    # the variant's changes, seeded by the data seed; no held-out prompt in the pool
             held = variant_problems(held, cfg.task, cfg.data_seed + 7, max(cfg.max_operand, 9) if cfg.task == "carry" else cfg.max_operand)
             held = held.drop_duplicates("prompt", ignore_index=True)

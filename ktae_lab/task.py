@@ -9,8 +9,9 @@ import torch
 from .core import check_flag, check_tensor, check_number
 
 # %% auto #0
-__all__ = ['LAB_ALPHABET', 'TASK_VARIANTS', 'make_problems', 'lab_tokenizer', 'score_responses', 'reference_solution',
-           'solution_steps', 'first_wrong_step', 'token_steps', 'check_variant', 'variant_problems']
+__all__ = ['LAB_ALPHABET', 'TASK_VARIANTS', 'make_problems', 'split_params', 'problem_split', 'split_table', 'lab_tokenizer',
+           'score_responses', 'reference_solution', 'solution_steps', 'first_wrong_step', 'token_steps',
+           'check_variant', 'variant_problems']
 
 # %% ../nbs/41_task.ipynb #65cde236
 def _count_in_space(prompts, min_ops, max_ops, max_operand) -> int: # how many of `prompts` the task can draw
@@ -28,10 +29,14 @@ def make_problems(n:int, # number of problems to draw
                   min_ops:int=2, # fewest operands
                   max_ops:int=4, # most operands
                   max_operand:int=9, # operands are drawn from 1..max_operand
-                  exclude=(), # prompts to leave out (e.g. the held-out set)
+                  exclude=(), # prompts to leave out
+                  split:str|None=None, # 'train' or 'heldout': draw only from that side of `problem_split`; None: all
+                  heldout_frac:float=0.25, # the held-out share of every operand count (with `split`)
+                  split_seed:int=0, # the seed of the split (with `split`); the same for both sides
                  ): # pandas DataFrame: prompt, answer, solution (step by step), direct (answer only), n_ops
     "Draw `n` seeded arithmetic problems with their step-by-step solutions."
     import pandas as pd
+    if split not in (None, "train", "heldout"): raise ValueError(f"`split` must be 'train', 'heldout' or None, got {split!r}")
     if not (isinstance(min_ops, int) and isinstance(max_ops, int) and 2 <= min_ops <= max_ops):
         raise ValueError(f"need 2 <= `min_ops` <= `max_ops`, got min_ops={min_ops!r}, max_ops={max_ops!r}")
     if not (isinstance(max_operand, int) and max_operand >= 1): raise ValueError(f"`max_operand` must be an int >= 1, got {max_operand!r}")
@@ -41,15 +46,79 @@ def make_problems(n:int, # number of problems to draw
         raise ValueError(f"the task has only {space} distinct problems (min_ops={min_ops}, max_ops={max_ops}, max_operand={max_operand}) "
                          f"and `exclude` holds all of them (the held-out set): none is left to draw {n} from; "
                          "raise `max_operand` or `max_ops`, or hold out fewer problems")
+    sides = {m: split_params(m, max_operand, split_seed, heldout_frac) for m in range(min_ops, max_ops + 1)} if split else {}
+    misses = 0
     while len(rows) < n:
         m = int(rng.integers(min_ops, max_ops + 1))
-        ops, signs = rng.integers(1, max_operand + 1, m), rng.choice(["+", "-"], m - 1)
+        if split is None: ops, signs = rng.integers(1, max_operand + 1, m), rng.choice(["+", "-"], m - 1)
+        else:   # uniform over this side's problems of m operands: draw a position of the permutation, invert it
+            S, a, b, k = sides[m]
+            j = int(rng.integers(0, k)) if split == "heldout" else int(rng.integers(k, S))
+            ops, signs = _problem_of_rank((j - b) * pow(a, -1, S) % S, m, max_operand)
         prompt = str(ops[0]) + "".join(s + str(o) for s, o in zip(signs, ops[1:])) + ":"
-        if prompt in excluded: continue
+        if prompt in excluded:
+            misses += 1
+            if misses > 100_000: raise ValueError(f"`exclude` leaves (almost) no problem to draw: 100000 draws in a row were excluded")
+            continue
+        misses = 0
         totals = np.concatenate([[0], np.cumsum(ops * np.r_[1, np.where(signs == "+", 1, -1)])])[1:]
         steps = [f"{a}{s}{o}={b}" for a, s, o, b in zip(totals[:-1], signs, ops[1:], totals[1:])]
         rows.append((prompt, str(totals[-1]), ",".join(steps) + f"#{totals[-1]}", f"#{totals[-1]}", m))
     return pd.DataFrame(rows, columns=["prompt", "answer", "solution", "direct", "n_ops"])
+
+# %% ../nbs/41_task.ipynb #5a1d0e02
+def _problem_of_rank(r:int, m:int, max_operand:int): # (operands array, signs array) of rank `r` among m-operand problems
+    signs = []
+    for _ in range(m - 1): signs.append("-" if r % 2 else "+"); r //= 2
+    ops = []
+    for _ in range(m): ops.append(r % max_operand + 1); r //= max_operand
+    return np.array(ops[::-1]), np.array(signs[::-1])
+
+def _rank_of_prompt(prompt:str, max_operand:int) -> tuple[int, int]: # (m, rank) of a prompt such as '3-1+4:'
+    import re
+    body = prompt[:-1] if prompt.endswith(":") else prompt
+    ops, signs = [int(x) for x in re.split(r"[+-]", body)], re.findall(r"[+-]", body)
+    r = 0
+    for o in ops: r = r * max_operand + (o - 1)
+    for s in signs: r = r * 2 + (s == "-")
+    return len(ops), r
+
+def split_params(m:int, # operand count
+                 max_operand:int, # operands are 1..max_operand
+                 seed:int=0, # the split's seed
+                 frac:float=0.25, # held-out share
+                ) -> tuple[int, int, int, int]: # (S_m problems, a, b, k held out)
+    "The held-out split of the `m`-operand problems: position `(a*rank + b) % S` below `k` is held out."
+    import math
+    check_number(frac, "heldout_frac", 0, 1, low_open=True, high_open=True)
+    S = max_operand ** m * 2 ** (m - 1)
+    if S >= 2 ** 62: raise ValueError(f"the task has {S} problems of {m} operands, too many to split; lower `max_ops` or `max_operand`")
+    rng = np.random.default_rng([seed, m, max_operand])
+    a = int(rng.integers(1, S))
+    while math.gcd(a, S) != 1: a = int(rng.integers(1, S))
+    return S, a, int(rng.integers(0, S)), min(max(round(frac * S), 1), S - 1)
+
+def problem_split(prompt:str, # a task prompt, e.g. '3-1+4:'
+                  max_operand:int, # the task's largest operand
+                  seed:int=0, # the split's seed
+                  frac:float=0.25, # held-out share
+                 ) -> str: # 'heldout' or 'train'
+    "Which side of the held-out split a problem is on."
+    m, r = _rank_of_prompt(prompt, max_operand)
+    S, a, b, k = split_params(m, max_operand, seed, frac)
+    return "heldout" if (a * r + b) % S < k else "train"
+
+
+# %% ../nbs/41_task.ipynb #5a1d0e05
+def split_table(min_ops:int=2, max_ops:int=4, max_operand:int=4, seed:int=0, frac:float=0.25): # one row per operand count
+    "The held-out split per operand count: problems, held out, training, held-out share."
+    import pandas as pd
+    rows = []
+    for m in range(min_ops, max_ops + 1):
+        S, _, _, k = split_params(m, max_operand, seed, frac)
+        rows.append(dict(n_ops=m, problems=S, heldout=k, train=S - k, heldout_share=k / S))
+    return pd.DataFrame(rows)
+
 
 # %% ../nbs/41_task.ipynb #18339a9a
 LAB_ALPHABET = "0123456789+-=,:#"  # the characters the arithmetic task writes

@@ -494,10 +494,12 @@ def test_execute_nbs_from_outside_the_repository_writes_atomically(tmp_path, mon
     assert nb.read_text() == old and not list(tmp_path.glob(".ok.ipynb.*"))
 
 
-def test_ablate_on_a_task_too_small_fails_fast(tmp_path):
-    "--lab max_operand=1 --lab max_ops=2 used to loop forever drawing problems; now one line, exit 2, at once."
+def test_ablate_with_a_bad_heldout_share_fails_fast(tmp_path):
+    """--lab max_operand=1 --lab max_ops=2 used to loop forever drawing problems (the held-out draw took both problems);
+    the split now gives each side one. A held-out share outside (0, 1) is one line, exit 2, before any work."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     r = subprocess.run([sys.executable, "-c", "import sys; from ktae_lab.cli import main; sys.exit(main(sys.argv[1:]))", "ablate", "--algos", "grpo", "--seeds", "1", "-o", str(tmp_path / "ab"),
-                        "--lab", "max_operand=1", "--lab", "max_ops=2", "--lab", "min_ops=2", "--no-progress"],
+                        "--lab", "max_operand=1", "--lab", "max_ops=2", "--lab", "min_ops=2", "--lab", "heldout_frac=1.0", "--no-progress"],
                        capture_output=True, text=True, env=env, timeout=120)
-    assert r.returncode == 2 and "only 2 distinct problems" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert r.returncode == 2 and "heldout_frac" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (tmp_path / "ab").exists() or not any((tmp_path / "ab").rglob("*.pt"))

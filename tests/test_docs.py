@@ -197,3 +197,53 @@ def test_every_navigation_page_loads_in_chromium_without_external_requests(site,
     assert not external_requests, external_requests
     failed = [(p, c) for p, c in server.requests if not (isinstance(c, int) and c < 400) and not p.endswith((".map", "favicon.ico"))]
     assert not failed, failed
+
+
+class _Anchors(HTMLParser):
+    "Every id (and name) a page defines, and every link it holds."
+    def __init__(self):
+        super().__init__(); self.ids, self.hrefs = set(), []
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        self.ids.update(v for k, v in a.items() if k in ("id", "name") and v)
+        if tag == "a" and a.get("href"): self.hrefs.append(a["href"])
+
+
+def dead_links(site:Path) -> list[tuple[str, str]]:
+    "(page, href) of every link inside the site whose page is missing or whose #anchor is not defined on its page."
+    pages = {}
+    for p in site.rglob("*.html"):
+        if p.name == "404.html": continue        # MkDocs' 404 page links from the server root, wherever it is served
+        a = _Anchors(); a.feed(p.read_text(errors="replace")); pages[p.resolve()] = a
+    dead = []
+    for p, a in pages.items():
+        for h in a.hrefs:
+            u = urlparse(h)
+            if u.scheme or u.netloc or h.startswith("//"): continue
+            target = (p.parent / u.path).resolve() if u.path else p
+            if u.path and not target.exists(): dead.append((p.name, h)); continue
+            if u.fragment and target in pages and u.fragment not in pages[target].ids: dead.append((p.name, h))
+    return sorted(set(dead))
+
+
+def test_no_dead_links_or_anchors(site):
+    "Table-of-contents entries, doc links (backticked names) and in-page links all reach a page and an anchor on it."
+    assert not dead_links(site), dead_links(site)[:30]
+    index = (site / "index.html").read_text()
+    assert 'class="ktae-doc-link" href="api/ktae.html#token_table"' in index   # a backticked public name is a link
+
+
+def test_reading_map_lists_every_chapter_and_tutorial():
+    "The index's reading map names every chapter and tutorial, each tutorial right after the chapter the site places it after."
+    sys.path.insert(0, str(ROOT / "tools"))
+    from build_docs import TUTORIAL_AFTER
+    nb = json.loads((ROOT / "nbs" / "index.ipynb").read_text())
+    cell = next("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown" and "## The map" in "".join(c["source"]))
+    listed = re.findall(r"^\| \d+ \| (?:tutorial )?`([^`]+)`", cell, re.M)
+    chapters = sorted(p.stem for p in (ROOT / "nbs").glob("[0-9][0-9]_*.ipynb"))
+    tutorials = sorted("tutorials/" + p.stem for p in (ROOT / "nbs" / "tutorials").glob("*.ipynb") if not p.name.startswith(("_", ".")))
+    assert not set(chapters + tutorials) - set(listed), set(chapters + tutorials) - set(listed)
+    assert [c for c in listed if c in chapters] == chapters                 # chapters in reading order
+    for t in tutorials:
+        after = TUTORIAL_AFTER.get(t.split("/")[1])
+        if after in listed: assert listed.index(t) > listed.index(after), (t, after)

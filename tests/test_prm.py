@@ -111,6 +111,19 @@ def test_a_step_only_sees_its_prefix():
     assert a[0] == pytest.approx(b[0], abs=1e-6) and a[1] != pytest.approx(b[1], abs=1e-6)
 
 
+def test_an_empty_last_step_has_its_own_scoring_position():
+    "A response ending in the separator: its empty (wrong) last step is scored at the end marker, not at the step before."
+    e = encode_steps(TOK, ["4-2+2+1:"] * 2, ["4-4=0,0+2=2,", "4-4=0,0+2=2,2+1=3#3"])
+    b = e["boundaries"]
+    assert e["n_steps"] == [3, 3] and len(set(b[0].tolist())) == 3 and b[0, 2] > b[0, 1]
+    assert TOK.convert_ids_to_tokens(e["input_ids"][0, b[0]].tolist()) == [",", ",", TOK.eos_token]
+    # a PRM can now learn that the cut-off answer's last step is wrong and the finished one's right
+    p = _prm(steps=150, lr=1e-2, batch_size=2, d_model=32, n_heads=4)
+    train_prm(p, ["4-2+2+1:"] * 2, ["4-4=0,0+2=2,", "4-4=0,0+2=2,2+1=3#3"], [[1, 1, 0], [1, 1, 1]])
+    cut, done = score_steps(p, ["4-2+2+1:"] * 2, ["4-4=0,0+2=2,", "4-4=0,0+2=2,2+1=3#3"])
+    assert cut[2] < 0.5 < done[2] and abs(cut[2] - cut[1]) > 0.2
+
+
 def test_training_reduces_loss_and_separates_right_from_wrong():
     ps, rs, ys = _addition_set()
     p = _prm(steps=120, lr=3e-3, d_model=32, n_heads=4, n_layers=2, batch_size=64)

@@ -93,3 +93,25 @@ def test_problems_from_make_problems_agree():
     df = make_problems(100, seed=7)
     assert [reference_solution(p) for p in df.prompt] == list(df.solution)
     assert set("".join(df.solution)) <= set(LAB_ALPHABET)
+
+
+@settings(max_examples=25, deadline=None)
+@given(m=st.integers(2, 4), max_operand=st.integers(1, 5), seed=st.integers(0, 10**6), frac=st.floats(0.01, 0.99))
+def test_heldout_split_is_a_stratified_partition(m, max_operand, seed, frac):
+    "Every operand count: the split permutes all its problems, holds out k_m in [1, S-1] of them, ~frac of the total."
+    from ktae_lab.task import split_params, problem_split, _problem_of_rank
+    S, a, b, k = split_params(m, max_operand, seed, frac)
+    assert S == max_operand ** m * 2 ** (m - 1) and 1 <= k <= S - 1 and abs(k - frac * S) <= max(1, 0.5 + 1e-9)
+    sides = [problem_split(str(o[0]) + "".join(s + str(x) for s, x in zip(sg, o[1:])) + ":", max_operand, seed, frac)
+             for o, sg in (_problem_of_rank(r, m, max_operand) for r in range(min(S, 512)))]
+    if S <= 512: assert sides.count("heldout") == k
+
+
+def test_lab_split_keeps_every_operand_count_on_both_sides():
+    "The lab's default task: the training pool keeps three quarters of the 2-operand problems (it kept 1 of 32 before)."
+    from ktae_lab.lab import LabConfig, lab_data
+    train, held = lab_data(LabConfig(n_train=3000))
+    assert not set(train.prompt) & set(held.prompt)
+    for m in (2, 3, 4):
+        assert (held.n_ops == m).sum() > 50 and (train.n_ops == m).mean() > 0.28
+    assert train[train.n_ops == 2].prompt.nunique() == 24 and held[held.n_ops == 2].prompt.nunique() == 8
