@@ -15,8 +15,8 @@ from .lm import resolve_device, resolve_dtype
 # %% auto #0
 __all__ = ['COMMANDS', 'CommandError', 'ArgumentParser', 'error_line', 'command', 'add_ktae_options', 'ktae_overrides',
            'output_file', 'output_dir', 'positive_int', 'seeds_arg', 'text_arg', 'dtype_arg', 'device_arg',
-           'add_format_options', 'reader_options', 'is_run_folder', 'rollout_steps', 'score_main', 'report_main',
-           'sample_main', 'parse_lab_fields', 'ablate_main', 'prm_main', 'main']
+           'add_format_options', 'reader_options', 'rollout_steps', 'score_main', 'report_main', 'sample_main',
+           'parse_lab_fields', 'ablate_main', 'prm_main', 'main']
 
 # %% ../nbs/49_cli.ipynb #63ad0f70
 class CommandError(ValueError):
@@ -180,15 +180,10 @@ def reader_options(a, # parsed arguments with the options of `add_format_options
     if a.reward_key != "score": kw["reward_key"] = a.reward_key
     return kw
 
-def is_run_folder(path) -> bool:
-    "A folder of step files (not a `datasets` save_to_disk folder)."
-    path = Path(path)
-    return path.is_dir() and not (path/"dataset_info.json").is_file()
-
 def rollout_steps(a, # parsed arguments with `rollouts` and the options of `add_format_options`
                  ): # yields (step or None, rollout DataFrame)
     "Read the command's input: one file (step None), or each step of a run folder in order (streamed)."
-    from ktae_lab.formats import read_source, iter_run
+    from ktae_lab.formats import read_source, iter_run, is_run_folder
     path = Path(a.rollouts)
     if not path.exists(): raise CommandError(f"rollout file not found: {path}")
     kw = {}
@@ -268,6 +263,7 @@ def report_main(argv:list[str]|None=None) -> int:
     clash = set(overrides) & set(inspect.signature(report_html).parameters)
     preset, overrides = (resolve_config(a.preset, **overrides), {}) if clash else (a.preset, overrides)
     if a.step_groups < 0: p.error(f"argument --step-groups: must be >= 0, got {a.step_groups}")
+    from ktae_lab.formats import is_run_folder
     if is_run_folder(a.rollouts):
         from ktae_lab.report import write_run_report
         write_run_report(a.rollouts, out, preset, a.format, reader_options(a), top=min(a.top, 12), step_groups=a.step_groups,

@@ -92,17 +92,20 @@ def evaluate(model, # causal LM
              temperature:float=1.0, # sampling temperature of the sampled accuracy
              generator:torch.Generator|None=None, # seeded sampling (required when temperature > 0)
              greedy:bool=True, # also measure greedy accuracy
+             samples:int=1, # sampled answers per problem (the sampled metrics average over all of them)
             ) -> dict: # eval_acc, eval_greedy_acc, eval_len, eval_steps_share
-    "Held-out sampled (pass@1) and greedy accuracy, mean response length and share of answers that reason."
+    "Held-out sampled (pass@1, `samples` answers per problem) and greedy accuracy, mean length and share of answers that reason."
     _check_problems(problems)
+    check_number(samples, "samples", 1, integer=True)
     dev = next(model.parameters()).device
     ids, am = _encode(tokenizer, problems["prompt"], dev)
     answers = list(problems["answer"])
     res = {}
     for name, temp in [("eval", temperature)] + ([("eval_greedy", 0.0)] if greedy else []):
-        resp, rm, _ = generate(model, ids, am, max_new_tokens, tokenizer.eos_token_id, tokenizer.pad_token_id, temp,
-                               generator=generator if temp > 0 else None)
-        s = score_responses(tokenizer, resp, rm, answers)
+        k = samples if temp > 0 else 1                     # copies of a problem next to each other, one batch
+        resp, rm, _ = generate(model, ids.repeat_interleave(k, 0), am.repeat_interleave(k, 0), max_new_tokens,
+                               tokenizer.eos_token_id, tokenizer.pad_token_id, temp, generator=generator if temp > 0 else None)
+        s = score_responses(tokenizer, resp, rm, [a for a in answers for _ in range(k)])
         res[f"{name}_acc"] = s["reward"].mean().item()
         if name == "eval":
             res["eval_len"] = rm.sum(1).float().mean().item()
@@ -170,8 +173,9 @@ class LabConfig:
     # RL (grad_clip: max gradient norm of every algorithm)
     steps:int=80; prompts_per_step:int=16; group_size:int=8; lr:float=3e-4; lr_warmup_steps:int=10; mini_batches:int=2
     max_new_tokens:int=32; temperature:float=1.0; grad_clip:float=1.0
-    # evaluation (and checkpoints of an ablation with an output directory)
-    eval_every:int=10
+    # evaluation (and checkpoints of an ablation with an output directory): every `eval_every` steps, `eval_samples`
+    # sampled answers per held-out problem; final metrics average the last `final_evals` evaluations (steps 60-80)
+    eval_every:int=10; eval_samples:int=4; final_evals:int=3
     # DAPO: overlong buffer (L_cache) and penalty factor, generation rounds of dynamic sampling
     overlong_buffer:int=8; overlong_factor:float=1.0; max_gen_rounds:int=4
     # KTAE
@@ -187,7 +191,7 @@ class LabConfig:
 
     def validate(self) -> LabConfig:
         "Check the type and range of every field (and the KTAE overrides); return self."
-        for k in ("steps", "prompts_per_step", "mini_batches", "max_new_tokens", "eval_every", "n_heldout", "n_train",
+        for k in ("steps", "prompts_per_step", "mini_batches", "max_new_tokens", "eval_every", "eval_samples", "final_evals", "n_heldout", "n_train",
                   "d_model", "n_layers", "n_heads", "max_gen_rounds", "threads", "warm_batch", "max_operand"):
             _check_field(k, getattr(self, k), int, 1)
         for k in ("lr_warmup_steps", "warm_steps", "data_seed", "overlong_buffer"): _check_field(k, getattr(self, k), int, 0)
@@ -528,7 +532,8 @@ def _resume_state(ckpt, st, policy, opt, sched, rng, gen, steps): # (rows, first
 
 def _run_eval(policy, tokenizer, held, cfg, seed, step) -> dict:
     "A run's held-out evaluation at `step` (`evaluate`, its generator seeded by seed and step: shared by every algorithm)."
-    return evaluate(policy, tokenizer, held, cfg.max_new_tokens, cfg.temperature, torch.Generator(_device(cfg)).manual_seed(seed * 100_003 + step))
+    return evaluate(policy, tokenizer, held, cfg.max_new_tokens, cfg.temperature, torch.Generator(_device(cfg)).manual_seed(seed * 100_003 + step),
+                    samples=cfg.eval_samples)
 
 def train_run(algo:str, # algorithm name, e.g. "grpo+ktae"
               seed:int, # run seed
@@ -812,7 +817,7 @@ def _run_ablation(algos, seeds, cfg, out, workers, progress, prm_fn=None, prm_di
         buf = io.BytesIO(); fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
         import matplotlib.pyplot as plt; plt.close(fig)
         atomic_write(out / "curves.png", buf.getvalue())
-        summ, pairs = summarize(df), paired_differences(df)
+        summ, pairs = summarize(df, cfg.final_evals), paired_differences(df, final_evals=cfg.final_evals)
         atomic_write(out / "summary.csv", summ.to_csv())
         atomic_write(out / "paired.csv", pairs.to_csv(index=False))
         atomic_write(out / "summary.md", summary_markdown(summ) + ("\n" + paired_markdown(pairs) if len(pairs) else ""))
@@ -1272,7 +1277,9 @@ def train_many(algo:str, # algorithm name, e.g. "grpo+ktae"
 
 
 # %% ../nbs/42_lab.ipynb #4c6b33e1
-def _per_run(df): # pandas DataFrame indexed by (algo, seed)
+def _per_run(df, # tidy metrics
+             final_evals:int=3, # final held-out metrics: mean of the run's last `final_evals` evaluations after step 0
+            ): # pandas DataFrame indexed by (algo, seed)
     "One row per run: warm-start and final held-out accuracy, gain, greedy accuracy, length, entropy, signal, step time."
     import pandas as pd
     need = ["algo", "seed", "step", "eval_acc", "eval_greedy_acc", "eval_len", "entropy", "mixed_share", "mean_abs_k", "step_time"]
@@ -1282,11 +1289,15 @@ def _per_run(df): # pandas DataFrame indexed by (algo, seed)
     if not len(df): raise ValueError("`df` has no rows")
     if set(map(tuple, df[["algo", "seed"]].drop_duplicates().to_numpy())) != set(map(tuple, df.loc[df["step"] == 0, ["algo", "seed"]].to_numpy())):
         raise ValueError("`df` has a run without its step 0 row (the warm start's evaluation)")
+    check_number(final_evals, "final_evals", 1, integer=True)
     last = df.groupby(["algo", "seed"])["step"].transform("max")
-    ends = df[df["step"] == last].set_index(["algo", "seed"])
     start = df[df["step"] == 0].set_index(["algo", "seed"])
-    per_run = pd.DataFrame({"warm_acc": start["eval_acc"], "final_acc": ends["eval_acc"],
-                            "final_greedy_acc": ends["eval_greedy_acc"], "final_len": ends["eval_len"]})
+    ev = df[df["eval_acc"].notna()].sort_values("step")
+    ev = ev[(ev["step"] > 0) | (ev.groupby(["algo", "seed"])["step"].transform("max") == 0)]   # step 0 only for a run without RL
+    ends = ev[ev.groupby(["algo", "seed"]).cumcount(ascending=False) < final_evals].groupby(["algo", "seed"])
+    per_run = pd.DataFrame({"warm_acc": start["eval_acc"], "final_acc": ends["eval_acc"].mean(),
+                            "final_greedy_acc": ends["eval_greedy_acc"].mean(), "final_len": ends["eval_len"].mean(),
+                            "final_from": ends["step"].min(), "final_to": ends["step"].max()})
     per_run["gain"] = per_run["final_acc"] - per_run["warm_acc"]
     tr = df[df["step"] > 0].groupby(["algo", "seed"])
     tail = df[(df["step"] > 0) & (df["step"] > last - max(1, int(last.max() // 10)))].groupby(["algo", "seed"])
@@ -1297,10 +1308,11 @@ def _per_run(df): # pandas DataFrame indexed by (algo, seed)
     return per_run
 
 def summarize(df, # tidy metrics from `run_ablation` / `train_run`
+              final_evals:int=3, # final metrics: mean of each run's last `final_evals` evaluations (`LabConfig.final_evals`)
              ): # pandas DataFrame, one row per algorithm
     "One row per algorithm: warm-start and final held-out accuracy, gain across seeds, length, entropy, signal."
     import pandas as pd
-    per_run = _per_run(df)
+    per_run = _per_run(df, final_evals)
     g = per_run.groupby(level="algo")
     out = pd.DataFrame({"seeds": g.size(), "steps": df.groupby("algo")["step"].max()})
     for c in ["warm_acc", "final_acc", "gain"]:
@@ -1308,6 +1320,7 @@ def summarize(df, # tidy metrics from `run_ablation` / `train_run`
     out["gain_min"] = g["gain"].min()
     for c in ["final_greedy_acc", "final_len", "final_entropy", "mixed_share", "mean_abs_k", "step_time"]:
         out[c] = g[c].mean()
+    out["final_from"], out["final_to"] = g["final_from"].min(), g["final_to"].max()
     return out
 
 def summary_markdown(summ, # from `summarize`
@@ -1325,6 +1338,10 @@ def summary_markdown(summ, # from `summarize`
         lines.append(f"| {a} | {int(r.seeds)} | {pm(r.warm_acc_mean, r.warm_acc_std)} | {pm(r.final_acc_mean, r.final_acc_std)} | "
                      f"{pm(r.gain_mean, r.gain_std)} ({100 * r.gain_min:+.1f}) | {100 * r.final_greedy_acc:.1f} | {r.final_len:.1f} | "
                      f"{r.final_entropy:.3f} | {r.mixed_share:.2f} | {r.mean_abs_k:.3f} |")
+    if {"final_from", "final_to"} <= set(summ.columns):
+        a, b = int(summ["final_from"].min()), int(summ["final_to"].max())
+        lines.append(f"\nFinal and greedy accuracy and length: mean of each run's held-out evaluations at steps {a}-{b}" if a < b else
+                     f"\nFinal and greedy accuracy and length: the held-out evaluation at step {b}")
     return "\n".join(lines) + "\n"
 
 # %% ../nbs/42_lab.ipynb #6272057a
@@ -1345,10 +1362,11 @@ def sign_flip_p(d) -> float:
 def paired_differences(df, # tidy metrics from `run_ablation`
                        baseline:str|None=None, # compare every algorithm with this one; None: each `x+mod` with `x`
                        metrics=FINAL_METRICS, # per-run metrics of `summarize` to compare
+                       final_evals:int=3, # final metrics: mean of each run's last `final_evals` evaluations
                       ): # pandas DataFrame, one row per (algorithm, metric)
     "Per-seed differences of final metrics between each algorithm and its baseline, over the seeds both ran."
     import pandas as pd
-    per_run = _per_run(df)
+    per_run = _per_run(df, final_evals)
     metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
     bad = [m for m in metrics if m not in per_run.columns]
     if bad: raise ValueError(f"unknown metric(s) {bad}; valid: {list(per_run.columns)}")

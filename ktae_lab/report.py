@@ -164,7 +164,7 @@ def write_report(rollouts, # RolloutBatch, rollout DataFrame or JSONL path
 @dataclasses.dataclass
 class RunSummary:
     "What KTAE saw at each step of a run: one row per step, one row per (step, token)."
-    steps: "pandas.DataFrame" # step, rollouts, groups, contrast_share, correct_share, K_q05..K_q95, mean_abs_K
+    steps: "pandas.DataFrame" # step, rollouts, groups, contrast_share, correct_share, mean_abs_K, K_q05..K_q95, page
     tokens: "pandas.DataFrame" # step, token_id, token, groups, rewarded, punished, mean_K (contrast groups only)
     source: str # the run folder
 
@@ -195,29 +195,54 @@ def _step_rows(step, table, summary): # the step's row and its per-token rows
     tok.insert(0, "step", step)
     return row, tok[["step", "token_id", "token", "groups", "rewarded", "punished", "mean_K"]]
 
+def _summarize_step(job): # worker: (step, path, fmt, reader, cfg, pages dir or None, step_groups, title) -> (row, tokens, link)
+    from ktae_lab.formats import read_step
+    from ktae_lab.ktae import score_rollouts
+    from ktae_lab.data import atomic_write
+    step, path, fmt, reader, cfg, pages, step_groups, title = job
+    df = read_step(step, path, fmt, **reader)
+    row, tok = _step_rows(step, *score_rollouts(df, cfg))
+    link = None
+    if pages is not None and step_groups:
+        keep = list(dict.fromkeys(df.group_id))[:step_groups]          # only the shown groups are explained
+        page = Path(pages) / f"step_{step}.html"
+        atomic_write(page, report_html(df[df.group_id.isin(keep)].reset_index(drop=True), preset=cfg, plots=False,
+                                       progress=False, title=f"{title}: step {step}"))
+        link = f"{Path(pages).name}/{page.name}"
+    return row, tok, link
+
+def _worker_init(): torch.set_num_threads(1)   # one process per core: no thread pools inside them
+
 def summarize_run(folder, # a run folder of step files (see `formats.run_steps`)
                   preset:str="official", # KTAE preset
                   format:str="auto", # the step files' format (`formats.FORMATS`)
                   reader:dict|None=None, # options of the reader (tokenizer, num_generations, reward_key)
                   progress:bool=True, # tqdm bar over the steps
-                  on_step=None, # called as on_step(step, rollout DataFrame) while the step is in memory
+                  workers:int|None=None, # processes, one step each at a time (None: usable cores, at most 4)
+                  pages=None, # folder for one group-view page per step (None: no pages)
+                  step_groups:int=4, # groups on each step page
+                  title:str="Key tokens across a run", # heading of the step pages
                   **overrides, # KTAE config overrides
                  ) -> RunSummary:
-    "Score every step of a run folder, streamed, and keep per-step and per-token summaries."
+    "Score every step of a run folder, streamed over worker processes, and keep per-step and per-token summaries."
     import pandas as pd
-    from ktae_lab.formats import iter_run
-    from ktae_lab.ktae import score_rollouts
+    from ktae_lab.formats import run_steps
     cfg = resolve_config(preset, **overrides)
-    rows, toks = [], []
-    for step, df in iter_run(folder, format, progress=progress, **(reader or {})):
-        table, summary = score_rollouts(df, cfg)
-        r, t = _step_rows(step, table, summary)
-        rows.append(r); toks.append(t)
-        if on_step is not None: on_step(step, df)
-        del df, table
-    tokens = pd.concat(toks, ignore_index=True) if toks else pd.DataFrame()
+    if workers is None: workers = min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1: raise ValueError(f"`workers` must be an int >= 1, got {workers!r}")
+    if pages is not None: Path(pages).mkdir(parents=True, exist_ok=True)
+    jobs = [(s, p, f, reader or {}, cfg, None if pages is None else str(pages), step_groups, title) for s, p, f in run_steps(folder, format)]
+    bar = lambda it: tqdm(it, total=len(jobs), desc="steps", disable=not progress)
+    if workers == 1 or len(jobs) < 2 or "fork" not in mp.get_all_start_methods():
+        results = [_summarize_step(j) for j in bar(jobs)]
+    else:
+        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=mp.get_context("fork"), initializer=_worker_init) as pool:
+            results = list(bar(pool.map(_summarize_step, jobs)))
+    tokens = pd.concat([t for _, t, _ in results], ignore_index=True) if results else pd.DataFrame()
     tokens = tokens.astype({"step": int, "token_id": int, "groups": int, "rewarded": int, "punished": int, "mean_K": float})
-    return RunSummary(pd.DataFrame(rows), tokens, str(folder))
+    steps = pd.DataFrame([r for r, _, _ in results])
+    steps["page"] = [l or "" for _, _, l in results]
+    return RunSummary(steps, tokens, str(folder))
 
 
 # %% ../nbs/31_report.ipynb #7a2b0005
@@ -278,6 +303,7 @@ def write_run_report(folder, # a run folder of step files
                      step_groups:int=4, # groups shown on each step's page (0: no step pages)
                      title:str="Key tokens across a run", # page heading
                      progress:bool=True, # tqdm bars
+                     workers:int|None=None, # processes (see `summarize_run`)
                      **overrides, # KTAE config overrides
                     ) -> Path: # the run page
     "`ktae-lab report RUN_DIR`: one page for the whole run (contrast, K, top tokens across steps), linked step pages."
@@ -286,17 +312,9 @@ def write_run_report(folder, # a run folder of step files
     out = Path(out); pages = out.with_name(out.stem + "_steps")
     if not isinstance(step_groups, int) or isinstance(step_groups, bool) or step_groups < 0:
         raise ValueError(f"`step_groups` must be an int >= 0, got {step_groups!r}")
-    links = {}
-    def page(step, df):
-        if not step_groups: return
-        pages.mkdir(parents=True, exist_ok=True)
-        p = pages / f"step_{step}.html"
-        atomic_write(p, report_html(df, preset=preset, max_groups=step_groups, plots=False, progress=False,
-                                    title=f"{title}: step {step}", **overrides))
-        links[step] = f"{pages.name}/{p.name}"
-    rs = summarize_run(folder, preset, format, reader, progress, on_step=page, **overrides)
+    rs = summarize_run(folder, preset, format, reader, progress, workers, pages if step_groups else None, step_groups, title, **overrides)
     figs = "".join(_png(f) for f in run_figures(rs, top))
-    steps = rs.steps.assign(page=[f'<a href="{html.escape(links[s])}">step {s}</a>' if s in links else "" for s in rs.steps.step])
+    steps = rs.steps.assign(page=[f'<a href="{html.escape(l)}">step {s}</a>' if l else "" for s, l in zip(rs.steps.step, rs.steps.page)])
     shown = steps.drop(columns=["page"]).round(3).astype(str)
     head = "".join(f"<th>{html.escape(c)}</th>" for c in ["page"] + list(shown.columns))
     body = "".join("<tr><td>" + lk + "</td>" + "".join(f"<td>{html.escape(v)}</td>" for v in r) + "</tr>"

@@ -332,6 +332,10 @@ CASES = [
     ("summarize", lambda t: lab.summarize(GOOD_DF.iloc[:0]), "no rows"),
     ("summarize", lambda t: lab.summarize(GOOD_DF.drop(columns=["eval_acc"])), "`df`"),
     ("summarize", lambda t: lab.summarize(None), "`df`"),
+    ("summarize", lambda t: lab.summarize(GOOD_DF, final_evals=0), "`final_evals`"),
+    ("evaluate", lambda t: lab.evaluate(LPOL, LTOK, LHELD, generator=torch.Generator(), samples=0), "`samples`"),
+    ("LabConfig", lambda t: lab.LabConfig(eval_samples=0).validate(), "`eval_samples`"),
+    ("LabConfig", lambda t: lab.LabConfig(final_evals=1.5).validate(), "`final_evals`"),
     ("summarize", lambda t: lab.summarize([1, 2]), "`df`"),
     ("summarize", lambda t: lab.summarize(GOOD_DF[GOOD_DF.step > 0]), "step 0"),
     ("summary_markdown", lambda t: lab.summary_markdown(None), "`summ`"),
@@ -369,8 +373,9 @@ CASES = [
     ("plot_curves", lambda t: lab.plot_curves(None), "`df`"),
     ("plot_curves", lambda t: lab.plot_curves(GOOD_DF.iloc[:0]), "`df`"),
     # a task with too few distinct problems used to loop forever (every prompt held out): now it says how many exist
-    ("lab_data", lambda t: lab.lab_data(lab.LabConfig(max_operand=1, min_ops=2, max_ops=2)), "only 2 distinct problems"),
-    ("lab_data", lambda t: lab.lab_data(lab.LabConfig(max_operand=2, min_ops=2, max_ops=2, n_heldout=400)), "only 8 distinct problems"),
+    # the split holds out a share of every operand count (at least one problem each side), so a tiny task still splits:
+    ("lab_data", lambda t: lab.lab_data(lab.LabConfig(max_operand=1, min_ops=2, max_ops=2, heldout_frac=0.0)), "`heldout_frac`"),
+    ("lab_data", lambda t: lab.lab_data(lab.LabConfig(max_operand=2, min_ops=2, max_ops=2, heldout_frac=1.0)), "`heldout_frac`"),
     ("make_problems", lambda t: lab.make_problems(3, max_operand=1, min_ops=2, max_ops=2, exclude={"1+1:", "1-1:"}), "only 2 distinct problems"),
 ]
 

@@ -321,6 +321,7 @@ def test_ablation_trains_one_prm_per_seed_on_its_warm_start(tmp_path, workers):
     pairs = pd.read_csv(tmp_path / "paired.csv")
     assert set(pairs["algo"]) == {"grpo+prm"} and set(pairs["baseline"]) == {"grpo"} and (pairs["seeds"] == 2).all()
     assert "## Paired differences across seeds" in (tmp_path / "summary.md").read_text()
+    if workers > 1: return   # the resume below is the same code path with 1 or 2 workers (`lab_prm` finds its checkpoint)
     # a resumed ablation with one more algorithm trains no PRM again
     stamps = [f.stat().st_mtime_ns for f in cks]
     run_ablation(["grpo", "grpo+prm", "grpo+truth"], 2, LabConfig(**TINY_LAB), tmp_path, workers=workers, progress=False, prm=make)
@@ -377,8 +378,16 @@ def test_cli_ablate_trains_the_prm_of_each_seed(run_cli, tmp_path):
     assert set(pairs["algo"]) == {"grpo+prm"} and len(pairs) == 4
 
 
-def test_cli_prm_quick_end_to_end(run_cli, tmp_path):
-    "`ktae-lab prm --quick`, the CI-sized run, exactly as README gives it: every promised file and eval.csv row."
+SMALL_QUICK = dict(warm_steps=150, n_train_problems=12, n_eval_problems=6, draws=4, prm_steps=20)
+
+
+def test_cli_prm_quick_end_to_end(run_cli, tmp_path, monkeypatch):
+    """`ktae-lab prm --quick` as README gives it (every promised file and eval.csv row), end to end from the warm start, on a
+    smaller quick configuration: the same annotators, soft labels and N; a 150-step warm start (as the pipeline tests) and
+    fewer problems, draws and PRM steps (17 s of CPU, not 59)."""
+    from dataclasses import replace
+    quick = PRMLabConfig.quick
+    monkeypatch.setattr(PRMLabConfig, "quick", classmethod(lambda cls: replace(quick(), **SMALL_QUICK)))
     out = tmp_path / "prm"
     rc, text, err = run_cli(["prm", "-o", out, "--quick", "--no-progress", "--device", "cpu"])
     assert rc == 0, err
