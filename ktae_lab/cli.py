@@ -111,7 +111,16 @@ def positive_int(text:str) -> int:
     return v
 
 def seeds_arg(text:str) -> int|list[int]:
-    "argparse type for `--seeds`: a count N (seeds 0..N-1) or a comma list of distinct non-negative seeds."
+    "argparse type for `--seeds`: a count N (seeds 0..N-1), a range A-B (A..B inclusive) or a comma list of distinct non-negative seeds."
+    import re
+    rng = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", text)
+    if rng:
+        a, b = int(rng.group(1)), int(rng.group(2))
+        if a > b: raise argparse.ArgumentTypeError(f"the seed range {text!r} is empty: write A-B with A <= B, e.g. 0-15")
+        if b - a + 1 > 10_000: raise argparse.ArgumentTypeError(f"a seed range must hold <= 10000 seeds, got {text[:80]!r}")
+        text = ",".join(map(str, range(a, b + 1)))
+    elif "-" in text.strip().lstrip("-") and "," not in text:
+        raise argparse.ArgumentTypeError(f"expected a count, a range A-B of non-negative seeds or a comma list, got {text[:80]!r}")
     parts = [t.strip() for t in text.split(",")]
     try: vals = [int(t) for t in parts]
     except ValueError: raise argparse.ArgumentTypeError(f"expected a count or a comma list of integers, got {text!r}") from None
@@ -352,7 +361,7 @@ def ablate_main(argv:list[str]|None=None) -> int:
     p = ArgumentParser(prog="ktae-lab ablate", description="Train GRPO/DAPO and their KTAE variants on the toy task "
                        "over seeds; write metrics.csv, curves.png and a summary into the --out folder.")
     p.add_argument("--algos", default="grpo,grpo+ktae,dapo,dapo+ktae", help=f"comma-separated algorithms; valid: {', '.join(valid_algorithms())}")
-    p.add_argument("--seeds", type=seeds_arg, default=3, help="number of seeds (0..n-1) or a comma list of distinct seeds")
+    p.add_argument("--seeds", type=seeds_arg, default=3, help="number of seeds (0..n-1), a range A-B or a comma list of distinct seeds")
     p.add_argument("-o", "--out", required=True, metavar="DIR", help="output folder (refuses one holding another configuration's runs)")
     add_ktae_options(p)
     p.add_argument("--steps", type=positive_int, default=d.steps, help=f"RL steps per run (default {d.steps})")
@@ -365,6 +374,8 @@ def ablate_main(argv:list[str]|None=None) -> int:
                    "each seed's PRM on its warm-start policy (default epic_adaptive)")
     p.add_argument("--workers", type=positive_int, default=min(2, os.cpu_count() or 1),
                    help="parallel processes, one torch thread each (seeds are split between them)")
+    p.add_argument("--seed-batch", type=positive_int, default=None, metavar="N",
+                   help="seeds trained as one batched computation (default: each algorithm's seeds split evenly over the workers; 1: each seed alone)")
     p.add_argument("--threads", type=positive_int, default=1, help="torch threads per process")
     p.add_argument("--device", type=device_arg, default=None, help="cpu, cuda, cuda:N or mps (default: cuda when available)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
@@ -376,7 +387,10 @@ def ablate_main(argv:list[str]|None=None) -> int:
     overrides = ktae_overrides(a)
     kw = dict(steps=a.steps, warm_steps=a.warm_steps, eval_every=a.eval_every, group_size=a.group_size, lr=a.lr,
               ktae_preset=a.preset, ktae=overrides or None, threads=a.threads, device=a.device, progress=not a.no_progress)
-    cfg = LabConfig(**{**kw, **parse_lab_fields(a.lab, LabConfig)}).validate()   # --lab wins over the named options
+    from ktae_lab.lab import lab_variant
+    lab = parse_lab_fields(a.lab, LabConfig)
+    variant = lab_variant(lab["task"]) if "task" in lab else {}          # --lab task=NAME: the fields the variant needs
+    cfg = LabConfig(**{**kw, **variant, **lab}).validate()   # --lab wins over the named options and the variant
     out = output_dir(a.out)
     import torch
     torch.set_num_threads(cfg.threads)
@@ -391,7 +405,7 @@ def ablate_main(argv:list[str]|None=None) -> int:
         print(f"+prm: each seed's PRM is trained on {a.prm_method} labels of its warm-start policy's solutions "
               f"({out / 'checkpoints'}/prm-seedN/; --lab prm_path=FILE uses one fixed checkpoint instead)", file=sys.stderr)
     t0 = time.perf_counter()
-    df = run_ablation(algos, a.seeds, cfg, out, workers=a.workers, progress=cfg.progress, prm=prm)   # holds the lock while it writes
+    df = run_ablation(algos, a.seeds, cfg, out, workers=a.workers, progress=cfg.progress, prm=prm, seed_batch=a.seed_batch)   # holds the lock while it writes
     print((out / "summary.md").read_text())
     print(f"wrote {out / METRICS_FILE} ({len(df)} rows), {out / 'curves.png'}, {out / 'summary.csv'}, {out / 'paired.csv'}, "
           f"{out / 'summary.md'} in {time.perf_counter() - t0:.0f} s")

@@ -391,6 +391,26 @@ def test_second_ablation_into_the_same_directory_is_refused(tmp_path, parity_rew
     with pytest.raises(ValueError, match="is a file"): run_ablation(["grpo"], 1, LabConfig(**TINY), f, progress=False)
 
 
+# ---------------------------------------------------------------- batched seeds (issue 20)
+def _warm_state(seed):
+    return {"state": lab._new_policy(TOK, LabConfig(**TINY, d_model=32, n_heads=2), seed).state_dict()}
+
+
+def test_batched_resume_per_seed_and_after_a_kill_between_two_seeds_files(tmp_path):
+    "Per-seed checkpoints of a batch resume to the uninterrupted result, also when a kill left the seeds at two steps."
+    warms = [_warm_state(0), _warm_state(1)]
+    cfg6 = LabConfig(**{**TINY, "steps": 6, "eval_every": 2, "n_heldout": 8, "max_new_tokens": 8}, d_model=32, n_heads=2)
+    full6 = lab.train_many("grpo", [0, 1], cfg6, warms).drop(columns="step_time")
+    # a run of 6 steps that leaves checkpoints at steps 2 and 4 (train_many keeps them; run_ablation deletes finished ones)
+    lab.train_many("grpo", [0, 1], cfg6, warms, checkpoints=tmp_path)
+    st = torch.load(tmp_path / "grpo-seed1.pt", weights_only=True)
+    assert st["step"] == 4 and st["prev"]["step"] == 2 and st["identity"]["batch"] == [0, 1]
+    torch.save(st["prev"], tmp_path / "grpo-seed1.pt")                 # killed after seed 0's step-4 file, before seed 1's
+    again = lab.train_many("grpo", [0, 1], cfg6, warms, checkpoints=tmp_path).drop(columns="step_time")
+    pd.testing.assert_frame_equal(again, full6)                          # both resumed from step 2: the same result
+    assert len(full6) == 2 * 7 and set(full6["seed"]) == {0, 1}
+
+
 # ---------------------------------------------------------------- evaluation noise: samples per problem, last evaluations averaged
 @settings(max_examples=8, deadline=None)
 @given(st.integers(1, 4), st.integers(0, 1000))
