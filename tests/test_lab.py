@@ -463,10 +463,12 @@ def test_train_run_evaluates_with_eval_samples(monkeypatch):
     assert LabConfig().eval_samples > 1 and LabConfig().final_evals > 1            # the defaults average
 
 
-def test_interrupted_ablation_leaves_no_lock_file(tmp_path, monkeypatch):
+@pytest.mark.parametrize("seed_batch", [1, None])
+def test_interrupted_ablation_leaves_no_lock_file(tmp_path, monkeypatch, seed_batch):
     "A notebook cell interrupted mid-ablation (KeyboardInterrupt) releases the output lock: nothing is left beside metrics.csv."
     _fake_warm(monkeypatch)
     def interrupted(*a, **k): raise KeyboardInterrupt
-    monkeypatch.setattr(lab, "train_run", interrupted)
-    with pytest.raises(KeyboardInterrupt): run_ablation(["grpo"], 1, LabConfig(**TINY), tmp_path, progress=False)
+    monkeypatch.setattr(lab, "train_run", interrupted)     # the one-seed path
+    monkeypatch.setattr(lab, "warm_starts", interrupted)   # the batched path (its first call under the lock)
+    with pytest.raises(KeyboardInterrupt): run_ablation(["grpo"], 1, LabConfig(**TINY), tmp_path, progress=False, seed_batch=seed_batch)
     assert not list(tmp_path.glob("*.lock"))
