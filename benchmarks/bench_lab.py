@@ -3,7 +3,11 @@
     python -m benchmarks.bench_lab                 # all three (the ablation takes minutes; run from the repository root)
     python -m benchmarks.bench_lab --no-ablation   # step and sampler timings only
     python -m benchmarks.bench_lab --small         # a 5-algorithm x 8-step ablation: its summary and a checksum of its metrics
+    python -m benchmarks.bench_lab --seeds-batched # 16 GRPO seeds batched vs 4 seeds one by one, side by side (minutes)
+    python -m benchmarks.bench_lab --per-worker --warm-steps 50 --rl-steps 6   # one worker's share of it, CPU time
 Targets (issue 7): one step <= 0.5 s, the default ablation (4 algorithms x 3 seeds) <= 15 min on a 2-core CPU.
+Target (issue 20): 16 seeds of GRPO at the default config, batched (`seed_batch=None`: 8 per worker), in at most 2x the
+wall time of 4 seeds run one by one (`seed_batch=1`), both on 2 worker processes of one torch thread.
 """
 import argparse, os, statistics, tempfile, time
 import numpy as np
@@ -69,6 +73,46 @@ def small(lab):
     print("metrics sha256 (without step_time):", hashlib.sha256(csv.encode()).hexdigest())
 
 
+def seeds_batched(lab, workers, base_seeds=4, many=16, algo="grpo"):
+    "Wall and CPU time of `many` seeds batched against `base_seeds` seeds one by one, in one run (the same machine load)."
+    import resource
+    cfg = lab.LabConfig(threads=1, progress=False)
+    cpu = lambda: sum(getattr(resource.getrusage(w), f) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN) for f in ("ru_utime", "ru_stime"))
+    res = {}
+    for name, n, sb in [(f"{base_seeds} seeds one by one", base_seeds, 1), (f"{many} seeds batched", many, None)]:
+        with tempfile.TemporaryDirectory() as d:
+            t, c = time.perf_counter(), cpu()
+            df = lab.run_ablation((algo,), n, cfg, d, workers=workers, progress=False, seed_batch=sb)
+            wall, cput = time.perf_counter() - t, cpu() - c
+        acc = lab.summarize(df).loc[algo]
+        res[name] = (n, wall, cput)
+        print(f"{name:24s}: wall {wall:6.0f} s, CPU {cput:6.0f} s, {n / (cput / 60):.2f} seeds per CPU-minute; held-out acc "
+              f"{100 * acc.warm_acc_mean:.1f} -> {100 * acc.final_acc_mean:.1f} ± {100 * acc.final_acc_std:.1f}; {load()}", flush=True)
+    (n0, w0, _), (n1, w1, _) = res.values()
+    print(f"wall ratio {many} batched / {base_seeds} one by one: {w1 / w0:.2f}x (target <= 2x); per seed {w1 / n1 / (w0 / n0):.2f}x the time")
+
+
+def per_worker(lab, one=2, many=8, algo="grpo", warm_steps=None, steps=None):
+    """One worker's load, in one process and one thread: `one` seeds one by one (`prepare_warm_start` + `train_run`) against `many`
+    seeds batched (`warm_starts` + `train_many`). With 2 workers, 4 seeds today are 2 per worker and 16 batched seeds are 8 per
+    worker, so the CPU-time ratio of the two is the wall ratio on 2 idle cores; CPU time also holds on a loaded machine."""
+    kw = {k: v for k, v in dict(warm_steps=warm_steps, steps=steps).items() if v is not None}
+    cfg = lab.LabConfig(threads=1, progress=False, **kw)
+    if steps is not None: cfg.eval_every = max(1, steps // 2)
+    res = {}
+    for name, n in [(f"{one} seeds one by one", one), (f"{many} seeds batched", many)]:
+        t, c = time.perf_counter(), time.process_time()
+        if n == one: df = __import__("pandas").concat([lab.train_run(algo, s, cfg, lab.prepare_warm_start(s, cfg)) for s in range(n)])
+        else: df = lab.train_many(algo, list(range(n)), cfg, lab.warm_starts(list(range(n)), cfg))
+        wall, cput = time.perf_counter() - t, time.process_time() - c
+        res[name] = (n, wall, cput)
+        print(f"{name:22s}: CPU {cput:7.1f} s ({n / (cput / 60):.2f} seeds per CPU-minute), wall {wall:7.1f} s; {load()}", flush=True)
+    (n0, _, c0), (n1, _, c1) = res.values()
+    print(f"config: warm_steps={cfg.warm_steps}, steps={cfg.steps}, eval_every={cfg.eval_every}, other fields default")
+    print(f"CPU ratio {many} batched / {one} one by one = predicted wall ratio of {2 * many} batched / {2 * one} one by one on 2 idle "
+          f"cores: {c1 / c0:.2f}x (target <= 2x); per seed {c1 / n1 / (c0 / n0):.2f}x the CPU time")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the machine is shared)")
@@ -76,10 +120,16 @@ def main():
     p.add_argument("--no-ablation", action="store_true", help="skip the default ablation")
     p.add_argument("--workers", type=int, default=1, help="processes for the ablation")
     p.add_argument("--small", action="store_true", help="only the small fixed ablation (figures to compare across versions)")
+    p.add_argument("--seeds-batched", action="store_true", help="only the batched-seeds comparison (16 batched vs 4 one by one, --workers 2)")
+    p.add_argument("--per-worker", action="store_true", help="the same comparison as one worker's load in one process (CPU time: 8 batched vs 2 one by one)")
+    p.add_argument("--warm-steps", type=int, default=None, help="--per-worker: warm-start steps (default: the config's)")
+    p.add_argument("--rl-steps", type=int, default=None, help="--per-worker: RL steps (default: the config's)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     from ktae_lab import lab
     if a.small: return small(lab)
+    if a.seeds_batched: return seeds_batched(lab, max(a.workers, 2))
+    if a.per_worker: return per_worker(lab, warm_steps=a.warm_steps, steps=a.rl_steps)
     cfg = lab.LabConfig(threads=a.threads, progress=False)
     print(f"torch {torch.__version__}, {a.threads} thread(s), device {lab._device(cfg)}; {load()}")
     t = time.perf_counter(); warm = lab.prepare_warm_start(0, cfg)

@@ -271,7 +271,7 @@ def epic_baseline(question:str, # the problem
 # %% ../nbs/21_epicprm.ipynb #ec6416f1
 METHODS = ("epic_adaptive", "epic_binary", "epic_sequential", "math_shepherd", "omega_binary")
 EPIC_ALPHA = 0.5  # EpicPRM: prefix is erroneous iff V(prefix) < 0.5 * V(question)
-# EpicPRM's difficulty D = round(5 * sum_j MC_j(question)) with K = 2: D < 2 <=> mean V0 < 0.15 (probe early),
+# EpicPRM's difficulty D = round(5 * sum_j MC_j(question)) with J = 2 completers: D < 2 <=> mean V0 < 0.15 (probe early),
 # D >= 5 <=> mean V0 >= 0.45 (probe late). Expressed on the mean so it does not depend on K.
 EPIC_HARD_BELOW, EPIC_EASY_FROM = 0.15, 0.45
 MS_N = 8  # Math-Shepherd: completions per step (arXiv 2312.08935); also used for OmegaPRM's search

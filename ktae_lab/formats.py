@@ -11,7 +11,8 @@ from .data import ROLLOUT_FIELDS, validate_rollout, read_rollouts
 
 # %% auto #0
 __all__ = ['VERL_KEYS', 'TRL_KEYS', 'FORMATS', 'load_tokenizer', 'encode_texts', 'json_lines', 'read_verl_dump',
-           'read_trl_completions', 'read_table', 'detect_format', 'read_source', 'run_steps', 'iter_run']
+           'read_trl_completions', 'read_table', 'detect_format', 'read_source', 'is_run_folder', 'run_steps',
+           'read_step', 'iter_run']
 
 # %% ../nbs/03_formats.ipynb #0511d41b
 def load_tokenizer(tokenizer, # a tokenizer object, or a local directory holding one
@@ -241,6 +242,11 @@ def read_source(path, # a rollout file of any supported format (a folder: the wh
     return {"verl": read_verl_dump, "trl": read_trl_completions, "table": read_table}[fmt](path, **kw)
 
 # %% ../nbs/03_formats.ipynb #cc91eb8d
+def is_run_folder(path) -> bool:
+    "A folder of step files (not a `datasets` save_to_disk folder, which `read_table` reads as one table)."
+    path = Path(path)
+    return path.is_dir() and not (path/"dataset_info.json").is_file()
+
 def run_steps(folder, # a run folder
               format:str="auto", # one of FORMATS
              ) -> list: # [(step, path, format)] in step order
@@ -261,6 +267,20 @@ def run_steps(folder, # a run folder
         raise ValueError(f"{folder}: mixed step files of two runs? formats {', '.join(f'{k} ({v})' for k, v in sorted(ex.items()))}")
     return sorted(out, key=lambda x: x[0])
 
+def read_step(step:int, # the step the file is named by
+              path, # the step file
+              format:str, # its format (one of FORMATS, not 'auto')
+              **kw, # passed to the reader
+             ): # rollout DataFrame
+    "One step file of a run, checked against its name; rows carry `meta.step` (ktae files: step-scoped group ids)."
+    df = read_source(path, format, **kw)
+    inner = {m.get("step") for m in df.meta if isinstance(m, dict)} - {None}
+    if inner and inner != {step}: raise ValueError(f"{path}: the file is named step {step} but its records say step {sorted(inner)[0]}; mixed step files of two runs?")
+    df["meta"] = [dict(m, step=step) for m in df.meta]
+    if format == "ktae": df["group_id"] = [f"s{step}:{g}" for g in df.group_id]
+    df.attrs.update(path=str(path), step=step)
+    return df
+
 def iter_run(folder, # a run folder of step files
              format:str="auto", # one of FORMATS
              progress:bool=False, # show a tqdm bar over the steps
@@ -268,12 +288,6 @@ def iter_run(folder, # a run folder of step files
             ): # yields (step, DataFrame)
     "Read a run folder one step at a time; each frame's `meta.step` is its step."
     from tqdm.auto import tqdm
-    steps = run_steps(folder, format)
-    for s, p, fmt in tqdm(steps, desc="steps", disable=not progress):
-        df = read_source(p, fmt, **kw)
-        inner = {m.get("step") for m in df.meta if isinstance(m, dict)} - {None}
-        if inner and inner != {s}: raise ValueError(f"{p}: the file is named step {s} but its records say step {sorted(inner)[0]}; mixed step files of two runs?")
-        df["meta"] = [dict(m, step=s) for m in df.meta]
-        if fmt == "ktae": df["group_id"] = [f"s{s}:{g}" for g in df.group_id]
-        df.attrs.update(path=str(p), step=s)
-        yield s, df
+    for s, p, fmt in tqdm(run_steps(folder, format), desc="steps", disable=not progress):
+        yield s, read_step(s, p, fmt, **kw)
+

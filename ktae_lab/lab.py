@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from .core import check_float_tensor, check_mask, check_tensor, check_shape, check_number, check_token_batch, check_seeds
-from .task import make_problems, LAB_ALPHABET, lab_tokenizer, score_responses, first_wrong_step, solution_steps, token_steps
+from .task import make_problems, check_variant, variant_problems, LAB_ALPHABET, lab_tokenizer, score_responses, first_wrong_step, solution_steps, token_steps
 from .advantages import outcome_advantages, token_advantages
 from .ktae import ktae_advantages, key_token_values, resolve_config, parse_overrides
 from .losses import actor_loss, agg_loss, kl_penalty
@@ -20,11 +20,12 @@ from .data import atomic_write, output_lock, load_torch, load_state, UnsafeCheck
 from .prm import load_prm, score_steps
 
 # %% auto #0
-__all__ = ['ALGORITHMS', 'KTAE_SUFFIX', 'PROCESS_SUFFIXES', 'RUNTIME_FIELDS', 'LAB_TASK', 'METRICS_FILE', 'CONFIG_FILE',
-           'CHECKPOINT_DIR', 'FINAL_METRICS', 'METRIC_LABELS', 'warm_start', 'evaluate', 'valid_algorithms',
-           'algorithm_spec', 'LabConfig', 'generate_groups', 'cfg_threshold', 'process_advantages', 'step_rewards',
-           'rl_step', 'lab_data', 'WarmStartTooWeak', 'prepare_warm_start', 'train_run', 'run_ablation', 'summarize',
-           'summary_markdown', 'sign_flip_p', 'paired_differences', 'paired_markdown', 'plot_curves']
+__all__ = ['ALGORITHMS', 'KTAE_SUFFIX', 'PROCESS_SUFFIXES', 'RUNTIME_FIELDS', 'LAB_VARIANTS', 'LAB_TASK', 'METRICS_FILE',
+           'CONFIG_FILE', 'CHECKPOINT_DIR', 'FINAL_METRICS', 'METRIC_LABELS', 'warm_start', 'evaluate',
+           'valid_algorithms', 'algorithm_spec', 'LabConfig', 'lab_variant', 'generate_groups', 'cfg_threshold',
+           'process_advantages', 'step_rewards', 'rl_step', 'lab_data', 'WarmStartTooWeak', 'prepare_warm_start',
+           'train_run', 'run_ablation', 'SeedEnsemble', 'SeedAdamW', 'check_seed_batch', 'warm_starts', 'train_many',
+           'summarize', 'summary_markdown', 'sign_flip_p', 'paired_differences', 'paired_markdown', 'plot_curves']
 
 # %% ../nbs/42_lab.ipynb #a4a7405d
 def _encode(tokenizer, prompts, device=None):
@@ -91,17 +92,20 @@ def evaluate(model, # causal LM
              temperature:float=1.0, # sampling temperature of the sampled accuracy
              generator:torch.Generator|None=None, # seeded sampling (required when temperature > 0)
              greedy:bool=True, # also measure greedy accuracy
+             samples:int=1, # sampled answers per problem (the sampled metrics average over all of them)
             ) -> dict: # eval_acc, eval_greedy_acc, eval_len, eval_steps_share
-    "Held-out sampled (pass@1) and greedy accuracy, mean response length and share of answers that reason."
+    "Held-out sampled (pass@1, `samples` answers per problem) and greedy accuracy, mean length and share of answers that reason."
     _check_problems(problems)
+    check_number(samples, "samples", 1, integer=True)
     dev = next(model.parameters()).device
     ids, am = _encode(tokenizer, problems["prompt"], dev)
     answers = list(problems["answer"])
     res = {}
     for name, temp in [("eval", temperature)] + ([("eval_greedy", 0.0)] if greedy else []):
-        resp, rm, _ = generate(model, ids, am, max_new_tokens, tokenizer.eos_token_id, tokenizer.pad_token_id, temp,
-                               generator=generator if temp > 0 else None)
-        s = score_responses(tokenizer, resp, rm, answers)
+        k = samples if temp > 0 else 1                     # copies of a problem next to each other, one batch
+        resp, rm, _ = generate(model, ids.repeat_interleave(k, 0), am.repeat_interleave(k, 0), max_new_tokens,
+                               tokenizer.eos_token_id, tokenizer.pad_token_id, temp, generator=generator if temp > 0 else None)
+        s = score_responses(tokenizer, resp, rm, [a for a in answers for _ in range(k)])
         res[f"{name}_acc"] = s["reward"].mean().item()
         if name == "eval":
             res["eval_len"] = rm.sum(1).float().mean().item()
@@ -161,6 +165,7 @@ class LabConfig:
     # every operand count's problems, `ktae_lab.task.problem_split` with seed data_seed)
     min_ops:int=2; max_ops:int=4; max_operand:int=4; n_train:int=20000; n_heldout:int=256; data_seed:int=1234
     heldout_frac:float=0.25
+    task:str="default"   # a task variant (ktae_lab.task.TASK_VARIANTS); `lab_variant(name)` gives the fields it needs
     # policy
     d_model:int=64; n_layers:int=2; n_heads:int=4
     # supervised warm start
@@ -168,8 +173,9 @@ class LabConfig:
     # RL (grad_clip: max gradient norm of every algorithm)
     steps:int=80; prompts_per_step:int=16; group_size:int=8; lr:float=3e-4; lr_warmup_steps:int=10; mini_batches:int=2
     max_new_tokens:int=32; temperature:float=1.0; grad_clip:float=1.0
-    # evaluation (and checkpoints of an ablation with an output directory)
-    eval_every:int=10
+    # evaluation (and checkpoints of an ablation with an output directory): every `eval_every` steps, `eval_samples`
+    # sampled answers per held-out problem; final metrics average the last `final_evals` evaluations (steps 60-80)
+    eval_every:int=10; eval_samples:int=4; final_evals:int=3
     # DAPO: overlong buffer (L_cache) and penalty factor, generation rounds of dynamic sampling
     overlong_buffer:int=8; overlong_factor:float=1.0; max_gen_rounds:int=4
     # KTAE
@@ -185,7 +191,7 @@ class LabConfig:
 
     def validate(self) -> LabConfig:
         "Check the type and range of every field (and the KTAE overrides); return self."
-        for k in ("steps", "prompts_per_step", "mini_batches", "max_new_tokens", "eval_every", "n_heldout", "n_train",
+        for k in ("steps", "prompts_per_step", "mini_batches", "max_new_tokens", "eval_every", "eval_samples", "final_evals", "n_heldout", "n_train",
                   "d_model", "n_layers", "n_heads", "max_gen_rounds", "threads", "warm_batch", "max_operand"):
             _check_field(k, getattr(self, k), int, 1)
         for k in ("lr_warmup_steps", "warm_steps", "data_seed", "overlong_buffer"): _check_field(k, getattr(self, k), int, 0)
@@ -203,6 +209,7 @@ class LabConfig:
         _check_field("heldout_frac", self.heldout_frac, float, 0, 1, lo_open=True, hi_open=True)
         if not isinstance(self.progress, bool): raise ValueError(f"`progress` must be True or False, got {self.progress!r}")
         if self.device is not None: resolve_device(self.device)   # a clear error for 'gpu', or cuda on a CPU machine
+        check_variant(self.task)
         if not isinstance(self.ktae_preset, str): raise ValueError(f"`ktae_preset` must be a preset name, got {self.ktae_preset!r}")
         if self.ktae is not None and not isinstance(self.ktae, dict):
             raise ValueError(f"`ktae` must be a dict of KTAE overrides or None, got {type(self.ktae).__name__}")
@@ -211,6 +218,15 @@ class LabConfig:
         if self.prm_path is not None and (not isinstance(self.prm_path, str) or not Path(self.prm_path).is_file()):
             raise ValueError(f"`prm_path` must be the file of a PRM checkpoint (ktae-lab prm writes DIR/seed0/prm/<labels>.pt), got {self.prm_path!r}")
         return self
+
+LAB_VARIANTS = {  # task variant -> the LabConfig fields it needs (the longest reference solution + EOS fits max_new_tokens)
+    "default": {}, "long": dict(min_ops=4, max_ops=8, max_new_tokens=72), "carry": dict(max_operand=9, max_new_tokens=36),
+    "distractor": dict(max_new_tokens=52)}
+
+def lab_variant(name:str, # a key of ktae_lab.task.TASK_VARIANTS
+               ) -> dict: # LabConfig fields: `task` and what the variant needs
+    "The LabConfig fields of a task variant: `LabConfig(**lab_variant('long'), steps=...)`."
+    return dict(LAB_VARIANTS[check_variant(name)], task=name)
 
 def _check_cfg(cfg) -> LabConfig:
     "A validated LabConfig (a clear TypeError for anything else)."
@@ -321,30 +337,62 @@ def step_rewards(tokenizer, # the lab tokenizer
     return r.to(responses.device), m.to(responses.device)
 
 # %% ../nbs/42_lab.ipynb #198765a0
+def _take_round(b, kept, rounds, first, cfg, algo): # (enough rollouts now, metrics of the first round)
+    "One generation round of `_gather_rollouts`: shape the rewards, note the first round's metrics, keep its (DAPO: mixed) groups."
+    G, n = cfg.group_size, cfg.prompts_per_step
+    b["rewards"] = b["correct"].clone()
+    if algo["overlong"] and cfg.overlong_buffer > 0:
+        b["rewards"] = b["rewards"] + overlong_penalty(b["lengths"], cfg.max_new_tokens, cfg.overlong_buffer,
+                                                       cfg.overlong_factor).to(b["rewards"])
+    keep = groups_with_spread(b["correct"], group_size=G)          # [B] rows of mixed groups
+    if first is None:
+        first = dict(accuracy=b["correct"].mean().item(), reward=b["rewards"].mean().item(),
+                     response_length=b["lengths"].float().mean().item(), mixed_share=keep.float().mean().item(),
+                     steps_share=b["uses_steps"].float().mean().item(),
+                     truncated_share=(~b["finished"]).float().mean().item())
+    if not algo["dynamic_sampling"]: kept.append(b); return True, first
+    kept.append({k: v[keep] for k, v in b.items()})
+    return sum(len(x["correct"]) for x in kept) >= n * G or rounds >= cfg.max_gen_rounds, first
+
 def _gather_rollouts(policy, tokenizer, problems, cfg, algo, rng, generator, prompt_len):
     "Steps 1-2 of `rl_step`: generate, score, shape rewards and (DAPO) filter groups over rounds."
-    G, n, kept, rounds, first = cfg.group_size, cfg.prompts_per_step, [], 0, None
-    while True:
+    G, n, kept, rounds, first, done = cfg.group_size, cfg.prompts_per_step, [], 0, None, False
+    while not done:
         b = generate_groups(policy, tokenizer, problems, rng.integers(0, len(problems), n), G, cfg.max_new_tokens,
                             cfg.temperature, generator, prompt_len)
         rounds += 1
-        b["rewards"] = b["correct"].clone()
-        if algo["overlong"] and cfg.overlong_buffer > 0:
-            b["rewards"] = b["rewards"] + overlong_penalty(b["lengths"], cfg.max_new_tokens, cfg.overlong_buffer,
-                                                           cfg.overlong_factor).to(b["rewards"])
-        keep = groups_with_spread(b["correct"], group_size=G)          # [B] rows of mixed groups
-        if first is None:
-            first = dict(accuracy=b["correct"].mean().item(), reward=b["rewards"].mean().item(),
-                         response_length=b["lengths"].float().mean().item(), mixed_share=keep.float().mean().item(),
-                         steps_share=b["uses_steps"].float().mean().item(),
-                         truncated_share=(~b["finished"]).float().mean().item())
-        if not algo["dynamic_sampling"]: kept.append(b); break
-        kept.append({k: v[keep] for k, v in b.items()})
-        if sum(len(x["correct"]) for x in kept) >= n * G or rounds >= cfg.max_gen_rounds: break
+        done, first = _take_round(b, kept, rounds, first, cfg, algo)
     batch = {k: torch.cat([x[k] for x in kept])[: n * G] for k in kept[0]}
     return batch, dict(first, gen_rounds=rounds, groups_used=batch["correct"].shape[0] // G)
 
+
 # %% ../nbs/42_lab.ipynb #0778a6a5
+def _advantages(tokenizer, cfg, algo, ids, am, resp, rmask, rewards, prm=None): # ([B, L] advantages, mean |K| in mixed groups)
+    "Step 3 of `rl_step`: the token advantages of the algorithm and the mean |K| of the batch's mixed groups."
+    G = cfg.group_size
+    ktae_kw = dict(group_size=G, preset=cfg.ktae_preset, **(cfg.ktae or {}))
+    seq_adv = outcome_advantages(rewards, group_size=G, estimator=algo["estimator"])                           # [B]
+    if algo["ktae"]: adv = ktae_advantages(resp, rmask, rewards, outcome_advantage=seq_adv, **ktae_kw)          # [B, L]
+    else: adv = token_advantages(seq_adv, rmask)                                                               # [B, L]
+    if algo.get("process"):   # + w * step-level process advantage (DeepSeekMath §4.1.3), from a PRM or the exact truth
+        r, valid = step_rewards(tokenizer, ids, am, resp, rmask, algo["process"], prm)
+        adv = adv + cfg.process_weight * process_advantages(r, valid, token_steps(resp, rmask, tokenizer.convert_tokens_to_ids(",")), G)
+    K = key_token_values(resp, rmask, rewards, **ktae_kw)                                                       # [B, L]
+    in_mixed = groups_with_spread(rewards > cfg_threshold(cfg), group_size=G)[:, None] & rmask.bool()
+    return adv, (K.abs() * in_mixed).sum().item() / max(int(in_mixed.sum()), 1)
+
+def _actor_loss(algo, old, lp, adv, mask, ref_lp=None): # (loss, metrics) of one mini-batch
+    "Step 5 of `rl_step`: the algorithm's clipped policy loss (with its KL term) on one mini-batch."
+    return actor_loss(old, lp, adv, mask, clip_ratio_low=algo["clip_ratio_low"], clip_ratio_high=algo["clip_ratio_high"],
+                      clip_ratio_c=algo["clip_ratio_c"], loss_agg_mode=algo["loss_agg_mode"], kl_loss_coef=algo["kl_coef"],
+                      kl_loss_type=algo["kl_type"], ref_log_prob=ref_lp)
+
+def _log_means(logs) -> dict: # token-weighted means of the mini-batches' (tokens, pg_loss, entropy, clipfrac, clipfrac_lower, ppo_kl)
+    "The step's loss metrics: mini-batch values weighted by their tokens."
+    w = np.array([l[0] for l in logs], dtype=float); w = w / max(w.sum(), 1.0)
+    avg = lambda j: float(sum(wi * l[j] for wi, l in zip(w, logs)))
+    return dict(pg_loss=avg(1), entropy=avg(2), pg_clipfrac=avg(3), pg_clipfrac_lower=avg(4), ppo_kl=avg(5))
+
 def rl_step(policy, # the policy (trained in place)
             optimizer, # its optimizer
             tokenizer, # the lab tokenizer
@@ -374,16 +422,7 @@ def rl_step(policy, # the policy (trained in place)
     resp, rmask = batch["responses"][:, :L], batch["response_mask"][:, :L]
     ids, am, rewards = batch["prompt_ids"], batch["prompt_mask"], batch["rewards"]
     # 3. advantages: (A_rollout + K) * mask for the +ktae variants, A_rollout * mask otherwise
-    ktae_kw = dict(group_size=G, preset=cfg.ktae_preset, **(cfg.ktae or {}))
-    seq_adv = outcome_advantages(rewards, group_size=G, estimator=algo["estimator"])                           # [B]
-    if algo["ktae"]: adv = ktae_advantages(resp, rmask, rewards, outcome_advantage=seq_adv, **ktae_kw)          # [B, L]
-    else: adv = token_advantages(seq_adv, rmask)                                                               # [B, L]
-    if algo.get("process"):   # + w * step-level process advantage (DeepSeekMath §4.1.3), from a PRM or the exact truth
-        r, valid = step_rewards(tokenizer, ids, am, resp, rmask, algo["process"], prm)
-        adv = adv + cfg.process_weight * process_advantages(r, valid, token_steps(resp, rmask, tokenizer.convert_tokens_to_ids(",")), G)
-    K = key_token_values(resp, rmask, rewards, **ktae_kw)                                                       # [B, L]
-    in_mixed = groups_with_spread(rewards > cfg_threshold(cfg), group_size=G)[:, None] & rmask.bool()
-    out["mean_abs_k"] = (K.abs() * in_mixed).sum().item() / max(int(in_mixed.sum()), 1)
+    adv, out["mean_abs_k"] = _advantages(tokenizer, cfg, algo, ids, am, resp, rmask, rewards, prm)
     # 4. old and reference log-probs
     with torch.no_grad():
         old = token_log_probs(policy, ids, am, resp, rmask)
@@ -397,10 +436,7 @@ def rl_step(policy, # the policy (trained in place)
     logs = []
     for mb in perm.chunk(min(cfg.mini_batches, B)):
         lp, ent = token_log_probs(policy, ids[mb], am[mb], resp[mb], rmask[mb], with_entropy=True)
-        loss, m = actor_loss(old[mb], lp, adv[mb], rmask[mb], clip_ratio_low=algo["clip_ratio_low"],
-                             clip_ratio_high=algo["clip_ratio_high"], clip_ratio_c=algo["clip_ratio_c"],
-                             loss_agg_mode=algo["loss_agg_mode"], kl_loss_coef=algo["kl_coef"], kl_loss_type=algo["kl_type"],
-                             ref_log_prob=ref_lp[mb] if ref_lp is not None else None)
+        loss, m = _actor_loss(algo, old[mb], lp, adv[mb], rmask[mb], ref_lp[mb] if ref_lp is not None else None)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
@@ -409,10 +445,7 @@ def rl_step(policy, # the policy (trained in place)
         logs.append((w, float(m["pg_loss"]), (ent.detach() * rmask[mb]).sum().item() / max(w, 1), float(m["pg_clipfrac"]),
                      float(m["pg_clipfrac_lower"]), float(m["ppo_kl"])))
     policy.eval()
-    w = np.array([l[0] for l in logs], dtype=float); w = w / max(w.sum(), 1.0)
-    avg = lambda j: float(sum(wi * l[j] for wi, l in zip(w, logs)))
-    out.update(pg_loss=avg(1), entropy=avg(2), pg_clipfrac=avg(3), pg_clipfrac_lower=avg(4), ppo_kl=avg(5),
-               step_time=time.perf_counter() - t0)
+    out.update(_log_means(logs), step_time=time.perf_counter() - t0)
     return out
 
 # %% ../nbs/42_lab.ipynb #e2040651
@@ -422,11 +455,16 @@ def lab_data(cfg:LabConfig, # the configuration (task fields)
             ): # (train DataFrame, held-out DataFrame)
     "The training pool and the held-out set of a configuration: the two sides of `problem_split`, drawn separately."
     cfg = _check_cfg(cfg)
-    key = (cfg.min_ops, cfg.max_ops, cfg.max_operand, cfg.n_train, cfg.n_heldout, cfg.data_seed, cfg.heldout_frac)
+    key = (cfg.min_ops, cfg.max_ops, cfg.max_operand, cfg.n_train, cfg.n_heldout, cfg.data_seed, cfg.heldout_frac, cfg.task)
     if key not in _DATA_CACHE:
         side = lambda n, seed, split: make_problems(n, seed, cfg.min_ops, cfg.max_ops, cfg.max_operand, split=split,
                                                     heldout_frac=cfg.heldout_frac, split_seed=cfg.data_seed)
         held, train = side(cfg.n_heldout, cfg.data_seed, "heldout"), side(cfg.n_train, cfg.data_seed + 1, "train")
+        if cfg.task != "default":    # the variant's changes, seeded by the data seed; no held-out prompt in the pool
+            held = variant_problems(held, cfg.task, cfg.data_seed + 7, max(cfg.max_operand, 9) if cfg.task == "carry" else cfg.max_operand)
+            held = held.drop_duplicates("prompt", ignore_index=True)
+            train = variant_problems(train, cfg.task, cfg.data_seed + 8, max(cfg.max_operand, 9) if cfg.task == "carry" else cfg.max_operand)
+            train = train[~train["prompt"].isin(set(held["prompt"]))].reset_index(drop=True)
         _DATA_CACHE[key] = (train, held)
     return _DATA_CACHE[key]
 
@@ -443,6 +481,13 @@ def _new_policy(tokenizer, cfg:LabConfig, seed:int):
 class WarmStartTooWeak(ValueError):
     "The warm-started policy produces no group with both correct and wrong rollouts."
 
+def _too_weak(cfg, seed, acc):
+    "Raise `WarmStartTooWeak` for a seed whose warm-start probe (accuracy `acc`) has no mixed group."
+    raise WarmStartTooWeak(
+        f"after {cfg.warm_steps} warm-start steps (seed {seed}) no group of {cfg.group_size} rollouts has both a correct "
+        f"and a wrong answer (probe accuracy {acc:.0%}), so RL would get no signal; "
+        "increase the warm-start steps (`warm_steps`, --warm-steps)" + (" or make the task harder" if acc > 0.5 else ""))
+
 def prepare_warm_start(seed:int, # seed of the initial weights and the warm-start batches
                        cfg:LabConfig, # the configuration
                        progress:bool=False, # tqdm bar
@@ -458,12 +503,7 @@ def prepare_warm_start(seed:int, # seed of the initial weights and the warm-star
     probe = generate_groups(policy, tok, train, np.random.default_rng([seed, 99]).integers(0, len(train), 2 * cfg.prompts_per_step),
                             cfg.group_size, cfg.max_new_tokens, cfg.temperature, torch.Generator(dev).manual_seed(seed + 99))
     mixed = groups_with_spread(probe["correct"], group_size=cfg.group_size).float().mean().item()
-    if mixed == 0:
-        raise WarmStartTooWeak(
-            f"after {cfg.warm_steps} warm-start steps (seed {seed}) no group of {cfg.group_size} rollouts has both a correct "
-            f"and a wrong answer (probe accuracy {probe['correct'].mean().item():.0%}), so RL would get no signal; "
-            "increase the warm-start steps (`warm_steps`, --warm-steps)" +
-            (" or make the task harder" if probe["correct"].mean().item() > 0.5 else ""))
+    if mixed == 0: _too_weak(cfg, seed, probe["correct"].mean().item())
     return dict(state={k: v.detach().clone() for k, v in policy.state_dict().items()},
                 loss=losses[-1] if losses else float("nan"), probe_mixed_share=mixed)
 
@@ -489,6 +529,11 @@ def _resume_state(ckpt, st, policy, opt, sched, rng, gen, steps): # (rows, first
     except (TypeError, ValueError, KeyError, RuntimeError) as e:
         raise ValueError(f"run checkpoint {str(ckpt)!r} has a damaged random state ({e}); delete it to restart the run") from None
     return st["rows"], st["step"] + 1
+
+def _run_eval(policy, tokenizer, held, cfg, seed, step) -> dict:
+    "A run's held-out evaluation at `step` (`evaluate`, its generator seeded by seed and step: shared by every algorithm)."
+    return evaluate(policy, tokenizer, held, cfg.max_new_tokens, cfg.temperature, torch.Generator(_device(cfg)).manual_seed(seed * 100_003 + step),
+                    samples=cfg.eval_samples)
 
 def train_run(algo:str, # algorithm name, e.g. "grpo+ktae"
               seed:int, # run seed
@@ -525,8 +570,7 @@ def train_run(algo:str, # algorithm name, e.g. "grpo+ktae"
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / (cfg.lr_warmup_steps + 1)))
     rng, gen = np.random.default_rng([seed, 1]), torch.Generator(dev).manual_seed(seed)
     prompt_len = int(train["prompt"].str.len().max()) + 1
-    ev = lambda step: evaluate(policy, tok, held, cfg.max_new_tokens, cfg.temperature,
-                               torch.Generator(dev).manual_seed(seed * 100_003 + step))
+    ev = lambda step: _run_eval(policy, tok, held, cfg, seed, step)
     ident = dict(algo=spec["name"], seed=seed, config=json.loads(json.dumps(cfg.identity())),
                  **({"prm": prm_file} if spec["process"] == "prm" else {}))
     ckpt = Path(checkpoint) if checkpoint is not None else None
@@ -623,9 +667,9 @@ def _warm_for(seed:int, cfg:LabConfig, ckdir:Path|None) -> dict:
 def _ckpt_path(ckdir:Path|None, algo:str, seed:int) -> Path|None:
     return ckdir / f"{algo.replace('+', '_')}-seed{seed}.pt" if ckdir is not None else None
 
-def _seed_start(seed:int, cfg:LabConfig, ckdir:Path|None, prm_fn=None, prm_dir:Path|None=None) -> dict:
-    "A seed's warm start and, when `prm_fn` is given, the file of the PRM it trains on that warm-started policy ('prm_file')."
-    warm = _warm_for(seed, cfg, ckdir)
+def _seed_start(seed:int, cfg:LabConfig, ckdir:Path|None, prm_fn=None, prm_dir:Path|None=None, warm:dict|None=None) -> dict:
+    "A seed's warm start (`warm`, else kept in or computed into `ckdir`) and, when `prm_fn` is given, the file of the PRM it trains on that warm-started policy ('prm_file')."
+    warm = warm if warm is not None else _warm_for(seed, cfg, ckdir)
     if prm_fn is not None:
         f = prm_fn(seed, cfg, warm, prm_dir / f"prm-seed{seed}")
         if not Path(f).is_file(): raise ValueError(f"`prm` ({getattr(prm_fn, '__name__', prm_fn)}) returned {str(f)!r}, which is not a file")
@@ -650,6 +694,7 @@ def run_ablation(algos=("grpo", "grpo+ktae", "dapo", "dapo+ktae"), # algorithm n
                  workers:int=1, # parallel processes (each trains whole seeds)
                  progress:bool=True, # tqdm bars
                  prm=None, # `+prm` without `cfg.prm_path`: a function (seed, cfg, warm, folder) -> PRM file, e.g. `ktae_lab.prm_lab.lab_prm`
+                 seed_batch:int|None=None, # seeds trained as one batched computation (`train_many`); None: each algorithm's seeds split evenly over the workers; 1: every seed alone (`train_run`)
                 ): # pandas DataFrame of all runs (including resumed ones)
     "Train each algorithm for each seed from shared per-seed warm starts; write tidy metrics, plots and a summary."
     import pandas as pd
@@ -671,16 +716,66 @@ def run_ablation(algos=("grpo", "grpo+ktae", "dapo", "dapo+ktae"), # algorithm n
     if needs_prm and cfg.prm_path is not None: load_prm(cfg.prm_path, lab_tokenizer(), task=LAB_TASK, device="cpu")  # refuse a bad file before any work
     seeds = check_seeds(seeds)
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1: raise ValueError(f"`workers` must be an int >= 1, got {workers!r}")
+    if seed_batch is not None and (isinstance(seed_batch, bool) or not isinstance(seed_batch, int) or seed_batch < 1):
+        raise ValueError(f"`seed_batch` must be None or an int >= 1, got {seed_batch!r}")
+    batches = _seed_batches(seeds, workers, seed_batch)
+    if seed_batch != 1: check_seed_batch(max(map(len, batches)), cfg)        # before any work
     if out is None:
         import tempfile
         with tempfile.TemporaryDirectory() as d:     # the per-seed PRMs live as long as the call
-            return _run_ablation(algos, seeds, cfg, None, workers, progress, prm, Path(d))
+            return _run_ablation(algos, seeds, cfg, None, workers, progress, prm, Path(d), seed_batch)
     out = Path(out)
-    _check_out_dir(out, cfg, dict(prm=_prm_identity(prm)) if prm is not None else None)
+    extra = {**(dict(prm=_prm_identity(prm)) if prm is not None else {}), **({"runner": "batched seeds"} if seed_batch != 1 else {})}
+    _check_out_dir(out, cfg, extra or None)
     with output_lock(out / METRICS_FILE):
-        return _run_ablation(algos, seeds, cfg, out, workers, progress, prm, out / CHECKPOINT_DIR)
+        return _run_ablation(algos, seeds, cfg, out, workers, progress, prm, out / CHECKPOINT_DIR, seed_batch)
 
-def _run_ablation(algos, seeds, cfg, out, workers, progress, prm_fn=None, prm_dir=None):
+def _seed_batches(seeds, workers, seed_batch) -> list[list[int]]:
+    "Split seeds into the batches trained together: `seed_batch` at a time, or (None) evenly over the workers."
+    if seed_batch is None: return [list(map(int, b)) for b in np.array_split(seeds, min(workers, len(seeds)))]
+    return [seeds[i:i + seed_batch] for i in range(0, len(seeds), seed_batch)]
+
+def _warm_batch_job(seeds, cfg, ckdir):
+    "Worker process of a batched ablation: the warm starts of a batch of seeds, saved into `ckdir`."
+    torch.set_num_threads(cfg.threads)
+    warms = warm_starts(seeds, cfg)
+    if ckdir is not None:
+        for s, w in zip(seeds, warms): _save_checkpoint(ckdir / f"warm-seed{s}.pt", w)
+    return warms
+
+def _many_job(algo, seeds, cfg, warms, ckdir, prms):
+    "Worker process of a batched ablation: one algorithm on one batch of seeds."
+    torch.set_num_threads(cfg.threads)
+    return train_many(algo, seeds, cfg, warms, checkpoints=ckdir, prms=prms)
+
+def _run_batched(algos, todo, cfg, ckdir, workers, progress, fn, prm_dir, save, seed_batch, bar):
+    "The batched body of `_run_ablation`: warm starts of the seeds that lack one, then each algorithm's unfinished seeds in batches."
+    seeds = [s for s, al in todo]
+    missing = [s for s in seeds if ckdir is None or not (ckdir / f"warm-seed{s}.pt").exists()]
+    import multiprocessing as mp
+    pool = mp.get_context("spawn").Pool(workers) if workers > 1 else None
+    try:
+        call = (lambda f, *a: pool.apply_async(f, a)) if pool else (lambda f, *a: _Done(f(*a)))
+        jobs = [(b, call(_warm_batch_job, b, cfg, ckdir)) for b in _seed_batches(missing, workers, seed_batch)] if missing else []
+        warm = {s: w for b, j in jobs for s, w in zip(b, j.get())}
+        starts = {s: _seed_start(s, cfg, ckdir, fn(al), prm_dir, warm.get(s)) for s, al in todo}
+        runs = []
+        for a in algos:
+            mine = [s for s, al in todo if a in al]
+            for b in _seed_batches(mine, workers, seed_batch) if mine else []:
+                runs.append((a, b, call(_many_job, a, b, cfg, [starts[s] for s in b], ckdir, [starts[s].get("prm_file", cfg.prm_path) for s in b])))
+        for a, b, j in runs:
+            df = j.get()
+            for s in b: save(df[df["seed"] == s].reset_index(drop=True), a, s); bar.update(1)
+    finally:
+        if pool is not None: pool.close(); pool.join()
+
+class _Done:
+    "A finished result with the `get()` of an AsyncResult (the one-process path of `_run_batched`)."
+    def __init__(self, v): self.v = v
+    def get(self): return self.v
+
+def _run_ablation(algos, seeds, cfg, out, workers, progress, prm_fn=None, prm_dir=None, seed_batch=None):
     "The body of `run_ablation` (under the output lock when there is an output directory)."
     import pandas as pd
     from tqdm.auto import tqdm
@@ -700,7 +795,8 @@ def _run_ablation(algos, seeds, cfg, out, workers, progress, prm_fn=None, prm_di
             ck = _ckpt_path(ckdir, algo, seed)
             if ck.exists(): ck.unlink()
     bar = tqdm(total=sum(len(al) for _, al in todo), desc="ablation runs", disable=not progress)
-    if workers == 1 or len(todo) <= 1:
+    if seed_batch != 1 and todo: _run_batched(algos, todo, cfg, ckdir, workers, progress, fn, prm_dir, save, seed_batch, bar)
+    elif workers == 1 or len(todo) <= 1:
         for s, al in todo:
             warm = _seed_start(s, cfg, ckdir, fn(al), prm_dir)
             for a in al:
@@ -721,14 +817,469 @@ def _run_ablation(algos, seeds, cfg, out, workers, progress, prm_fn=None, prm_di
         buf = io.BytesIO(); fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
         import matplotlib.pyplot as plt; plt.close(fig)
         atomic_write(out / "curves.png", buf.getvalue())
-        summ, pairs = summarize(df), paired_differences(df)
+        summ, pairs = summarize(df, cfg.final_evals), paired_differences(df, final_evals=cfg.final_evals)
         atomic_write(out / "summary.csv", summ.to_csv())
         atomic_write(out / "paired.csv", pairs.to_csv(index=False))
         atomic_write(out / "summary.md", summary_markdown(summ) + ("\n" + paired_markdown(pairs) if len(pairs) else ""))
     return df
 
+# %% ../nbs/42_lab.ipynb #s20ens1
+class SeedEnsemble(torch.nn.Module):
+    "S copies of the lab's Llama policy as one module: every weight carries a leading seed dimension."
+    def __init__(self, models): # a list of `tiny_random_lm` Llama models with one configuration (their weights are copied)
+        super().__init__()
+        if isinstance(models, torch.nn.Module) or not isinstance(models, (list, tuple)) or not models:
+            raise ValueError("`models` must be a non-empty list of the lab's Llama policies")
+        c = models[0].config
+        if c.model_type != "llama" or not c.tie_word_embeddings or getattr(c, "attention_bias", False) or getattr(c, "mlp_bias", False):
+            raise ValueError("`SeedEnsemble` computes the lab's policy only: a Llama with tied embeddings and no biases (`tiny_random_lm`)")
+        if any(m.config.to_dict() != c.to_dict() for m in models):
+            raise ValueError("the models of a `SeedEnsemble` must share one configuration")
+        self.config, self.names = c, [n for n, _ in models[0].named_parameters()]
+        self.template = [copy.deepcopy(models[0])]               # a list: not a submodule (its weights are not the ensemble's)
+        self.w = torch.nn.ParameterList([torch.nn.Parameter(torch.stack([dict(m.named_parameters())[n].detach() for m in models]))
+                                         for n in self.names])
+        self.index = {n: i for i, n in enumerate(self.names)}
+        self.active = None                                      # seed positions the next forward computes (None: all)
+        hd = c.hidden_size // c.num_attention_heads
+        theta = c.rope_parameters["rope_theta"] if getattr(c, "rope_parameters", None) else c.rope_theta
+        self.register_buffer("inv_freq", 1.0 / (theta ** (torch.arange(0, hd, 2, dtype=torch.float) / hd)), persistent=False)
+
+    @property
+    def n_seeds(self) -> int: return self.w[0].shape[0]
+    def get_input_embeddings(self): return self.template[0].get_input_embeddings()   # its size is the vocabulary's
+
+    def _p(self, name):
+        p = self.w[self.index[name]]
+        return p if self.active is None else p[self.active]
+
+    def forward(self, input_ids, attention_mask, position_ids, past_key_values=None, use_cache=False, **kw):
+        "Logits [R, T, V] of R rows, the rows of each active seed contiguous (R = active seeds x rows per seed)."
+        c = self.config
+        S = self.n_seeds if self.active is None else len(self.active)
+        R, T = input_ids.shape
+        if R % S: raise ValueError(f"{R} rows do not split into {S} equal blocks of seeds")
+        b, H, Hk = R // S, c.num_attention_heads, c.num_key_value_heads
+        hd = c.hidden_size // H
+        emb = self._p("model.embed_tokens.weight")                                    # [S, V, d]
+        x = emb[torch.arange(S, device=emb.device)[:, None], input_ids.reshape(S, b * T)]   # [S, b*T, d]
+        ang = position_ids[..., None].float() * self.inv_freq                         # [R, T, hd/2]
+        ang = torch.cat([ang, ang], -1)
+        cos, sin = ang.cos()[:, None], ang.sin()[:, None]                              # [R, 1, T, hd]
+        Tk = attention_mask.shape[1]
+        causal = torch.arange(Tk, device=x.device)[None] <= torch.arange(Tk - T, Tk, device=x.device)[:, None]  # [T, Tk]
+        allowed = causal[None] & attention_mask.bool()[:, None]                        # [R, T, Tk]
+        bias = torch.zeros(allowed.shape, dtype=torch.float32, device=x.device).masked_fill(~allowed, torch.finfo(torch.float32).min)[:, None]
+        lin = lambda h, name: torch.bmm(h, self._p(name).transpose(1, 2))
+        def norm(h, name):
+            h32 = h.float()
+            return self._p(name)[:, None] * (h32 * torch.rsqrt(h32.pow(2).mean(-1, keepdim=True) + c.rms_norm_eps))
+        def rot(q): q1, q2 = q.chunk(2, -1); return q * cos + torch.cat([-q2, q1], -1) * sin
+        cache = []
+        for i in range(c.num_hidden_layers):
+            pre = f"model.layers.{i}."
+            h = norm(x, pre + "input_layernorm.weight")
+            q = lin(h, pre + "self_attn.q_proj.weight").reshape(R, T, H, hd).transpose(1, 2)
+            k = lin(h, pre + "self_attn.k_proj.weight").reshape(R, T, Hk, hd).transpose(1, 2)
+            v = lin(h, pre + "self_attn.v_proj.weight").reshape(R, T, Hk, hd).transpose(1, 2)
+            q, k = rot(q), rot(k)
+            if use_cache or past_key_values is not None:
+                kv = past_key_values[i] if past_key_values is not None else _KVCache()
+                k, v = kv.append(k, v); cache.append(kv)
+            if Hk != H: k, v = k.repeat_interleave(H // Hk, 1), v.repeat_interleave(H // Hk, 1)
+            a = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+            x = x + lin(a.transpose(1, 2).reshape(S, b * T, H * hd), pre + "self_attn.o_proj.weight")
+            h = norm(x, pre + "post_attention_layernorm.weight")
+            x = x + lin(torch.nn.functional.silu(lin(h, pre + "mlp.gate_proj.weight")) * lin(h, pre + "mlp.up_proj.weight"),
+                        pre + "mlp.down_proj.weight")
+        logits = torch.bmm(norm(x, "model.norm.weight"), emb.transpose(1, 2)).reshape(R, T, -1)
+        return _EnsembleOutput(logits=logits, past_key_values=cache if use_cache else None)
+
+    def member(self, i:int): # the `i`-th seed's policy as a transformers model (a copy)
+        "One seed's weights in a transformers Llama (a copy: training the ensemble does not change it)."
+        m = copy.deepcopy(self.template[0])
+        with torch.no_grad():
+            for n, p in m.named_parameters(): p.copy_(self.w[self.index[n]][i])
+        return m
+
+    def state(self, i:int) -> dict: # state dict of the `i`-th seed's policy, loadable into `tiny_random_lm`'s model
+        "One seed's weights as the state dict of its transformers model."
+        return {k: v.detach().clone() for k, v in self.member(i).state_dict().items()}
+
+    @torch.no_grad()
+    def load_state(self, i:int, state:dict, source="state", what="policy"):
+        "Put a transformers state dict (of `tiny_random_lm`'s model) into the `i`-th seed's weights."
+        m = self.template[0]
+        load_state(m, state, source, what)
+        for n, p in m.named_parameters(): self.w[self.index[n]][i].copy_(p)
+
+class _KVCache:
+    "Keys and values of one layer, written into buffers that grow in blocks (no copy of the whole cache per token)."
+    def __init__(self): self.k = self.v = None; self.n = 0
+    def append(self, k, v):
+        T = k.shape[2]
+        if self.k is None or self.n + T > self.k.shape[2]:
+            cap = max(2 * (self.n + T), 64)
+            nk, nv = k.new_empty(k.shape[:2] + (cap,) + k.shape[3:]), v.new_empty(v.shape[:2] + (cap,) + v.shape[3:])
+            if self.n: nk[:, :, :self.n], nv[:, :, :self.n] = self.k[:, :, :self.n], self.v[:, :, :self.n]
+            self.k, self.v = nk, nv
+        self.k[:, :, self.n:self.n + T], self.v[:, :, self.n:self.n + T] = k, v
+        self.n += T
+        return self.k[:, :, :self.n], self.v[:, :, :self.n]
+
+class _EnsembleOutput(dict):
+    "The output of `SeedEnsemble.forward`: a dict with the logits also as an attribute."
+    @property
+    def logits(self): return self["logits"]
+
+
+# %% ../nbs/42_lab.ipynb #s20opt1
+class SeedAdamW:
+    "AdamW (torch's update rule, its defaults) over stacked weights [S, ...]: each seed has its own step count and gradient-norm clip."
+    def __init__(self, params, # the ensemble's parameters, each with a leading seed dimension
+                 lr:float, # base learning rate (times the schedule's factor passed to `step`)
+                 betas=(0.9, 0.999), eps:float=1e-8, weight_decay:float=0.0):
+        self.params = list(params)
+        self.lr, self.betas, self.eps, self.wd = lr, betas, eps, weight_decay
+        S = self.params[0].shape[0]
+        self.steps = torch.zeros(S, dtype=torch.float64)                    # per-seed optimiser steps taken
+        self.m = [torch.zeros_like(p) for p in self.params]; self.v = [torch.zeros_like(p) for p in self.params]
+
+    def zero_grad(self):
+        for p in self.params: p.grad = None
+
+    @torch.no_grad()
+    def clip(self, max_norm:float, active:torch.Tensor): # [S] bool: the seeds that update now
+        "Scale each active seed's gradient to total norm <= max_norm, as `torch.nn.utils.clip_grad_norm_` does for one model."
+        gs = [p.grad for p in self.params if p.grad is not None]
+        if not gs: return
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.flatten(1), 2, 1) for g in gs], 1), 2, 1)  # [S]
+        coef = (max_norm / (norm + 1e-6)).clamp(max=1.0)
+        for g in gs: g.mul_(torch.where(active, coef, 1.0).reshape((-1,) + (1,) * (g.ndim - 1)))
+
+    @torch.no_grad()
+    def step(self, factor:float, # the learning-rate schedule's factor now
+             active:torch.Tensor): # [S] bool: seeds that take this step (the others keep weights and moments)
+        "One AdamW step for the active seeds."
+        b1, b2 = self.betas
+        self.steps += active.to(torch.float64)
+        n = self.steps.clamp_min(1)
+        lr = self.lr * factor
+        bc1, bc2 = 1 - b1 ** n, 1 - b2 ** n
+        for p, m, v in zip(self.params, self.m, self.v):
+            if p.grad is None: continue
+            shape = (-1,) + (1,) * (p.ndim - 1)
+            a = active.reshape(shape)
+            g = p.grad
+            m.copy_(torch.where(a, m.lerp(g, 1 - b1), m))
+            v.copy_(torch.where(a, v * b2 + (1 - b2) * g * g, v))
+            denom = v.sqrt() / bc2.sqrt().to(p.dtype).reshape(shape) + self.eps
+            new = p * (1 - lr * self.wd) - (lr / bc1).to(p.dtype).reshape(shape) * m / denom
+            p.copy_(torch.where(a, new, p))
+
+    def state(self, i:int, names) -> dict: # seed i's moments by parameter name and its step count
+        "One seed's optimiser state (for its checkpoint)."
+        return dict(step=float(self.steps[i]), exp_avg={n: m[i].clone() for n, m in zip(names, self.m)},
+                    exp_avg_sq={n: v[i].clone() for n, v in zip(names, self.v)})
+
+    @torch.no_grad()
+    def load(self, i:int, names, st:dict, source): # put a seed's optimiser state back (from `state`)
+        "Restore one seed's optimiser state, or raise ValueError naming the file."
+        try:
+            for n, m, v in zip(names, self.m, self.v): m[i].copy_(st["exp_avg"][n]); v[i].copy_(st["exp_avg_sq"][n])
+            self.steps[i] = float(st["step"])
+        except (KeyError, TypeError, RuntimeError) as e:
+            raise ValueError(f"run checkpoint {str(source)!r} has a damaged optimiser state ({str(e)[:120]}); delete it to restart the run") from None
+
+
+# %% ../nbs/42_lab.ipynb #s20mem1
+def _available_bytes(dev:torch.device) -> int|None: # free memory for tensors on `dev` (None: unknown)
+    "Memory a batch may use now: free GPU memory on CUDA, else the system's MemAvailable."
+    if dev.type == "cuda": return torch.cuda.mem_get_info(dev)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            return next(int(l.split()[1]) * 1024 for l in f if l.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError): return None
+
+def _seed_bytes(cfg:LabConfig) -> int: # estimated peak bytes of one seed in a batched computation
+    "Peak memory of one seed in a batch (activations kept for the backward pass of a warm-start or RL mini-batch, weights, moments), with a 2x margin."
+    cfg = _check_cfg(cfg)
+    P = cfg.max_ops * (len(str(cfg.max_operand)) + 1) + 2                      # BOS, operands and signs, ':'
+    T = P + cfg.max_new_tokens
+    rows = max(cfg.warm_batch, -(-cfg.prompts_per_step * cfg.group_size // cfg.mini_batches))
+    per_token = 4 * (cfg.n_layers * (14 * cfg.d_model + 6 * 4 * cfg.d_model + 3 * cfg.n_heads * T) + 4 * len(LAB_ALPHABET) + 16)
+    weights = 4 * 4 * (12 * cfg.n_layers * cfg.d_model ** 2 + 32 * cfg.d_model)   # weights, gradients, two moments
+    return 2 * (rows * T * per_token + 2 * weights)
+
+def _seed_batch_capacity(cfg:LabConfig) -> int|None: # how many seeds fit in one batch now (None: memory unknown)
+    "How many seeds of this configuration fit in one batched computation in the memory available now."
+    free = _available_bytes(_device(_check_cfg(cfg)))
+    return None if free is None else int(free // _seed_bytes(cfg))
+
+def check_seed_batch(n:int, # seeds in one batch
+                     cfg:LabConfig):
+    "Refuse a batch of `n` seeds that does not fit in memory, saying how many fit."
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1: raise ValueError(f"`n` must be a number of seeds >= 1, got {n!r}")
+    fit = _seed_batch_capacity(_check_cfg(cfg))
+    if fit is not None and n > fit:
+        raise ValueError(f"{n} seeds in one batch need about {n * _seed_bytes(cfg) / 2**30:.1f} GiB but about "
+                         f"{_available_bytes(_device(cfg)) / 2**30:.1f} GiB is free on {_device(cfg)}: at most {fit} seeds fit in one batch; "
+                         f"pass `seed_batch={max(fit, 1)}` (CLI: --seed-batch {max(fit, 1)}) to train them in batches of that size, or fewer seeds")
+
+
+# %% ../nbs/42_lab.ipynb #s20many1
+def _stack_rows(parts, pad, left=False): # one [sum B, max L] tensor from per-seed [B_s, L_s] ones, padded with `pad`
+    "Concatenate per-seed row blocks, padding columns on the right (or left) to the widest block."
+    L = max(p.shape[1] for p in parts)
+    f = lambda p: torch.nn.functional.pad(p, (L - p.shape[1], 0) if left else (0, L - p.shape[1]), value=pad)
+    return torch.cat([f(p) for p in parts])
+
+def _pad_block(x, n): # rows of `x` padded to n by repeating its first row (a placeholder that every loss masks out)
+    return x if x.shape[0] == n else torch.cat([x, x[:1].expand(n - x.shape[0], *x.shape[1:])])
+
+@torch.no_grad()
+def _generate_many(ens, tokenizer, problems, idx, group_size, max_new_tokens, temperature, gens, prompt_len=None):
+    "`generate_groups` for the ensemble's active seeds in one batch: `idx[k]` and `gens[k]` are the k-th active seed's; returns one dict per seed."
+    rows = [np.repeat(np.asarray(i), group_size) for i in idx]
+    dev = ens.w[0].device
+    enc = [_encode(tokenizer, problems["prompt"].to_numpy()[r], dev) for r in rows]
+    P = max([e[0].shape[1] for e in enc] + [prompt_len or 0])
+    ids = torch.cat([torch.nn.functional.pad(e[0], (P - e[0].shape[1], 0), value=tokenizer.pad_token_id) for e in enc])
+    am = torch.cat([torch.nn.functional.pad(e[1], (P - e[1].shape[1], 0), value=0) for e in enc])
+    resp, rm, _ = generate(ens, ids, am, max_new_tokens, tokenizer.eos_token_id, tokenizer.pad_token_id, temperature,
+                           generator=list(gens) if temperature > 0 else None)
+    s = score_responses(tokenizer, resp, rm, [a for r in rows for a in problems["answer"].to_numpy()[r]])
+    n, out = len(rows[0]), []
+    for k in range(len(rows)):
+        sl = slice(k * n, (k + 1) * n)
+        w = P if prompt_len is not None else enc[k][0].shape[1]    # the prompt width the seed would have alone
+        out.append(dict(prompt_ids=ids[sl, P - w:], prompt_mask=am[sl, P - w:], responses=resp[sl], response_mask=rm[sl],
+                        correct=s["reward"][sl], uses_steps=s["uses_steps"][sl], finished=s["finished"][sl], lengths=rm[sl].sum(1)))
+    return out
+
+def warm_starts(seeds, # distinct seeds
+                cfg:LabConfig, # the configuration
+                progress:bool=False, # tqdm bar
+               ) -> list[dict]: # one `prepare_warm_start` result per seed
+    "`prepare_warm_start` for many seeds as one batched computation (a `SeedEnsemble`); seed s's result equals its own run to float tolerance."
+    cfg, seeds = _check_cfg(cfg), check_seeds(seeds)
+    check_seed_batch(len(seeds), cfg)
+    from tqdm.auto import tqdm
+    tok, (train, _) = lab_tokenizer(), lab_data(cfg)
+    ens = SeedEnsemble([_new_policy(tok, cfg, s) for s in seeds])
+    dev, S, bs = _device(cfg), len(seeds), cfg.warm_batch
+    rngs = [np.random.default_rng(s) for s in seeds]                         # as `warm_start(seed=s)`
+    opt = SeedAdamW(ens.parameters(), lr=cfg.warm_lr)
+    prompts, losses = train["prompt"].to_numpy(), []
+    sols = np.stack([train["solution"].to_numpy(), train["direct"].to_numpy()], 1)
+    on = torch.ones(S, dtype=torch.bool)
+    for step in tqdm(range(cfg.warm_steps), desc=f"warm start x{S}", disable=not progress, leave=False):
+        picks = [(r.integers(0, len(prompts), bs), None) for r in rngs]
+        picks = [(i, (r.random(bs) < cfg.shortcut_frac).astype(int)) for (i, _), r in zip(picks, rngs)]
+        ids, am = _encode(tok, np.concatenate([prompts[i] for i, _ in picks]), dev)
+        enc = tok([s + tok.eos_token for i, sh in picks for s in sols[i, sh]], padding=True, padding_side="right",
+                  return_tensors="pt", add_special_tokens=False)
+        resp, rmask = enc["input_ids"].to(dev), enc["attention_mask"].to(dev)
+        x, m = torch.cat([ids, resp], 1), torch.cat([am, rmask], 1)
+        logits = ens(input_ids=x, attention_mask=m, position_ids=(m.cumsum(1) - 1).clamp_min(0)).logits
+        tl = torch.nn.functional.cross_entropy(logits[:, ids.shape[1] - 1:-1].flatten(0, 1).float(), resp.flatten(),
+                                               reduction="none", label_smoothing=cfg.warm_label_smoothing).reshape(S, -1)
+        rm = rmask.reshape(S, -1)
+        per_seed = (tl * rm).sum(1) / rm.sum(1)                                # each seed's own mean token loss
+        opt.zero_grad(); per_seed.sum().backward()
+        opt.step(1 - step / max(cfg.warm_steps, 1), on)
+        losses.append(per_seed.detach())
+    probes = _generate_many(ens, tok, train, [np.random.default_rng([s, 99]).integers(0, len(train), 2 * cfg.prompts_per_step) for s in seeds],
+                            cfg.group_size, cfg.max_new_tokens, cfg.temperature, [torch.Generator(dev).manual_seed(s + 99) for s in seeds])
+    out = []
+    for k, (s, probe) in enumerate(zip(seeds, probes)):
+        mixed = groups_with_spread(probe["correct"], group_size=cfg.group_size).float().mean().item()
+        if mixed == 0: _too_weak(cfg, s, probe["correct"].mean().item())
+        out.append(dict(state=ens.state(k), loss=losses[-1][k].item() if losses else float("nan"), probe_mixed_share=mixed))
+    return out
+
+
+# %% ../nbs/42_lab.ipynb #s20many2
+def _gather_many(ens, tokenizer, problems, cfg, algo, rngs, gens, prompt_len):
+    "`_gather_rollouts` for every seed of the ensemble at once: each seed keeps its own generation rounds, RNG and generator."
+    S, G, n = len(rngs), cfg.group_size, cfg.prompts_per_step
+    kept, rounds, first, todo = [[] for _ in range(S)], [0] * S, [None] * S, list(range(S))
+    while todo:
+        ens.active = torch.tensor(todo)
+        try: bs = _generate_many(ens, tokenizer, problems, [rngs[k].integers(0, len(problems), n) for k in todo], G,
+                                 cfg.max_new_tokens, cfg.temperature, [gens[k] for k in todo], prompt_len)
+        finally: ens.active = None
+        nxt = []
+        for k, b in zip(todo, bs):
+            rounds[k] += 1
+            done, first[k] = _take_round(b, kept[k], rounds[k], first[k], cfg, algo)
+            if not done: nxt.append(k)
+        todo = nxt
+    out = []
+    for k in range(S):
+        batch = {key: torch.cat([x[key] for x in kept[k]])[: n * G] for key in kept[k][0]}
+        out.append((batch, dict(first[k], gen_rounds=rounds[k], groups_used=batch["correct"].shape[0] // G)))
+    return out
+
+def _rl_step_many(ens, opt, tokenizer, problems, cfg, algo, rngs, gens, ref=None, prompt_len=None, prms=None, factor=1.0):
+    "`rl_step` for every seed of the ensemble as one batched computation; returns one metrics dict per seed."
+    t0, G, S = time.perf_counter(), cfg.group_size, len(rngs)
+    prms = prms or [None] * S
+    got = _gather_many(ens, tokenizer, problems, cfg, algo, rngs, gens, prompt_len)
+    outs, parts = [], []
+    for k, (batch, out) in enumerate(got):
+        B = batch["correct"].shape[0]
+        outs.append(out)
+        if B == 0:
+            out.update(entropy=float("nan"), pg_loss=0.0, pg_clipfrac=0.0, pg_clipfrac_lower=0.0, ppo_kl=0.0, kl=float("nan"), mean_abs_k=0.0)
+            parts.append(None); continue
+        L = max(int(batch["lengths"].max()), 1)
+        resp, rmask = batch["responses"][:, :L], batch["response_mask"][:, :L]
+        adv, out["mean_abs_k"] = _advantages(tokenizer, cfg, algo, batch["prompt_ids"], batch["prompt_mask"], resp, rmask, batch["rewards"], prms[k])
+        parts.append(dict(ids=batch["prompt_ids"], am=batch["prompt_mask"], resp=resp, rmask=rmask, adv=adv, B=B, L=L))
+    act = [k for k in range(S) if parts[k] is not None]
+    if act:
+        # old and reference log-probs of every active seed's rollouts in one forward pass each (rows padded per seed)
+        Bm, pad = max(parts[k]["B"] for k in act), tokenizer.pad_token_id
+        cat = lambda key, p, left=False: _stack_rows([_pad_block(parts[k][key], Bm) for k in act], p, left)
+        ids, am, resp, rmask = cat("ids", pad, True), cat("am", 0, True), cat("resp", pad), cat("rmask", 0)
+        with torch.no_grad():
+            ens.active = ref_active = torch.tensor(act)
+            try:
+                old = token_log_probs(ens, ids, am, resp, rmask)
+                if ref is not None: ref.active = ref_active; ref_lp = token_log_probs(ref, ids, am, resp, rmask)
+                else: ref_lp = None
+            finally: ens.active = None; ref is not None and setattr(ref, "active", None)
+        for j, k in enumerate(act):
+            p, sl = parts[k], slice(j * Bm, j * Bm + parts[k]["B"])
+            p["old"] = old[sl, :p["L"]]; p["ref"] = ref_lp[sl, :p["L"]] if ref_lp is not None else None
+            outs[k]["kl"] = (agg_loss(kl_penalty(p["old"], p["ref"], "low_var_kl"), p["rmask"], "token-mean").item()
+                             if p["ref"] is not None else float("nan"))
+            dev = gens[k].device
+            perm = torch.randperm(p["B"], generator=gens[k], device=dev).to(p["resp"].device)
+            p["mbs"], p["logs"] = list(perm.chunk(min(cfg.mini_batches, p["B"]))), []
+        for j in range(max(len(parts[k]["mbs"]) for k in act)):        # mini-batch j of every seed that has one
+            on = [k for k in act if j < len(parts[k]["mbs"])]
+            n = max(len(parts[k]["mbs"][j]) for k in on)
+            sel = lambda key, k: _pad_block(parts[k][key][parts[k]["mbs"][j]], n)
+            ids, am = _stack_rows([sel("ids", k) for k in on], pad, True), _stack_rows([sel("am", k) for k in on], 0, True)
+            resp, rmask = _stack_rows([sel("resp", k) for k in on], pad), _stack_rows([sel("rmask", k) for k in on], 0)
+            ens.active = torch.tensor(on)
+            try: lp, ent = token_log_probs(ens, ids, am, resp, rmask, with_entropy=True)
+            finally: ens.active = None
+            total = 0.0
+            for i, k in enumerate(on):
+                p, mb = parts[k], parts[k]["mbs"][j]
+                sl = slice(i * n, i * n + len(mb))
+                loss, m = _actor_loss(algo, p["old"][mb], lp[sl, :p["L"]], p["adv"][mb], p["rmask"][mb], p["ref"][mb] if p["ref"] is not None else None)
+                total = total + loss
+                w = p["rmask"][mb].sum().item()
+                p["logs"].append((w, float(m["pg_loss"]), (ent[sl, :p["L"]].detach() * p["rmask"][mb]).sum().item() / max(w, 1),
+                                  float(m["pg_clipfrac"]), float(m["pg_clipfrac_lower"]), float(m["ppo_kl"])))
+            opt.zero_grad(); total.backward()
+            mask = torch.zeros(S, dtype=torch.bool); mask[on] = True
+            opt.clip(cfg.grad_clip, mask); opt.step(factor, mask)
+        for k in act: outs[k].update(_log_means(parts[k]["logs"]))
+    dt = (time.perf_counter() - t0) / S                       # the batch's wall time, shared between its seeds
+    for o in outs: o["step_time"] = dt
+    return outs
+
+
+# %% ../nbs/42_lab.ipynb #s20many3
+def _resume_many(ckpts, idents, dev): # per seed: the checkpoint state to resume from (None: from the start)
+    "Read a batch's run checkpoints; refuse another configuration or another batch of seeds; pick the step every seed has."
+    found = []
+    for f, ident in zip(ckpts, idents):
+        if f is None or not f.exists(): found.append(None); continue
+        try: st = load_torch(f, "run checkpoint", map_location=dev)
+        except ValueError as e: raise type(e)(f"{e}; delete it to restart the run") from None
+        old = st.get("identity") if isinstance(st, dict) else None
+        same = lambda a, b: {k: v for k, v in a.items() if k != "batch"} == {k: v for k, v in b.items() if k != "batch"}
+        if isinstance(old, dict) and "batch" in old and same(old, ident) and old["batch"] != ident["batch"]:
+            raise ValueError(f"run checkpoint {str(f)!r} belongs to a batch of seeds {old.get('batch')}, but this run batches the seeds "
+                             f"{ident['batch']}: a batch's seeds are trained together, so its checkpoints resume only in the same batch; "
+                             "run that batch again (the same seeds and --seed-batch) or delete the checkpoint to restart the seed")
+        if old != ident: raise ValueError(f"checkpoint {str(f)!r} belongs to another run or configuration; delete it or choose another output")
+        if not isinstance(st.get("step"), int): raise ValueError(f"run checkpoint {str(f)!r} is damaged or altered (no step); delete it to restart the run")
+        found.append(st)
+    target = min(st["step"] if st is not None else 0 for st in found)      # a kill between two seeds' writes: the older step
+    out = []
+    for f, st in zip(ckpts, found):
+        if st is None or target == 0: out.append(None)
+        elif st["step"] == target: out.append(st)
+        elif isinstance(st.get("prev"), dict) and st["prev"].get("step") == target: out.append(st["prev"])
+        else: raise ValueError(f"run checkpoint {str(f)!r} is at step {st['step']} but its batch resumes from step {target}; "
+                               "delete the checkpoints of this batch to restart it")
+    return out, target
+
+def train_many(algo:str, # algorithm name, e.g. "grpo+ktae"
+               seeds, # a count n (seeds 0..n-1) or a list of distinct seeds, trained together
+               cfg:LabConfig|None=None, # configuration (default LabConfig())
+               warms:list|None=None, # one `prepare_warm_start` (or `warm_starts`) result per seed; None: computed here
+               progress:bool=False, # tqdm bar over steps
+               checkpoints:str|Path|None=None, # folder for one checkpoint per seed (every `eval_every` steps), resumed from
+               prms:list|None=None, # one PRM checkpoint file per seed for the `+prm` algorithms (default: `cfg.prm_path`)
+              ): # pandas DataFrame, one row per seed and step (step 0 = the warm start)
+    "`train_run` for many seeds as one batched computation; seed s's metrics equal `train_run(algo, s)`'s to float tolerance."
+    import pandas as pd
+    from tqdm.auto import tqdm
+    spec, cfg = algorithm_spec(algo), _check_cfg(LabConfig() if cfg is None else cfg)
+    seeds = check_seeds(seeds)
+    check_seed_batch(len(seeds), cfg)
+    warms = warm_starts(seeds, cfg) if warms is None else warms
+    if not isinstance(warms, (list, tuple)) or len(warms) != len(seeds) or not all(isinstance(w, dict) and "state" in w for w in warms):
+        raise ValueError(f"`warms` must be a list of one `prepare_warm_start` result per seed ({len(seeds)}), each with the policy's 'state'")
+    prms = [cfg.prm_path] * len(seeds) if prms is None else list(prms)
+    if len(prms) != len(seeds): raise ValueError(f"`prms` must name one PRM file per seed ({len(seeds)}), got {len(prms)}")
+    if spec["process"] == "prm" and any(f is None or not Path(f).is_file() for f in prms):
+        raise ValueError(f"algorithm {spec['name']!r} needs a PRM checkpoint file for every seed (`prms`, or LabConfig.prm_path), got {prms!r}")
+    if checkpoints is not None and Path(checkpoints).is_file(): raise ValueError(f"`checkpoints` {str(checkpoints)!r} is a file; name a folder")
+    tok, (train, held) = lab_tokenizer(), lab_data(cfg)
+    dev = _device(cfg)
+    pols = [load_state(_new_policy(tok, cfg, s), w["state"], f"warm start of seed {s}", "warm start") for s, w in zip(seeds, warms)]
+    ens, ref = SeedEnsemble(pols), SeedEnsemble(pols).requires_grad_(False)
+    del pols
+    prm_models = [load_prm(f, tok, task=LAB_TASK, device=dev) for f in prms] if spec["process"] == "prm" else None
+    opt = SeedAdamW(ens.parameters(), lr=cfg.lr)
+    factor = lambda s: min(1.0, (s + 1) / (cfg.lr_warmup_steps + 1))         # `train_run`'s schedule
+    rngs, gens = [np.random.default_rng([s, 1]) for s in seeds], [torch.Generator(dev).manual_seed(s) for s in seeds]
+    prompt_len = int(train["prompt"].str.len().max()) + 1
+    conf = json.loads(json.dumps(cfg.identity()))
+    idents = [dict(algo=spec["name"], seed=s, config=conf, batch=seeds, **({"prm": str(f)} if spec["process"] == "prm" else {}))
+              for s, f in zip(seeds, prms)]
+    ckpts = [_ckpt_path(Path(checkpoints), spec["name"], s) for s in seeds] if checkpoints is not None else [None] * len(seeds)
+    if checkpoints is not None: Path(checkpoints).mkdir(parents=True, exist_ok=True)
+    states, done = _resume_many(ckpts, idents, dev)
+    rows, last = [], [None] * len(seeds)
+    for k, (s, st, f) in enumerate(zip(seeds, states, ckpts)):
+        if st is None: rows.append([dict(algo=spec["name"], seed=s, step=0, **_run_eval(ens.member(k), tok, held, cfg, s, 0))]); continue
+        if not isinstance(st.get("rows"), list) or not isinstance(st.get("generator"), torch.Tensor):
+            raise ValueError(f"run checkpoint {str(f)!r} is damaged or altered; delete it to restart the run")
+        ens.load_state(k, st["policy"], f, "run checkpoint"); opt.load(k, ens.names, st["optimizer"], f)
+        try: rngs[k].bit_generator.state = st["rng"]; gens[k].set_state(st["generator"].cpu())
+        except (TypeError, ValueError, KeyError, RuntimeError) as e:
+            raise ValueError(f"run checkpoint {str(f)!r} has a damaged random state ({e}); delete it to restart the run") from None
+        rows.append(st["rows"]); last[k] = {key: v for key, v in st.items() if key != "prev"}
+    for step in tqdm(range(done + 1, cfg.steps + 1), desc=f"{spec['name']} x{len(seeds)} seeds", disable=not progress, leave=False):
+        ms = _rl_step_many(ens, opt, tok, train, cfg, spec, rngs, gens, ref, prompt_len, prm_models, factor(step - 1))
+        evaluated = step % cfg.eval_every == 0 or step == cfg.steps
+        for k, (s, m) in enumerate(zip(seeds, ms)):
+            if evaluated: m.update(_run_eval(ens.member(k), tok, held, cfg, s, step))
+            rows[k].append(dict(algo=spec["name"], seed=s, step=step, **m))
+        if evaluated and step < cfg.steps:
+            for k, f in enumerate(ckpts):
+                if f is None: continue
+                st = dict(identity=idents[k], step=step, rows=_plain(rows[k]), policy=ens.state(k), optimizer=opt.state(k, ens.names),
+                          rng=rngs[k].bit_generator.state, generator=gens[k].get_state())
+                _save_checkpoint(f, dict(st, prev=last[k]) if last[k] is not None else st)   # the previous one too: a kill between
+                last[k] = st                                                                  # two seeds' files loses no step
+    return pd.concat([pd.DataFrame(r) for r in rows], ignore_index=True)
+
+
 # %% ../nbs/42_lab.ipynb #4c6b33e1
-def _per_run(df): # pandas DataFrame indexed by (algo, seed)
+def _per_run(df, # tidy metrics
+             final_evals:int=3, # final held-out metrics: mean of the run's last `final_evals` evaluations after step 0
+            ): # pandas DataFrame indexed by (algo, seed)
     "One row per run: warm-start and final held-out accuracy, gain, greedy accuracy, length, entropy, signal, step time."
     import pandas as pd
     need = ["algo", "seed", "step", "eval_acc", "eval_greedy_acc", "eval_len", "entropy", "mixed_share", "mean_abs_k", "step_time"]
@@ -738,11 +1289,15 @@ def _per_run(df): # pandas DataFrame indexed by (algo, seed)
     if not len(df): raise ValueError("`df` has no rows")
     if set(map(tuple, df[["algo", "seed"]].drop_duplicates().to_numpy())) != set(map(tuple, df.loc[df["step"] == 0, ["algo", "seed"]].to_numpy())):
         raise ValueError("`df` has a run without its step 0 row (the warm start's evaluation)")
+    check_number(final_evals, "final_evals", 1, integer=True)
     last = df.groupby(["algo", "seed"])["step"].transform("max")
-    ends = df[df["step"] == last].set_index(["algo", "seed"])
     start = df[df["step"] == 0].set_index(["algo", "seed"])
-    per_run = pd.DataFrame({"warm_acc": start["eval_acc"], "final_acc": ends["eval_acc"],
-                            "final_greedy_acc": ends["eval_greedy_acc"], "final_len": ends["eval_len"]})
+    ev = df[df["eval_acc"].notna()].sort_values("step")
+    ev = ev[(ev["step"] > 0) | (ev.groupby(["algo", "seed"])["step"].transform("max") == 0)]   # step 0 only for a run without RL
+    ends = ev[ev.groupby(["algo", "seed"]).cumcount(ascending=False) < final_evals].groupby(["algo", "seed"])
+    per_run = pd.DataFrame({"warm_acc": start["eval_acc"], "final_acc": ends["eval_acc"].mean(),
+                            "final_greedy_acc": ends["eval_greedy_acc"].mean(), "final_len": ends["eval_len"].mean(),
+                            "final_from": ends["step"].min(), "final_to": ends["step"].max()})
     per_run["gain"] = per_run["final_acc"] - per_run["warm_acc"]
     tr = df[df["step"] > 0].groupby(["algo", "seed"])
     tail = df[(df["step"] > 0) & (df["step"] > last - max(1, int(last.max() // 10)))].groupby(["algo", "seed"])
@@ -753,10 +1308,11 @@ def _per_run(df): # pandas DataFrame indexed by (algo, seed)
     return per_run
 
 def summarize(df, # tidy metrics from `run_ablation` / `train_run`
+              final_evals:int=3, # final metrics: mean of each run's last `final_evals` evaluations (`LabConfig.final_evals`)
              ): # pandas DataFrame, one row per algorithm
     "One row per algorithm: warm-start and final held-out accuracy, gain across seeds, length, entropy, signal."
     import pandas as pd
-    per_run = _per_run(df)
+    per_run = _per_run(df, final_evals)
     g = per_run.groupby(level="algo")
     out = pd.DataFrame({"seeds": g.size(), "steps": df.groupby("algo")["step"].max()})
     for c in ["warm_acc", "final_acc", "gain"]:
@@ -764,6 +1320,7 @@ def summarize(df, # tidy metrics from `run_ablation` / `train_run`
     out["gain_min"] = g["gain"].min()
     for c in ["final_greedy_acc", "final_len", "final_entropy", "mixed_share", "mean_abs_k", "step_time"]:
         out[c] = g[c].mean()
+    out["final_from"], out["final_to"] = g["final_from"].min(), g["final_to"].max()
     return out
 
 def summary_markdown(summ, # from `summarize`
@@ -781,6 +1338,10 @@ def summary_markdown(summ, # from `summarize`
         lines.append(f"| {a} | {int(r.seeds)} | {pm(r.warm_acc_mean, r.warm_acc_std)} | {pm(r.final_acc_mean, r.final_acc_std)} | "
                      f"{pm(r.gain_mean, r.gain_std)} ({100 * r.gain_min:+.1f}) | {100 * r.final_greedy_acc:.1f} | {r.final_len:.1f} | "
                      f"{r.final_entropy:.3f} | {r.mixed_share:.2f} | {r.mean_abs_k:.3f} |")
+    if {"final_from", "final_to"} <= set(summ.columns):
+        a, b = int(summ["final_from"].min()), int(summ["final_to"].max())
+        lines.append(f"\nFinal and greedy accuracy and length: mean of each run's held-out evaluations at steps {a}-{b}" if a < b else
+                     f"\nFinal and greedy accuracy and length: the held-out evaluation at step {b}")
     return "\n".join(lines) + "\n"
 
 # %% ../nbs/42_lab.ipynb #6272057a
@@ -801,10 +1362,11 @@ def sign_flip_p(d) -> float:
 def paired_differences(df, # tidy metrics from `run_ablation`
                        baseline:str|None=None, # compare every algorithm with this one; None: each `x+mod` with `x`
                        metrics=FINAL_METRICS, # per-run metrics of `summarize` to compare
+                       final_evals:int=3, # final metrics: mean of each run's last `final_evals` evaluations
                       ): # pandas DataFrame, one row per (algorithm, metric)
     "Per-seed differences of final metrics between each algorithm and its baseline, over the seeds both ran."
     import pandas as pd
-    per_run = _per_run(df)
+    per_run = _per_run(df, final_evals)
     metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
     bad = [m for m in metrics if m not in per_run.columns]
     if bad: raise ValueError(f"unknown metric(s) {bad}; valid: {list(per_run.columns)}")

@@ -298,15 +298,18 @@ def _generators(generator, B:int, dev:torch.device) -> list:
         out.append(g)
     return out
 
-def _draw(z:torch.Tensor, temperature:float, top_p:float, gens:list) -> torch.Tensor:
-    "One token per row from softmax(z / T) under top-p, by the exponential race with each block's generator."
+def _draw(z:torch.Tensor, temperature:float, top_p:float, gens:list, done:torch.Tensor|None=None) -> torch.Tensor:
+    "One token per row from softmax(z / T) under top-p, by the exponential race with each block's generator (a finished block draws nothing)."
     probs = torch.softmax(z / temperature, -1)
     if top_p < 1:
         srt, idx = probs.sort(-1, descending=True)
         drop = (srt.cumsum(-1) - srt) >= top_p                     # mass before the token already reaches top_p
         probs = probs.scatter(-1, idx, srt.masked_fill(drop, 0.0))
     q = torch.empty_like(probs)
-    for block, g in zip(q.chunk(len(gens)), gens): block.exponential_(1, generator=g)
+    fin = done.reshape(len(gens), -1).all(1).tolist() if done is not None else [False] * len(gens)
+    for block, g, f in zip(q.chunk(len(gens)), gens, fin):
+        if f: block.fill_(1.0)                                      # its rows are padding now: leave its stream untouched
+        else: block.exponential_(1, generator=g)
     return (probs / q).argmax(-1)
 
 # %% ../nbs/20_lm.ipynb #b0eb7827
@@ -352,7 +355,7 @@ def generate(model, # a transformers causal LM
     last, one = pos[:, -1:], torch.ones((B, 1), dtype=mask.dtype, device=dev)
     for t in range(max_new_tokens):
         z = logits[:, -1].float()
-        nxt = _draw(z, temperature, top_p, gens) if temperature > 0 else z.argmax(-1)
+        nxt = _draw(z, temperature, top_p, gens, done) if temperature > 0 else z.argmax(-1)
         out[:, t] = torch.where(done, int(pad_token_id), nxt)
         valid[:, t] = (~done).long()
         lp[:, t] = torch.log_softmax(z, -1).gather(1, nxt[:, None]).squeeze(1).masked_fill(done, 0.0)

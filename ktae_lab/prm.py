@@ -66,7 +66,7 @@ def encode_steps(tokenizer, # a transformers tokenizer
                  max_positions:int|None=None, # longest row allowed (None: no limit)
                  device=None, # target device
                 ) -> dict: # input_ids, attention_mask [B, T]; boundaries, step_mask [B, S]; n_steps (list)
-    "Tokenise prompt + steps, right-padded, with the position of the last token of every step."
+    "Tokenise prompt + steps + end marker, right-padded, with each step's own scoring position (the last step's: the marker)."
     if isinstance(prompts, str) or not isinstance(prompts, (list, tuple)) or not prompts:
         raise ValueError("`prompts` must be a non-empty list of strings")
     if isinstance(responses, str) or not isinstance(responses, (list, tuple)) or len(responses) != len(prompts):
@@ -79,11 +79,14 @@ def encode_steps(tokenizer, # a transformers tokenizer
     pieces = [s + sep if j < len(st) - 1 else s for st in steps for j, s in enumerate(st)]
     enc = tokenizer(list(prompts) + pieces, add_special_tokens=False)["input_ids"] if pieces else tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
     bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    end = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else tokenizer(sep, add_special_tokens=False)["input_ids"]
+    if not end: raise ValueError(f"the tokenizer has no end-of-sequence token and encodes `sep`={sep!r} to nothing: no end marker for the last step")
     rows, bounds, k = [], [], len(prompts)
     for i, st in enumerate(steps):
         ids = bos + list(enc[i]); b = []
         for _ in st:
             ids += enc[k]; k += 1; b.append(len(ids) - 1)
+        if st: ids += end; b[-1] = len(ids) - 1     # the end marker: the last step's own position, even when it is empty
         if max_positions is not None and len(ids) > max_positions:
             raise ValueError(f"`responses[{i}]`: prompt + response is {len(ids)} tokens, longer than the model's context of "
                              f"{max_positions} (PRMConfig.max_positions); shorten it or train a PRM with a longer context")

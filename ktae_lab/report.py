@@ -19,7 +19,7 @@ from .viz import (explain_groups, as_batch, contrast_note, display_token, group_
 
 
 # %% auto #0
-__all__ = ['report_html', 'draw_group_figures', 'write_report']
+__all__ = ['report_html', 'draw_group_figures', 'write_report', 'RunSummary', 'summarize_run', 'run_figures', 'write_run_report']
 
 # %% ../nbs/31_report.ipynb #89413b54
 _PAGE_CSS = """
@@ -159,3 +159,184 @@ def write_report(rollouts, # RolloutBatch, rollout DataFrame or JSONL path
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")
     return out
+
+# %% ../nbs/31_report.ipynb #7a2b0002
+@dataclasses.dataclass
+class RunSummary:
+    "What KTAE saw at each step of a run: one row per step, one row per (step, token)."
+    steps: "pandas.DataFrame" # step, rollouts, groups, contrast_share, correct_share, mean_abs_K, K_q05..K_q95, page
+    tokens: "pandas.DataFrame" # step, token_id, token, groups, rewarded, punished, mean_K (contrast groups only)
+    source: str # the run folder
+
+    def top_tokens(self, n:int=6) -> list: # token ids: the n most often rewarded, then the n most often punished
+        "The tokens most often rewarded and most often punished over the run (no token twice)."
+        tot = self.tokens.groupby("token_id")[["rewarded", "punished"]].sum()
+        pos = tot[tot.rewarded > 0].sort_values(["rewarded", "punished"], ascending=[False, True]).index[:n].tolist()
+        neg = [t for t in tot[tot.punished > 0].sort_values(["punished", "rewarded"], ascending=[False, True]).index if t not in pos][:n]
+        return pos + neg
+
+def _step_rows(step, table, summary): # the step's row and its per-token rows
+    import pandas as pd
+    mixed = summary[summary.mixed]
+    t = table[table.group.isin(set(mixed.group))] if len(table) else table
+    k = t.K.to_numpy() if len(t) else np.zeros(0)
+    nz = k[k != 0]
+    qs = np.percentile(nz, [5, 25, 50, 75, 95]) if len(nz) else np.zeros(5)
+    n = int(summary.rollouts.sum())
+    row = dict(step=step, rollouts=n, groups=len(summary), contrast_share=float(summary.mixed.mean()) if len(summary) else 0.0,
+               correct_share=float(summary.correct.sum()) / n if n else 0.0, mean_abs_K=float(np.abs(nz).mean()) if len(nz) else 0.0,
+               **{f"K_q{q:02d}": float(v) for q, v in zip((5, 25, 50, 75, 95), qs)})
+    if not len(t): return row, pd.DataFrame(columns=["step", "token_id", "token", "groups", "rewarded", "punished", "mean_K"])
+    has_tok = "token" in t.columns
+    tok = t.assign(pos=t.K > 0, neg=t.K < 0).groupby("token_id", sort=False).agg(
+        groups=("K", "size"), rewarded=("pos", "sum"), punished=("neg", "sum"), mean_K=("K", "mean"),
+        **({"token": ("token", "first")} if has_tok else {})).reset_index()
+    if not has_tok: tok["token"] = tok.token_id.astype(str)
+    tok.insert(0, "step", step)
+    return row, tok[["step", "token_id", "token", "groups", "rewarded", "punished", "mean_K"]]
+
+def _summarize_step(job): # worker: (step, path, fmt, reader, cfg, pages dir or None, step_groups, title) -> (row, tokens, link)
+    from ktae_lab.formats import read_step
+    from ktae_lab.ktae import score_rollouts
+    from ktae_lab.data import atomic_write
+    step, path, fmt, reader, cfg, pages, step_groups, title = job
+    df = read_step(step, path, fmt, **reader)
+    row, tok = _step_rows(step, *score_rollouts(df, cfg))
+    link = None
+    if pages is not None and step_groups:
+        keep = list(dict.fromkeys(df.group_id))[:step_groups]          # only the shown groups are explained
+        page = Path(pages) / f"step_{step}.html"
+        atomic_write(page, report_html(df[df.group_id.isin(keep)].reset_index(drop=True), preset=cfg, plots=False,
+                                       progress=False, title=f"{title}: step {step}"))
+        link = f"{Path(pages).name}/{page.name}"
+    return row, tok, link
+
+def _worker_init(): torch.set_num_threads(1)   # one process per core: no thread pools inside them
+
+def summarize_run(folder, # a run folder of step files (see `formats.run_steps`)
+                  preset:str="official", # KTAE preset
+                  format:str="auto", # the step files' format (`formats.FORMATS`)
+                  reader:dict|None=None, # options of the reader (tokenizer, num_generations, reward_key)
+                  progress:bool=True, # tqdm bar over the steps
+                  workers:int|None=None, # processes, one step each at a time (None: usable cores, at most 4)
+                  pages=None, # folder for one group-view page per step (None: no pages)
+                  step_groups:int=4, # groups on each step page
+                  title:str="Key tokens across a run", # heading of the step pages
+                  **overrides, # KTAE config overrides
+                 ) -> RunSummary:
+    "Score every step of a run folder, streamed over worker processes, and keep per-step and per-token summaries."
+    import pandas as pd
+    from ktae_lab.formats import run_steps
+    cfg = resolve_config(preset, **overrides)
+    if workers is None: workers = min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1: raise ValueError(f"`workers` must be an int >= 1, got {workers!r}")
+    if pages is not None: Path(pages).mkdir(parents=True, exist_ok=True)
+    jobs = [(s, p, f, reader or {}, cfg, None if pages is None else str(pages), step_groups, title) for s, p, f in run_steps(folder, format)]
+    bar = lambda it: tqdm(it, total=len(jobs), desc="steps", disable=not progress)
+    if workers == 1 or len(jobs) < 2 or "fork" not in mp.get_all_start_methods():
+        results = [_summarize_step(j) for j in bar(jobs)]
+    else:
+        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=mp.get_context("fork"), initializer=_worker_init) as pool:
+            results = list(bar(pool.map(_summarize_step, jobs)))
+    tokens = pd.concat([t for _, t, _ in results], ignore_index=True) if results else pd.DataFrame()
+    tokens = tokens.astype({"step": int, "token_id": int, "groups": int, "rewarded": int, "punished": int, "mean_K": float})
+    steps = pd.DataFrame([r for r, _, _ in results])
+    steps["page"] = [l or "" for _, _, l in results]
+    return RunSummary(steps, tokens, str(folder))
+
+
+# %% ../nbs/31_report.ipynb #7a2b0005
+def _png(fig) -> str: # a figure as an <img> with a data: URI
+    import base64, io
+    import matplotlib.pyplot as plt
+    buf = io.BytesIO(); fig.savefig(buf, format="png", dpi=96, bbox_inches="tight"); plt.close(fig)
+    return f'<img alt="figure" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+
+def _label(tok) -> str: # a token as a matplotlib label (no maths parsing)
+    from ktae_lab.viz import token_text
+    return token_text(str(tok)).replace("$", r"\$")
+
+def run_figures(rs:RunSummary, # from `summarize_run`
+                n:int=6, # tokens per side followed across steps
+               ) -> list: # matplotlib figures: overview, heat map, small multiples (the last two absent without key tokens)
+    "Pictures of a run: contrast and K over steps; mean K of the top tokens per step (heat map, small multiples)."
+    import matplotlib.pyplot as plt
+    s = rs.steps
+    fig, ax = plt.subplots(1, 2, figsize=(11, 3.2))
+    ax[0].plot(s.step, s.contrast_share, "o-", label="groups with contrast"); ax[0].plot(s.step, s.correct_share, "s--", label="correct rollouts")
+    ax[0].set(xlabel="step", ylabel="share", ylim=(0, 1.02), title="contrast per step"); ax[0].legend(fontsize=8)
+    ax[1].fill_between(s.step, s.K_q05, s.K_q95, alpha=0.2, label="5-95%"); ax[1].fill_between(s.step, s.K_q25, s.K_q75, alpha=0.4, label="25-75%")
+    ax[1].plot(s.step, s.K_q50, "k-", label="median"); ax[1].axhline(0, color="grey", lw=0.5)
+    ax[1].set(xlabel="step", ylabel="K (non-zero)", title="distribution of K per step"); ax[1].legend(fontsize=8)
+    figs = [fig]
+    top = rs.top_tokens(n)
+    if not top: return figs
+    t = rs.tokens[rs.tokens.token_id.isin(top)]
+    grid = t.pivot_table(index="token_id", columns="step", values="mean_K").reindex(index=top, columns=s.step.tolist())
+    names = t.drop_duplicates("token_id").set_index("token_id").token.reindex(top)
+    lim = float(np.nanmax(np.abs(grid.to_numpy()))) or 1.0
+    fig, ax = plt.subplots(figsize=(min(max(6, 2 + 0.25 * len(s)), 14), 0.9 + 0.32 * len(top)))
+    im = ax.imshow(np.ma.masked_invalid(grid.to_numpy()), aspect="auto", cmap="RdYlGn", vmin=-lim, vmax=lim, interpolation="nearest")
+    ax.set_yticks(range(len(top)), [_label(x) for x in names]); ax.set_xlabel("step")
+    xt = np.unique(np.linspace(0, len(s) - 1, min(len(s), 12)).round().astype(int))
+    ax.set_xticks(xt, [str(s.step.iloc[i]) for i in xt]); ax.set_title("mean K of the most often rewarded / punished tokens (blank: absent)")
+    fig.colorbar(im, ax=ax, label="mean K")
+    figs.append(fig)
+    cols = min(4, len(top)); rows = -(-len(top) // cols)
+    fig, axs = plt.subplots(rows, cols, figsize=(3 * cols, 2 * rows), sharex=True, sharey=True, squeeze=False)
+    for a, tid, name in zip(axs.flat, top, names):
+        g = t[t.token_id == tid].sort_values("step")
+        a.plot(g.step, g.mean_K, "o-", ms=3); a.axhline(0, color="grey", lw=0.5); a.set_title(_label(name), fontsize=9)
+    for a in list(axs.flat)[len(top):]: a.axis("off")
+    fig.supxlabel("step"); fig.supylabel("mean K"); fig.tight_layout()
+    figs.append(fig)
+    return figs
+
+
+# %% ../nbs/31_report.ipynb #7a2b0007
+def write_run_report(folder, # a run folder of step files
+                     out, # the run page (.html); step pages go to `<out stem>_steps/` beside it
+                     preset:str="official", # KTAE preset
+                     format:str="auto", # the step files' format
+                     reader:dict|None=None, # options of the reader (tokenizer, num_generations, reward_key)
+                     top:int=6, # tokens per side followed across steps
+                     step_groups:int=4, # groups shown on each step's page (0: no step pages)
+                     title:str="Key tokens across a run", # page heading
+                     progress:bool=True, # tqdm bars
+                     workers:int|None=None, # processes (see `summarize_run`)
+                     **overrides, # KTAE config overrides
+                    ) -> Path: # the run page
+    "`ktae-lab report RUN_DIR`: one page for the whole run (contrast, K, top tokens across steps), linked step pages."
+    import pandas as pd
+    from ktae_lab.data import atomic_write
+    out = Path(out); pages = out.with_name(out.stem + "_steps")
+    if not isinstance(step_groups, int) or isinstance(step_groups, bool) or step_groups < 0:
+        raise ValueError(f"`step_groups` must be an int >= 0, got {step_groups!r}")
+    rs = summarize_run(folder, preset, format, reader, progress, workers, pages if step_groups else None, step_groups, title, **overrides)
+    figs = "".join(_png(f) for f in run_figures(rs, top))
+    steps = rs.steps.assign(page=[f'<a href="{html.escape(l)}">step {s}</a>' if l else "" for s, l in zip(rs.steps.step, rs.steps.page)])
+    shown = steps.drop(columns=["page"]).round(3).astype(str)
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in ["page"] + list(shown.columns))
+    body = "".join("<tr><td>" + lk + "</td>" + "".join(f"<td>{html.escape(v)}</td>" for v in r) + "</tr>"
+                   for lk, r in zip(steps.page, shown.itertuples(index=False)))
+    ids = rs.top_tokens(top)
+    tot = rs.tokens.groupby("token_id").agg(token=("token", "first"), steps=("step", "nunique"), groups=("groups", "sum"),
+                                            rewarded=("rewarded", "sum"), punished=("punished", "sum"), mean_K=("mean_K", "mean"))
+    tt = tot.reindex(ids).reset_index() if ids else tot.iloc[:0].reset_index()
+    trows = "".join(f"<tr><td><code>{display_token(str(r.token))}</code></td><td>{int(r.token_id)}</td><td>{int(r.steps)}</td>"
+                    f"<td>{int(r.groups)}</td><td>{int(r.rewarded)}</td><td>{int(r.punished)}</td><td>{r.mean_K:.3f}</td></tr>" for r in tt.itertuples())
+    cfg = resolve_config(preset, **overrides)
+    doc = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+           f'<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; img-src data:; style-src \'unsafe-inline\'">'
+           f'<title>{html.escape(title)}</title><style>{_PAGE_CSS}</style></head><body><h1>{html.escape(title)}</h1>'
+           f'<p class="sub">{html.escape(rs.source)} · {len(rs.steps)} steps, {int(rs.steps.rollouts.sum())} rollouts · '
+           f'KTAE <b>{html.escape(config_label(cfg))}</b></p>'
+           f'<p>Per step: the share of groups with both correct and wrong rollouts (only they have key tokens), the '
+           f'distribution of the non-zero key-token values K (KTAE, arXiv 2505.16826), and the {len(ids)} tokens most '
+           f'often rewarded (K &gt; 0) or punished (K &lt; 0) over the run, followed across steps.</p>{figs}'
+           f'<h2>Top tokens</h2><table class="overview"><tr><th>token</th><th>id</th><th>steps</th><th>groups</th>'
+           f'<th>rewarded</th><th>punished</th><th>mean K</th></tr>{trows}</table>'
+           f'<h2>Steps</h2><table class="overview"><tr>{head}</tr>{body}</table></body></html>\n')
+    atomic_write(out, doc)
+    return out
+

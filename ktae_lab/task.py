@@ -9,8 +9,9 @@ import torch
 from .core import check_flag, check_tensor, check_number
 
 # %% auto #0
-__all__ = ['LAB_ALPHABET', 'make_problems', 'split_params', 'problem_split', 'split_table', 'lab_tokenizer', 'score_responses',
-           'reference_solution', 'solution_steps', 'first_wrong_step', 'token_steps']
+__all__ = ['LAB_ALPHABET', 'TASK_VARIANTS', 'make_problems', 'split_params', 'problem_split', 'split_table', 'lab_tokenizer',
+           'score_responses', 'reference_solution', 'solution_steps', 'first_wrong_step', 'token_steps',
+           'check_variant', 'variant_problems']
 
 # %% ../nbs/41_task.ipynb #65cde236
 def _count_in_space(prompts, min_ops, max_ops, max_operand) -> int: # how many of `prompts` the task can draw
@@ -213,3 +214,55 @@ def token_steps(responses:torch.Tensor, # [B, L] response ids
     m = response_mask.bool()
     is_sep = ((responses == sep_token_id) & m).long()
     return torch.where(m, is_sep.cumsum(1) - is_sep, torch.full_like(is_sep, -1))
+
+# %% ../nbs/41_task.ipynb #s20tv02
+TASK_VARIANTS = {  # name -> what it changes; `ktae_lab.lab.lab_variant(name)` gives the LabConfig fields of each
+    "default": "chains of 2 to 4 operands of 1..4",
+    "long": "longer chains: 4 to 8 operands",
+    "carry": "carry-heavy: operands of 1..9, each chosen so that its step crosses a multiple of ten (a carry or a borrow) where one can",
+    "distractor": "a distractor: a pair +k-k inserted at a random place; its two steps are right but unnecessary",
+}
+
+def check_variant(variant:str, # a key of TASK_VARIANTS
+                 ) -> str: # the name
+    "A task variant's name, or a ValueError listing the valid ones."
+    if not isinstance(variant, str) or variant not in TASK_VARIANTS:
+        raise ValueError(f"unknown task variant {variant!r}; valid variants: {', '.join(TASK_VARIANTS)}")
+    return variant
+
+def _carry_operands(n_ops:int, signs, max_operand:int, rng) -> list[int]:
+    "Operands for the given signs, each (after the first) crossing a multiple of ten when an operand in 1..max_operand can."
+    total = int(rng.integers(1, max_operand + 1)); ops = [total]
+    for s in signs:
+        step = lambda o: total + o if s == "+" else total - o
+        cand = [o for o in range(1, max_operand + 1) if step(o) // 10 != total // 10]
+        o = int(rng.choice(cand)) if cand else int(rng.integers(1, max_operand + 1))
+        ops.append(o); total = step(o)
+    return ops
+
+def variant_problems(problems, # DataFrame from `make_problems`
+                     variant:str, # a key of TASK_VARIANTS
+                     seed:int=0, # numpy seed of the changes
+                     max_operand:int=9, # operands of the carry operands and of the distractor's k
+                    ): # DataFrame with the columns of `make_problems`, one row per input row
+    "Turn drawn problems into a variant's problems, row by row: carry-heavy operands (same signs) or an inserted distractor pair."
+    import pandas as pd
+    check_variant(variant)
+    if not isinstance(problems, pd.DataFrame) or "prompt" not in problems.columns:
+        raise ValueError("`problems` must be a DataFrame from `make_problems` (with a `prompt` column)")
+    if variant in ("default", "long"): return problems.copy()      # their chains come from `make_problems`' own settings
+    rng, rows = np.random.default_rng(seed), []
+    for p in problems["prompt"]:
+        m = _PROMPT_RE.match(p)
+        if m is None: raise ValueError(f"`problems` holds {p!r}, which is not a lab problem")
+        pairs = _OPERAND_RE.findall(m.group(2))
+        signs, ops = [s for s, _ in pairs], [int(m.group(1))] + [int(o) for _, o in pairs]
+        if variant == "carry": ops = _carry_operands(len(ops), signs, max_operand, rng)
+        else:
+            k, i = int(rng.integers(1, max_operand + 1)), int(rng.integers(0, len(signs) + 1))
+            ops, signs = ops[:i + 1] + [k, k] + ops[i + 1:], signs[:i] + ["+", "-"] + signs[i:]
+        prompt = str(ops[0]) + "".join(s + str(o) for s, o in zip(signs, ops[1:])) + ":"
+        sol = reference_solution(prompt)
+        rows.append((prompt, sol.rsplit("#", 1)[1], sol, "#" + sol.rsplit("#", 1)[1], len(ops)))
+    return pd.DataFrame(rows, columns=["prompt", "answer", "solution", "direct", "n_ops"])
+

@@ -60,7 +60,7 @@ def _group_labels(batch, correct_threshold:float=0.0) -> list[tuple[str, object]
 
 class KeyTokenExplorer:
     "An ipywidgets app: a group's rollouts coloured by K, plots and the per-token table, live under KTAE's knobs."
-    def __init__(self, rollouts, # RolloutBatch, rollout DataFrame or JSONL path
+    def __init__(self, rollouts, # RolloutBatch, rollout DataFrame, rollout file, or a run folder of step files
                  group=None, # group to show first (default: the first)
                  preset:str="official", # initial KTAE preset
                  top_n:int=10, # tokens per side in the bar chart
@@ -68,6 +68,9 @@ class KeyTokenExplorer:
                  show_plots:bool=True, # draw the plots (each redraw costs ~0.2 s per figure)
                  dpi:int=90, # plot resolution (9 pt labels at 90 dpi: 11 px)
                  estimator:str="grpo", # initial rollout-level Â (one of `ktae_lab.advantages.ESTIMATORS`)
+                 step:int|None=None, # a run folder: the step to show first (default: the first)
+                 format:str="auto", # a run folder: its step files' format (`ktae_lab.formats.FORMATS`)
+                 reader:dict|None=None, # a run folder: options of the reader (tokenizer, num_generations, reward_key)
                 ):
         import ipywidgets as W   # here, not at the top: importing ktae_lab stays light without a notebook (tests/test_packaging.py)
         self.top_n, self.max_table_rows, self.dpi, self.group_view, self.table, self.error = top_n, max_table_rows, dpi, None, None, None
@@ -76,13 +79,23 @@ class KeyTokenExplorer:
         if preset not in PRESETS: raise ValueError(f"unknown `preset` {preset!r}; valid presets: {sorted(PRESETS)}")
         if estimator not in ESTIMATORS: raise ValueError(f"unknown `estimator` {estimator!r}; valid: {', '.join(ESTIMATORS)}")
         cfg = PRESETS[preset]
-        try: self.batch = as_batch(rollouts); options = _group_labels(self.batch, cfg.correct_threshold)
+        from ktae_lab.formats import is_run_folder, run_steps, read_step
+        self._steps, self._reader, self._read_step = {}, reader or {}, read_step
+        try:
+            if isinstance(rollouts, (str, Path)) and is_run_folder(rollouts):   # a run: one step in memory at a time
+                self._steps = {s: (p, f) for s, p, f in run_steps(rollouts, format)}
+                step = step if step in self._steps else next(iter(self._steps))
+                rollouts = read_step(step, *self._steps[step], **self._reader)
+            self.batch = as_batch(rollouts); options = _group_labels(self.batch, cfg.correct_threshold)
         except Exception as e: self.batch, options, self.error = None, [], f"{type(e).__name__}: {e}"
         groups = [g for _, g in options]
         wide = dict(style={"description_width": "initial"})
         slider = dict(continuous_update=False, readout_format=".2f", **wide)
         self.group = W.Dropdown(options=options, value=group if group in groups else (groups[0] if groups else None),
                                 description="group", layout=W.Layout(width="420px"), **wide)
+        self.step = W.Dropdown(options=list(self._steps), value=step if self._steps else None, description="step",
+                               layout=W.Layout(width="160px", display=None if self._steps else "none"), **wide)
+        self.step.observe(self._on_step, names="value")
         self.rollout = W.Dropdown(options=[], description="rollout", layout=W.Layout(width="520px"), **wide)
         self.preset = W.Dropdown(options=list(PRESETS), value=preset, description="preset", layout=W.Layout(width="200px"), **wide)
         self.estimator = W.Dropdown(options=list(ESTIMATORS), value=estimator, description="Â estimator", layout=W.Layout(width="240px"), **wide)
@@ -111,7 +124,7 @@ class KeyTokenExplorer:
         for w in (self.sort_by, self.ascending): w.observe(lambda ch: self._render_table(), names="value")
         knobs = W.VBox([W.HBox([self.preset, self.estimator, self.ignore_ids]), W.HBox([self.alpha, self.beta]),
                         W.HBox([self.gamma, self.top]), W.HBox([self.use_fisher, self.use_ig, self.use_h, self.use_tf, self.show_plots])])
-        self.ui = W.VBox([W.HBox([self.group, self.rollout]), knobs, self.status, self.color_by, self.token_view,
+        self.ui = W.VBox([W.HBox([self.step, self.group, self.rollout]), knobs, self.status, self.color_by, self.token_view,
                           self.token, self.plots, W.HBox([self.sort_by, self.ascending]), self.table_view])
         self.refresh()
 
@@ -129,6 +142,21 @@ class KeyTokenExplorer:
             for k in _KNOBS:
                 v = getattr(cfg, k)
                 getattr(self, k).value = ", ".join(map(str, v)) if k == "ignore_ids" else v
+        finally: self._busy = False
+        self.refresh()
+
+    def _on_step(self, change):
+        "Another step of the run: read its file (the previous step's rollouts are dropped), keep the group if it is there."
+        try:
+            self.batch = as_batch(self._read_step(change["new"], *self._steps[change["new"]], **self._reader))
+            options = _group_labels(self.batch, PRESETS[self.preset.value].correct_threshold)
+        except Exception as e: self.batch = None; self.error = f"{type(e).__name__}: {e}"; return self._fail(self.error)
+        self._busy = True
+        try:
+            old = self.group.value
+            self.group.options = options
+            groups = [g for _, g in options]
+            self.group.value = old if old in groups else (groups[0] if groups else None)
         finally: self._busy = False
         self.refresh()
 

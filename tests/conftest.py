@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import numpy as np
 import torch
+from xdist_groups import group_node_ids
 
 
 def _rollout(**kw) -> dict:
@@ -89,13 +90,20 @@ def run_cli():
 
 # Longest work first, so that `pytest -n 2 --dist loadgroup` (README's test command) does not end with one worker
 # still running a long test while the other idles: the docs site (one xdist group: built once, then driven in Chromium),
-# then the notebooks (each runs whole), then everything else in its usual order. Without xdist only the order changes.
-_FIRST = ("test_docs.py", "test_notebooks.py")
+# then the notebooks (each runs whole; the tutorials, the longest, first), then the files with the end-to-end runs,
+# then everything else in its usual order. Without xdist only the order changes.
+_FIRST = ("test_docs.py", "test_notebooks.py", "test_prm.py", "test_faults.py", "test_lab.py", "test_ktae.py")
 
 
+def _rank(it) -> tuple:
+    f = _FIRST.index(it.path.name) if it.path.name in _FIRST else len(_FIRST)
+    return (f, 0 if f == 1 and "[tutorials/" in it.nodeid else 1)
+
+
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config, items):
-    rank = lambda it: _FIRST.index(it.path.name) if it.path.name in _FIRST else len(_FIRST)
-    items[:] = sorted(items, key=rank)   # stable: the order within each file is kept
+    items[:] = sorted(items, key=_rank)   # stable: the order within each file is kept
+    if getattr(config.option, "loadgroup", False): group_node_ids(items)   # `loadgroup` is set on xdist workers only
 
 
 def _tiny_grpo_parts():

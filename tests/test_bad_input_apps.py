@@ -34,6 +34,27 @@ GOOD_DF = pd.DataFrame({"algo": ["grpo"] * 2, "seed": [0, 0], "step": [0, 1], "e
 E = (ValueError, TypeError)
 
 
+_W = {"state": LPOL.state_dict()}
+BIG = lab.LabConfig(d_model=1024, n_heads=8, n_layers=8, warm_batch=4096, progress=False)
+
+
+def _file(t):
+    f = t / "afile"; f.write_text("x\n"); return f
+
+
+def _batch_changed(t):
+    "A batch of seeds [0, 1] leaves its step-1 checkpoints; resuming them as the batch [0] must be refused."
+    lab.train_many("grpo", [0, 1], LCFG, [_W, _W], checkpoints=t)
+    return lab.train_many("grpo", [0], LCFG, [_W], checkpoints=t)
+
+
+def _mixed_runners(t):
+    "An output folder of seeds run one by one is refused to a batched run (and its results never mixed)."
+    try: lab.run_ablation(["grpo"], [0], LCFG, t / "o", progress=False, seed_batch=1)
+    except ValueError: pass                                  # the untrained warm start is too weak: config.json is written first
+    return lab.run_ablation(["grpo"], [0], LCFG, t / "o", progress=False)
+
+
 def _problems_file(tmp, text, name="p.jsonl"):
     p = tmp / name; p.write_text(text); return p
 
@@ -274,6 +295,34 @@ CASES = [
     ("train_run", lambda t: lab.train_run("grpo", 0, {"steps": 1}), "`cfg`"),
     ("train_run", lambda t: lab.train_run("grpo", 0, LCFG, warm={"weights": 1}), "`warm`"),
     ("train_run", lambda t: lab.train_run("grpo", 0, LCFG, warm={"state": {}}, checkpoint=t), "`checkpoint`"),
+    # ---------------------------------------------------------------- batched seeds (issue 20)
+    ("run_ablation", lambda t: lab.run_ablation(["grpo"], range(3, 6), LCFG, t / "o", progress=False, seed_batch=0), "`seed_batch` must be None or an int >= 1"),
+    ("run_ablation", lambda t: lab.run_ablation(["grpo"], [2, 3, 2], LCFG, t / "o", progress=False), r"duplicates \[2\]"),
+    ("run_ablation", lambda t: lab.run_ablation(["grpo"], 1000, BIG, t / "o", progress=False), r"at most \d+ seeds fit in one batch; pass `seed_batch="),
+    ("run_ablation", lambda t: _mixed_runners(t), "differs in runner"),
+    ("check_seed_batch", lambda t: lab.check_seed_batch(10**9, LCFG), r"seeds in one batch need about .* GiB .* at most \d+ seeds fit"),
+    ("check_seed_batch", lambda t: lab.check_seed_batch(0, LCFG), "`n` must be a number of seeds >= 1"),
+    ("check_seed_batch", lambda t: lab.check_seed_batch(2.0, LCFG), "`n` must be a number of seeds"),
+    ("check_seed_batch", lambda t: lab.check_seed_batch(True, LCFG), "`n` must be a number of seeds"),
+    ("check_seed_batch", lambda t: lab.check_seed_batch(2, {"steps": 1}), "`cfg` must be a LabConfig"),
+    ("warm_starts", lambda t: lab.warm_starts([0, 0], LCFG), r"duplicates \[0\]"),
+    ("warm_starts", lambda t: lab.warm_starts("0-3", LCFG), "`seeds` must be a count"),
+    ("warm_starts", lambda t: lab.warm_starts([-1], LCFG), "`seeds` must be a count"),
+    ("warm_starts", lambda t: lab.warm_starts(1000, BIG), "seeds fit in one batch"),
+    ("warm_starts", lambda t: lab.warm_starts([0], None), "`cfg` must be a LabConfig"),
+    ("train_many", lambda t: lab.train_many("ppo", [0], LCFG, [_W]), "valid algorithms"),
+    ("train_many", lambda t: lab.train_many("grpo", [0, 1, 0], LCFG, [_W] * 3), r"duplicates \[0\]"),
+    ("train_many", lambda t: lab.train_many("grpo", [0, 1], LCFG, [_W]), "one `prepare_warm_start` result per seed"),
+    ("train_many", lambda t: lab.train_many("grpo", [0], LCFG, [_W], prms=["a", "b"]), "one PRM file per seed"),
+    ("train_many", lambda t: lab.train_many("grpo+prm", [0], LCFG, [_W]), "needs a PRM checkpoint file for every seed"),
+    ("train_many", lambda t: lab.train_many("grpo", [0], LCFG, [_W], checkpoints=_file(t)), "is a file; name a folder"),
+    ("train_many", lambda t: _batch_changed(t), r"belongs to a batch of seeds \[0, 1\], but this run batches the seeds \[0\]"),
+    ("lab_variant", lambda t: lab.lab_variant("longest"), "unknown task variant 'longest'; valid variants: default, long, carry, distractor"),
+    ("lab_variant", lambda t: lab.lab_variant("LONG"), "unknown task variant 'LONG'"),
+    ("lab_variant", lambda t: lab.lab_variant(""), "unknown task variant ''"),
+    ("lab_variant", lambda t: lab.lab_variant(None), "unknown task variant None"),
+    ("lab_variant", lambda t: lab.lab_variant(["long"]), "unknown task variant"),
+    ("LabConfig.validate", lambda t: lab.LabConfig(task="longest").validate(), "unknown task variant 'longest'"),
     ("run_ablation", lambda t: lab.run_ablation(["grpo"], [1, 1], LCFG, t / "o", progress=False), "duplicates"),
     ("run_ablation", lambda t: lab.run_ablation(["grpo", "grpo"], 1, LCFG, t / "o", progress=False), "duplicates"),
     ("run_ablation", lambda t: lab.run_ablation([], 1, LCFG, t / "o", progress=False), "`algos` is empty"),
@@ -284,6 +333,10 @@ CASES = [
     ("summarize", lambda t: lab.summarize(GOOD_DF.iloc[:0]), "no rows"),
     ("summarize", lambda t: lab.summarize(GOOD_DF.drop(columns=["eval_acc"])), "`df`"),
     ("summarize", lambda t: lab.summarize(None), "`df`"),
+    ("summarize", lambda t: lab.summarize(GOOD_DF, final_evals=0), "`final_evals`"),
+    ("evaluate", lambda t: lab.evaluate(LPOL, LTOK, LHELD, generator=torch.Generator(), samples=0), "`samples`"),
+    ("LabConfig", lambda t: lab.LabConfig(eval_samples=0).validate(), "`eval_samples`"),
+    ("LabConfig", lambda t: lab.LabConfig(final_evals=1.5).validate(), "`final_evals`"),
     ("summarize", lambda t: lab.summarize([1, 2]), "`df`"),
     ("summarize", lambda t: lab.summarize(GOOD_DF[GOOD_DF.step > 0]), "step 0"),
     ("summary_markdown", lambda t: lab.summary_markdown(None), "`summ`"),
@@ -321,8 +374,9 @@ CASES = [
     ("plot_curves", lambda t: lab.plot_curves(None), "`df`"),
     ("plot_curves", lambda t: lab.plot_curves(GOOD_DF.iloc[:0]), "`df`"),
     # a task with too few distinct problems used to loop forever (every prompt held out): now it says how many exist
-    ("lab_data", lambda t: lab.lab_data(lab.LabConfig(max_operand=1, min_ops=2, max_ops=2)), "only 2 distinct problems"),
-    ("lab_data", lambda t: lab.lab_data(lab.LabConfig(max_operand=2, min_ops=2, max_ops=2, n_heldout=400)), "only 8 distinct problems"),
+    # the split holds out a share of every operand count (at least one problem each side), so a tiny task still splits:
+    ("lab_data", lambda t: lab.lab_data(lab.LabConfig(max_operand=1, min_ops=2, max_ops=2, heldout_frac=0.0)), "`heldout_frac`"),
+    ("lab_data", lambda t: lab.lab_data(lab.LabConfig(max_operand=2, min_ops=2, max_ops=2, heldout_frac=1.0)), "`heldout_frac`"),
     ("make_problems", lambda t: lab.make_problems(3, max_operand=1, min_ops=2, max_ops=2, exclude={"1+1:", "1-1:"}), "only 2 distinct problems"),
     # ---------------------------------------------------------------- ktae_lab.prm_lab: budgets, cross-validated F1, candidates
     ("scaled_budgets", lambda t: prm_lab.scaled_budgets(0.3), "not whole numbers"),

@@ -131,6 +131,12 @@ CASES = [
     Case(["ablate", "--seeds", "1,1", "-o", "{ws}/ab"], "seed(s) [1] given twice", old=["ablate", "--seeds", "1,1", "--out", "{ws}/ab"] + SMALL_LAB_OLD),
     Case(["ablate", "--seeds", "a", "-o", "{ws}/ab"], "--seeds: expected a count or a comma list", old=["ablate", "--seeds", "a", "--out", "{ws}/ab"]),
     Case(["ablate", "--seeds", "0", "-o", "{ws}/ab"], "--seeds: a seed count must be >= 1", old=["ablate", "--seeds", "0", "--out", "{ws}/ab"]),
+    Case(["ablate", "--seeds", "5-2", "-o", "{ws}/ab"], "--seeds: the seed range '5-2' is empty"),
+    Case(["ablate", "--seeds", "0-", "-o", "{ws}/ab"], "--seeds: expected a count, a range A-B"),
+    Case(["ablate", "--seeds", "0-3,3", "-o", "{ws}/ab"], "--seeds: expected a count or a comma list of integers"),
+    Case(["ablate", "--seeds", "3,4,3", "-o", "{ws}/ab"], "seed(s) [3] given twice"),
+    Case(["ablate", "--seed-batch", "0", "-o", "{ws}/ab"], "--seed-batch: must be >= 1"),
+    Case(["ablate", "--lab", "task=longest", "-o", "{ws}/ab"], "unknown task variant 'longest'; valid variants: default, long, carry, distractor"),
     Case(["ablate", "--algos", "nope", "-o", "{ws}/ab"], "unknown algorithm 'nope'", old=["ablate", "--algos", "nope", "--out", "{ws}/ab"]),
     Case(["ablate", "--algos", "grpo,grpo", "-o", "{ws}/ab"], "names an algorithm twice", old=["ablate", "--algos", "grpo,grpo", "--out", "{ws}/ab"] + SMALL_LAB_OLD),
     Case(["ablate", "-o", "{existing}"], "is an existing file; give a folder", old=["ablate", "--out", "{existing}"] + SMALL_LAB_OLD),
@@ -488,10 +494,12 @@ def test_execute_nbs_from_outside_the_repository_writes_atomically(tmp_path, mon
     assert nb.read_text() == old and not list(tmp_path.glob(".ok.ipynb.*"))
 
 
-def test_ablate_on_a_task_too_small_fails_fast(tmp_path):
-    "--lab max_operand=1 --lab max_ops=2 used to loop forever drawing problems; now one line, exit 2, at once."
+def test_ablate_with_a_bad_heldout_share_fails_fast(tmp_path):
+    """--lab max_operand=1 --lab max_ops=2 used to loop forever drawing problems (the held-out draw took both problems);
+    the split now gives each side one. A held-out share outside (0, 1) is one line, exit 2, before any work."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     r = subprocess.run([sys.executable, "-c", "import sys; from ktae_lab.cli import main; sys.exit(main(sys.argv[1:]))", "ablate", "--algos", "grpo", "--seeds", "1", "-o", str(tmp_path / "ab"),
-                        "--lab", "max_operand=1", "--lab", "max_ops=2", "--lab", "min_ops=2", "--no-progress"],
+                        "--lab", "max_operand=1", "--lab", "max_ops=2", "--lab", "min_ops=2", "--lab", "heldout_frac=1.0", "--no-progress"],
                        capture_output=True, text=True, env=env, timeout=120)
-    assert r.returncode == 2 and "only 2 distinct problems" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert r.returncode == 2 and "heldout_frac" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (tmp_path / "ab").exists() or not any((tmp_path / "ab").rglob("*.pt"))

@@ -384,7 +384,8 @@ CASES += [   # security, hangs and the minimal report schema
     H("sec-prm-crafted-pt", "prm", _crafted_checkpoint, lambda r: r is True, fails_as="security hole"),
     H("sec-annotation-html-k", "viz", lambda t: _m("viz").annotation_html(_ann(baseline=dict(k="<script>alert(1)</script>", v0=0.5)), ["1+2=3", "#3"]), _no_script, fails_as="security hole"),
     H("sec-annotation-html-probe", "viz", lambda t: _m("viz").annotation_html(_ann(probes=[dict(step=0, estimate=0.5, count_estimate=0.5, rollouts="<img src=x onerror=alert(1)>", tokens=1, lo=0, hi=1, is_error=False)]), ["1+2=3", "#3"]), _no_script, fails_as="security hole"),
-    H("hang-make-problems", "task", lambda t: _m("lab").lab_data(_m("lab").LabConfig(max_operand=1, max_ops=2, min_ops=2)), r"distinct|problems"),
+    H("hang-make-problems", "task", lambda t: _m("lab").lab_data(_m("lab").LabConfig(max_operand=1, max_ops=2, min_ops=2, n_train=50, n_heldout=8)),
+      lambda r: set(r[0].prompt) == {"1+1:"} and set(r[1].prompt) == {"1-1:"} or set(r[0].prompt) == {"1-1:"} and set(r[1].prompt) == {"1+1:"}),
     H("hang-many-none", "credit", lambda t: _m("credit").annotate_many(["1+2:"], [["1+2=3", "#3"]], ["3"], lambda *a, **k: None, "math_shepherd", progress=False), r"completer|protocol"),
     H("report-minimal-schema", "report", lambda t: _m("report").report_html(_file(t, "m.jsonl", _rollout_lines()), plots=False), lambda r: isinstance(r, str) and "<html" in r.lower()),
 ]

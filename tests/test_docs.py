@@ -165,27 +165,45 @@ needs_browser = pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None or i
 TYPESET = "return !window.MathJax || !MathJax.Hub || !MathJax.Hub.queue || (MathJax.Hub.queue.pending === 0 && !MathJax.Hub.queue.running)"
 
 
-@needs_browser
-def test_index_renders_in_chromium(site, server, tmp_path):
-    log = tmp_path / "net.json"
-    d = _driver(log)
-    try: dom = _visit(d, urljoin(server.url, "index.html"), wait_for="return document.querySelector('[class^=MathJax]') !== null")
-    finally: d.quit()
-    assert "Why: GRPO gives every token the same credit" in dom
-    assert re.search(r'class="MathJax[^"]*"', dom), "formulas were not typeset (MathJax did not run)"
-    assert "md-nav__link" in dom and "<table" in dom
-    external_requests = [u for u in _page_requests(log) if external(u)]
-    assert not external_requests, external_requests
-
-
-@needs_browser
-def test_every_navigation_page_loads_in_chromium_without_external_requests(site, server, tmp_path):
+@functools.lru_cache
+def tour_pages(site:Path) -> tuple[str, ...]:
+    """The pages the browser visits: the index, then for each page template (the set of scripts a page loads: notebook
+    pages load MathJax, API pages do not) its page with the most formulas, and every page whose content carries a script
+    of its own. Every page is checked without a browser above (served with 200, no external resource in its HTML or CSS);
+    KTAE_LAB_FULL_TESTS=1 visits every navigation page instead (about 60 s of CPU more)."""
     pages = nav_pages(site)
+    if __import__("os").environ.get("KTAE_LAB_FULL_TESTS") == "1": return tuple(pages)
+    best, own = {}, []
+    for p in pages[1:]:
+        text = (site / p).read_text(errors="replace")
+        tpl = tuple(sorted({u.split("?")[0].rsplit("/", 1)[-1] for tag, u in parse(site / p).resources if tag == "script"}))
+        prose = re.sub(r"(?s)<(code|pre|script|style)\b.*?</\1>", "", text)   # TeX delimiters in the text MathJax reads
+        n_math = prose.count("$") + len(re.findall(r"\\\(|\\\[", prose))
+        if tpl not in best or n_math > best[tpl][0]: best[tpl] = (n_math, p)
+        if re.search(r'class="[^"]*(jp-OutputArea-output|jp-RenderedHTML)[^"]*"[^>]*>\s*<script', text): own.append(p)
+    return tuple([pages[0]] + sorted({p for _, p in best.values()} | set(own), key=pages.index))
+
+
+def test_tour_covers_every_page_template(site):
+    pages, tour = nav_pages(site), list(tour_pages(site))
+    assert tour[0] == "index.html" and any(p.startswith("api/") for p in tour) and any(not p.startswith("api/") for p in tour[1:]), tour
+    assert len(tour) <= len(pages) and set(tour) <= set(pages)
+
+
+@needs_browser
+def test_pages_load_in_chromium_without_external_requests(site, server, tmp_path):
+    """One browser session: the index renders (formulas typeset by the local MathJax, navigation, tables), then the tour's
+    pages load and typeset; every request the pages made was served (< 400) and none left the machine."""
+    pages = tour_pages(site)
     log = tmp_path / "net.json"
     del server.requests[:]
     d = _driver(log)
     try:
-        for p in pages:   # one browser visits every page in turn, each with its own timeout
+        dom = _visit(d, urljoin(server.url, pages[0]), wait_for="return document.querySelector('[class^=MathJax]') !== null && (" + TYPESET[len("return "):] + ")")
+        assert "Why: GRPO gives every token the same credit" in dom
+        assert re.search(r'class="MathJax[^"]*"', dom), "formulas were not typeset (MathJax did not run)"
+        assert "md-nav__link" in dom and "<table" in dom
+        for p in pages[1:]:   # the same browser visits the other pages in turn, each with its own timeout
             dom = _visit(d, urljoin(server.url, p), wait_for=TYPESET)
             assert "<article" in dom, p
     finally: d.quit()
@@ -197,3 +215,53 @@ def test_every_navigation_page_loads_in_chromium_without_external_requests(site,
     assert not external_requests, external_requests
     failed = [(p, c) for p, c in server.requests if not (isinstance(c, int) and c < 400) and not p.endswith((".map", "favicon.ico"))]
     assert not failed, failed
+
+
+class _Anchors(HTMLParser):
+    "Every id (and name) a page defines, and every link it holds."
+    def __init__(self):
+        super().__init__(); self.ids, self.hrefs = set(), []
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        self.ids.update(v for k, v in a.items() if k in ("id", "name") and v)
+        if tag == "a" and a.get("href"): self.hrefs.append(a["href"])
+
+
+def dead_links(site:Path) -> list[tuple[str, str]]:
+    "(page, href) of every link inside the site whose page is missing or whose #anchor is not defined on its page."
+    pages = {}
+    for p in site.rglob("*.html"):
+        if p.name == "404.html": continue        # MkDocs' 404 page links from the server root, wherever it is served
+        a = _Anchors(); a.feed(p.read_text(errors="replace")); pages[p.resolve()] = a
+    dead = []
+    for p, a in pages.items():
+        for h in a.hrefs:
+            u = urlparse(h)
+            if u.scheme or u.netloc or h.startswith("//"): continue
+            target = (p.parent / u.path).resolve() if u.path else p
+            if u.path and not target.exists(): dead.append((p.name, h)); continue
+            if u.fragment and target in pages and u.fragment not in pages[target].ids: dead.append((p.name, h))
+    return sorted(set(dead))
+
+
+def test_no_dead_links_or_anchors(site):
+    "Table-of-contents entries, doc links (backticked names) and in-page links all reach a page and an anchor on it."
+    assert not dead_links(site), dead_links(site)[:30]
+    index = (site / "index.html").read_text()
+    assert 'class="ktae-doc-link" href="api/ktae.html#token_table"' in index   # a backticked public name is a link
+
+
+def test_reading_map_lists_every_chapter_and_tutorial():
+    "The index's reading map names every chapter and tutorial, each tutorial right after the chapter the site places it after."
+    sys.path.insert(0, str(ROOT / "tools"))
+    from build_docs import TUTORIAL_AFTER
+    nb = json.loads((ROOT / "nbs" / "index.ipynb").read_text())
+    cell = next("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown" and "## The map" in "".join(c["source"]))
+    listed = re.findall(r"^\| \d+ \| (?:tutorial )?`([^`]+)`", cell, re.M)
+    chapters = sorted(p.stem for p in (ROOT / "nbs").glob("[0-9][0-9]_*.ipynb"))
+    tutorials = sorted("tutorials/" + p.stem for p in (ROOT / "nbs" / "tutorials").glob("*.ipynb") if not p.name.startswith(("_", ".")))
+    assert not set(chapters + tutorials) - set(listed), set(chapters + tutorials) - set(listed)
+    assert [c for c in listed if c in chapters] == chapters                 # chapters in reading order
+    for t in tutorials:
+        after = TUTORIAL_AFTER.get(t.split("/")[1])
+        if after in listed: assert listed.index(t) > listed.index(after), (t, after)

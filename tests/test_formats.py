@@ -260,3 +260,30 @@ def test_trl_recorded_step_replays_bit_exactly(tmp_path, tiny_grpo_parts):
     A = ktae_advantages(b.responses, b.response_mask, b.rewards, group_size=4, preset="clean", outcome_advantage=outcome.to(b.rewards.dtype))
     want = seen["out"]["advantages"]
     assert torch.equal(A[:, :want.shape[1]], want)
+
+
+def test_recorded_steps_replay_through_verls_own_compute_advantage(tmp_path):
+    "verl's real `ray_trainer.compute_advantage`, patched with record_dir=: each recorded step replays to its advantages."
+    from ktae_lab.interop import patch_verl_compute_advantage
+    verl = pytest.importorskip("verl", reason="verl not installed", exc_type=ImportError)
+    rt = pytest.importorskip("verl.trainer.ppo.ray_trainer", reason="verl's trainer dependencies not installed (README set-up)", exc_type=ImportError)
+    original = rt.compute_advantage
+    try:
+        patch_verl_compute_advantage(record_dir=tmp_path / "rec", preset="official")
+        assert rt.compute_advantage is not original
+        want = {}
+        for step in (5, 6):
+            resp, mask, scores, index = _tb(step)
+            tlr = torch.zeros(resp.shape); tlr[torch.arange(len(resp)), mask.sum(1) - 1] = scores
+            prompt = torch.ones(len(resp), 3, dtype=torch.long)
+            dp = verl.DataProto.from_dict(tensors={"responses": resp, "attention_mask": torch.cat([prompt, mask], 1),
+                                                   "response_mask": mask, "token_level_rewards": tlr},
+                                          non_tensors={"uid": index}, meta_info={"global_steps": step})
+            out = rt.compute_advantage(dp, adv_estimator="ktae")
+            want[step] = out.batch["advantages"].clone()
+        for step, df in iter_run(tmp_path / "rec"):
+            b = to_batch(df)
+            assert torch.equal(ktae_advantages(b.responses, b.response_mask, b.rewards, index=b.index, preset="official"), want[step]), step
+        assert sorted(want) == [5, 6]
+    finally:
+        rt.compute_advantage = original

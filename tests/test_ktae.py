@@ -1,5 +1,5 @@
 """KTAE engine: parity with a slow reference and with scipy, properties, degenerate cases and bad input."""
-import itertools, math, random
+import itertools, math, os, random
 import numpy as np
 import pytest
 import torch
@@ -18,9 +18,22 @@ def all_tables(max_n):
             for c in range(n + 1 - a - b) for d in [n - a - b - c]]
 
 
-def test_fisher_matches_scipy_on_every_table_up_to_32():
-    tabs = all_tables(32)
-    assert len(tabs) == math.comb(36, 4)
+FULL = os.environ.get("KTAE_LAB_FULL_TESTS") == "1"   # the exhaustive grids (a minute of CPU more), off in README's command
+
+
+def fisher_grid(max_n=32, exhaustive_to=16, n_random=1500, seed=0):
+    """2x2 tables for the scipy parity: every table with n <= `exhaustive_to`, every table with n == `max_n` (the largest
+    factorials), and a seeded sample of `n_random` tables in between; KTAE_LAB_FULL_TESTS=1: every table up to `max_n`."""
+    if FULL: return all_tables(max_n)
+    mid = [t for t in all_tables(max_n - 1) if sum(t) > exhaustive_to]
+    return (all_tables(exhaustive_to) + random.Random(seed).sample(mid, n_random) +
+            [(a, b, c, max_n - a - b - c) for a in range(max_n + 1) for b in range(max_n + 1 - a) for c in range(max_n + 1 - a - b)])
+
+
+def test_fisher_matches_scipy_on_tables_up_to_32():
+    "Every table up to n = 16 and at n = 32, 1,500 sampled between (every table up to 32 with KTAE_LAB_FULL_TESTS=1)."
+    tabs = fisher_grid(32)
+    assert len(tabs) == (math.comb(36, 4) if FULL else math.comb(20, 4) + 1500 + math.comb(35, 3))
     t = torch.tensor(tabs)
     ours = fisher_exact_pvalue(*t.T).numpy()
     ref = np.array([fisher_exact([[a, b], [c, d]], alternative="two-sided").pvalue for a, b, c, d in tabs])

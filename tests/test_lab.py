@@ -389,3 +389,86 @@ def test_second_ablation_into_the_same_directory_is_refused(tmp_path, parity_rew
             run_ablation(["grpo"], 1, LabConfig(**TINY), tmp_path / "o", progress=False)
     f = tmp_path / "file"; f.write_text("x")
     with pytest.raises(ValueError, match="is a file"): run_ablation(["grpo"], 1, LabConfig(**TINY), f, progress=False)
+
+
+# ---------------------------------------------------------------- batched seeds (issue 20)
+def _warm_state(seed):
+    return {"state": lab._new_policy(TOK, LabConfig(**TINY, d_model=32, n_heads=2), seed).state_dict()}
+
+
+def test_batched_resume_per_seed_and_after_a_kill_between_two_seeds_files(tmp_path):
+    "Per-seed checkpoints of a batch resume to the uninterrupted result, also when a kill left the seeds at two steps."
+    warms = [_warm_state(0), _warm_state(1)]
+    cfg6 = LabConfig(**{**TINY, "steps": 6, "eval_every": 2, "n_heldout": 8, "max_new_tokens": 8}, d_model=32, n_heads=2)
+    full6 = lab.train_many("grpo", [0, 1], cfg6, warms).drop(columns="step_time")
+    # a run of 6 steps that leaves checkpoints at steps 2 and 4 (train_many keeps them; run_ablation deletes finished ones)
+    lab.train_many("grpo", [0, 1], cfg6, warms, checkpoints=tmp_path)
+    st = torch.load(tmp_path / "grpo-seed1.pt", weights_only=True)
+    assert st["step"] == 4 and st["prev"]["step"] == 2 and st["identity"]["batch"] == [0, 1]
+    torch.save(st["prev"], tmp_path / "grpo-seed1.pt")                 # killed after seed 0's step-4 file, before seed 1's
+    again = lab.train_many("grpo", [0, 1], cfg6, warms, checkpoints=tmp_path).drop(columns="step_time")
+    pd.testing.assert_frame_equal(again, full6)                          # both resumed from step 2: the same result
+    assert len(full6) == 2 * 7 and set(full6["seed"]) == {0, 1}
+
+
+# ---------------------------------------------------------------- evaluation noise: samples per problem, last evaluations averaged
+@settings(max_examples=8, deadline=None)
+@given(st.integers(1, 4), st.integers(0, 1000))
+def test_evaluate_with_k_samples_is_k_copies_of_each_problem(k, seed):
+    pol, probs = lab._new_policy(TOK, LabConfig(d_model=16, n_heads=2), 0), make_problems(5, seed=seed, max_ops=2)
+    ev = lambda p, s: lab.evaluate(pol, TOK, p, 6, generator=torch.Generator().manual_seed(seed), greedy=False, samples=s)
+    assert ev(probs, k) == ev(probs.loc[probs.index.repeat(k)], 1)
+
+
+def _evals_df(accs, algo="grpo", seed=0, every=10):
+    "Tidy metrics of one run evaluated at steps 0, every, 2*every, ... (NaN in between, as train_run writes them)."
+    rows = []
+    for i, a in enumerate(accs):
+        for j in range(every if i else 1):
+            step = max(0, (i - 1) * every + j + 1) if i else 0
+            ev = step % every == 0 or step == (len(accs) - 1) * every
+            rows.append(dict(algo=algo, seed=seed, step=step, eval_acc=a if ev else np.nan, eval_greedy_acc=a if ev else np.nan,
+                             eval_len=10 * a if ev else np.nan, entropy=1.0, mixed_share=0.5, mean_abs_k=0.1, step_time=0.1))
+    return pd.DataFrame(rows)
+
+
+def test_final_metrics_average_the_last_evaluations():
+    df = _evals_df([0.1, 0.2, 0.3, 0.4, 0.5, 0.9])             # steps 0, 10, ..., 50
+    assert df.loc[df.eval_acc.notna(), "step"].tolist() == [0, 10, 20, 30, 40, 50]
+    s = summarize(df)                                            # default: the last 3 evaluations (steps 30-50)
+    assert s.loc["grpo", "final_acc_mean"] == pytest.approx((0.4 + 0.5 + 0.9) / 3)
+    assert s.loc["grpo", "gain_mean"] == pytest.approx((0.4 + 0.5 + 0.9) / 3 - 0.1)
+    assert s.loc["grpo", "final_len"] == pytest.approx(10 * (0.4 + 0.5 + 0.9) / 3)
+    assert (s.loc["grpo", "final_from"], s.loc["grpo", "final_to"]) == (30, 50)
+    assert summarize(df, 1).loc["grpo", "final_acc_mean"] == pytest.approx(0.9)           # the old step-50-only metric
+    assert summarize(df, 99).loc["grpo", "final_acc_mean"] == pytest.approx(np.mean([0.2, 0.3, 0.4, 0.5, 0.9]))  # never step 0
+    assert "steps 30-50" in lab.summary_markdown(s) and "at step 50" in lab.summary_markdown(summarize(df, 1))
+    only0 = _evals_df([0.3])                                     # a run without RL: its warm start is its final value
+    assert summarize(only0).loc["grpo", "final_acc_mean"] == pytest.approx(0.3)
+    # paired differences use the same window
+    other = _evals_df([0.1, 0.2, 0.3, 0.2, 0.2, 0.2], algo="grpo+ktae")
+    pairs = lab.paired_differences(pd.concat([df, other]), metrics="final_acc")
+    assert pairs["diff_mean"].iloc[0] == pytest.approx(0.2 - (0.4 + 0.5 + 0.9) / 3)
+    assert lab.paired_differences(pd.concat([df, other]), metrics="final_acc", final_evals=1)["diff_mean"].iloc[0] == pytest.approx(0.2 - 0.9)
+    with pytest.raises(ValueError, match="`final_evals`"): summarize(df, 0)
+
+
+def test_train_run_evaluates_with_eval_samples(monkeypatch):
+    seen = []
+    real = lab.evaluate
+    monkeypatch.setattr(lab, "evaluate", lambda *a, **k: seen.append(k.get("samples")) or real(*a, **k))
+    cfg = LabConfig(**{**TINY, "steps": 2, "eval_every": 1, "eval_samples": 3})
+    train_run("grpo", 0, cfg, {"state": lab._new_policy(TOK, cfg, 0).state_dict()})
+    assert seen == [3, 3, 3]
+    assert LabConfig().eval_samples > 1 and LabConfig().final_evals > 1            # the defaults average
+
+
+@pytest.mark.parametrize("seed_batch", [1, None])
+def test_interrupted_ablation_leaves_no_lock_file(tmp_path, monkeypatch, seed_batch):
+    "A notebook cell interrupted mid-ablation (KeyboardInterrupt) releases the output lock: nothing is left beside metrics.csv."
+    _fake_warm(monkeypatch)
+    def interrupted(*a, **k): raise KeyboardInterrupt
+    monkeypatch.setattr(lab, "train_run", interrupted)     # the one-seed path
+    monkeypatch.setattr(lab, "warm_starts", interrupted)   # the batched path (its first call under the lock)
+    with pytest.raises(KeyboardInterrupt): run_ablation(["grpo"], 1, LabConfig(**TINY), tmp_path, progress=False, seed_batch=seed_batch)
+    assert not list(tmp_path.glob("*.lock"))

@@ -111,6 +111,19 @@ def test_a_step_only_sees_its_prefix():
     assert a[0] == pytest.approx(b[0], abs=1e-6) and a[1] != pytest.approx(b[1], abs=1e-6)
 
 
+def test_an_empty_last_step_has_its_own_scoring_position():
+    "A response ending in the separator: its empty (wrong) last step is scored at the end marker, not at the step before."
+    e = encode_steps(TOK, ["4-2+2+1:"] * 2, ["4-4=0,0+2=2,", "4-4=0,0+2=2,2+1=3#3"])
+    b = e["boundaries"]
+    assert e["n_steps"] == [3, 3] and len(set(b[0].tolist())) == 3 and b[0, 2] > b[0, 1]
+    assert TOK.convert_ids_to_tokens(e["input_ids"][0, b[0]].tolist()) == [",", ",", TOK.eos_token]
+    # a PRM can now learn that the cut-off answer's last step is wrong and the finished one's right
+    p = _prm(steps=150, lr=1e-2, batch_size=2, d_model=32, n_heads=4)
+    train_prm(p, ["4-2+2+1:"] * 2, ["4-4=0,0+2=2,", "4-4=0,0+2=2,2+1=3#3"], [[1, 1, 0], [1, 1, 1]])
+    cut, done = score_steps(p, ["4-2+2+1:"] * 2, ["4-4=0,0+2=2,", "4-4=0,0+2=2,2+1=3#3"])
+    assert cut[2] < 0.5 < done[2] and abs(cut[2] - cut[1]) > 0.2
+
+
 def test_training_reduces_loss_and_separates_right_from_wrong():
     ps, rs, ys = _addition_set()
     p = _prm(steps=120, lr=3e-3, d_model=32, n_heads=4, n_layers=2, batch_size=64)
@@ -308,6 +321,7 @@ def test_ablation_trains_one_prm_per_seed_on_its_warm_start(tmp_path, workers):
     pairs = pd.read_csv(tmp_path / "paired.csv")
     assert set(pairs["algo"]) == {"grpo+prm"} and set(pairs["baseline"]) == {"grpo"} and (pairs["seeds"] == 2).all()
     assert "## Paired differences across seeds" in (tmp_path / "summary.md").read_text()
+    if workers > 1: return   # the resume below is the same code path with 1 or 2 workers (`lab_prm` finds its checkpoint)
     # a resumed ablation with one more algorithm trains no PRM again
     stamps = [f.stat().st_mtime_ns for f in cks]
     run_ablation(["grpo", "grpo+prm", "grpo+truth"], 2, LabConfig(**TINY_LAB), tmp_path, workers=workers, progress=False, prm=make)
@@ -364,8 +378,16 @@ def test_cli_ablate_trains_the_prm_of_each_seed(run_cli, tmp_path):
     assert set(pairs["algo"]) == {"grpo+prm"} and len(pairs) == 4
 
 
-def test_cli_prm_quick_end_to_end(run_cli, tmp_path):
-    "`ktae-lab prm --quick`, the CI-sized run, exactly as README gives it: every promised file and eval.csv row."
+SMALL_QUICK = dict(warm_steps=150, n_train_problems=12, n_eval_problems=6, draws=4, prm_steps=20)
+
+
+def test_cli_prm_quick_end_to_end(run_cli, tmp_path, monkeypatch):
+    """`ktae-lab prm --quick` as README gives it (every promised file and eval.csv row), end to end from the warm start, on a
+    smaller quick configuration: the same annotators, soft labels and N; a 150-step warm start (as the pipeline tests) and
+    fewer problems, draws and PRM steps (17 s of CPU, not 59)."""
+    from dataclasses import replace
+    quick = PRMLabConfig.quick
+    monkeypatch.setattr(PRMLabConfig, "quick", classmethod(lambda cls: replace(quick(), **SMALL_QUICK)))
     out = tmp_path / "prm"
     rc, text, err = run_cli(["prm", "-o", out, "--quick", "--no-progress", "--device", "cpu"])
     assert rc == 0, err

@@ -255,3 +255,45 @@ def test_csp_blocks_any_other_script(worked, tmp_path):
         assert d.find_element(By.CSS_SELECTOR, ".ktae-tip").is_displayed()    # the hashed hover script still runs
     finally:
         d.quit()
+
+
+def _run_folder(root: Path, steps=(1, 2, 3), hostile=False) -> Path:
+    "A run folder of ktae-format step files made from the shipped sample (optionally with a token text that is markup)."
+    from ktae_lab.data import sample_rollouts_path
+    run = root / "run"; run.mkdir()
+    recs = [json.loads(l) for l in sample_rollouts_path().read_text().splitlines()]
+    for s in steps:
+        out = []
+        for r in recs:
+            r = dict(r)
+            if hostile: r["tokens"] = ["<script>alert(1)</script>" if t.strip() == "times" else t for t in r["tokens"]]
+            out.append(json.dumps(r))
+        (run / f"{s}.jsonl").write_text("\n".join(out) + "\n")
+    return run
+
+
+def test_run_report_streams_steps_and_links_step_pages(tmp_path):
+    "`ktae-lab report RUN_DIR`: one run page (three figures, a row per step linking its page), one page per step."
+    from ktae_lab.cli import main
+    run = _run_folder(tmp_path, hostile=True)
+    assert main(["report", str(run), "-o", str(tmp_path / "site" / "run.html"), "--step-groups", "1"]) == 0
+    doc = (tmp_path / "site" / "run.html").read_text()
+    assert doc.count("data:image/png") == 3 and doc.count('href="run_steps/step_') == 3
+    assert "<script" not in doc and "&lt;script&gt;" in doc          # a token's text is data, never markup
+    for s in (1, 2, 3):
+        page = (tmp_path / "site" / "run_steps" / f"step_{s}.html").read_text()
+        assert page.count("<section") == 1 and "<script>alert" not in page
+
+
+def test_run_summary_matches_scoring_each_step_alone(tmp_path):
+    "The streamed per-step summary equals what `score_rollouts` gives for that step's file on its own."
+    from ktae_lab.report import summarize_run
+    from ktae_lab.ktae import score_rollouts
+    run = _run_folder(tmp_path, steps=(4, 7))
+    rs = summarize_run(run, progress=False)
+    t, s = score_rollouts(run / "7.jsonl")
+    mixed = t[t.group.isin(set(s.group[s.mixed]))]
+    got = rs.tokens[rs.tokens.step == 7].set_index("token_id").sort_index()
+    assert rs.steps.step.tolist() == [4, 7] and rs.steps.contrast_share.iloc[1] == pytest.approx(s.mixed.mean())
+    assert (got.rewarded == (mixed.K > 0).groupby(mixed.token_id).sum().sort_index()).all()
+    assert np.allclose(got.mean_K, mixed.groupby("token_id").K.mean().sort_index())

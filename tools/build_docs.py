@@ -22,7 +22,8 @@ MATHJAX = "assets/mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe,loca
 # Parts of the course, by the first digit of a chapter's number, and where each tutorial is read (after that chapter).
 PARTS = {"0": "Foundations", "1": "KTAE and losses", "2": "EpicPRM", "3": "Views", "4": "Applications"}
 TUTORIAL_AFTER = {"reading_key_tokens": "12_ktae", "losses_by_hand": "13_losses", "ktae_real_rollouts": "15_interop",
-                  "epicprm_walkthrough": "23_simulator", "ablation_lab": "49_cli"}
+                  "epicprm_walkthrough": "23_simulator", "ablation_lab": "42_lab", "who_finds_the_mistake": "43_credit",
+                  "from_annotations_to_a_reward_model": "44_prm_lab", "your_own_run": "49_cli"}
 
 
 def read_nb(path:Path) -> dict:
@@ -97,13 +98,41 @@ def _doc_md(renderer, level:int=3) -> str:
     return re.sub(r"^###\s", "#" * level + " ", md.strip(), count=1, flags=re.M) + "\n"
 
 
-def for_reader(nb:dict) -> dict:
-    "The notebook as nbdev's own docs show it: without `#| hide` cells and the `#| default_exp` line."
+WIDGET = "application/vnd.jupyter.widget-view+json"
+PROGRESS = re.compile(r"\d+%\|.*\|\s*\d+/\d+")          # a tqdm bar: "42%|####      | 5/12 [00:03<...]"
+
+
+def for_reader(nb:dict, path:Path|None=None, nbs:Path|None=None) -> dict:
+    """The notebook as nbdev's own docs show it: without `#| hide` cells and the `#| default_exp` line; and as a page
+    reads it: progress bars (stderr) dropped, HTML outputs (tables) kept away from MathJax (a `$` in a cell is a
+    dollar), and a live widget (stored as its `VBox(...)` repr) replaced by a line saying where it runs."""
     def hidden(c):
         src = "".join(c["source"])
         return c["cell_type"] == "code" and (re.search(r"^\s*#\|\s*hide\b", src, re.M) or
                                              re.fullmatch(r"\s*#\|\s*default_exp\s+\S+\s*", src))
-    return dict(nb, cells=[c for c in nb["cells"] if not hidden(c)])
+    def output(o):
+        if o.get("output_type") == "stream" and o.get("name") == "stderr" and PROGRESS.search("".join(o.get("text", ""))):
+            return None
+        d = o.get("data")
+        if not d: return o
+        if WIDGET in d:
+            return dict(o, data={"text/html": '<p class="ktae-widget-note">An interactive explorer (ipywidgets) is shown here '
+                                              'when the notebook runs in Jupyter; a static page cannot run it.</p>'})
+        if "text/html" in d:
+            return dict(o, data=dict(d, **{"text/html": '<div class="tex2jax_ignore">' + "".join(d["text/html"]) + "</div>"}))
+        return o
+    def page_link(m):      # a link to another notebook, written for Jupyter (`../12_ktae.ipynb#x`), to its page on the site
+        target = (path.parent / (m.group(1) + ".ipynb")).resolve()
+        if nbs is None or not target.is_file() or nbs.resolve() not in target.parents: return m.group(0)
+        return f"]({Path(page_name(target, nbs.resolve())).with_suffix('.html').name}{m.group(2) or ''})"
+    cells = []
+    for c in nb["cells"]:
+        if hidden(c): continue
+        if c["cell_type"] == "code": c = dict(c, outputs=[o for o in map(output, c.get("outputs", [])) if o is not None])
+        if c["cell_type"] == "markdown" and path is not None:
+            c = dict(c, source=re.sub(r"\]\(([^)#\s:]+)\.ipynb(#[^)\s]*)?\)", page_link, "".join(c["source"])))
+        cells.append(c)
+    return dict(nb, cells=cells)
 
 
 def stage(nbs:Path, lib:str) -> list:
@@ -112,7 +141,7 @@ def stage(nbs:Path, lib:str) -> list:
     if SRC.exists(): shutil.rmtree(SRC)
     docs.mkdir(parents=True)
     from execute_nbs import all_notebooks
-    for nb in all_notebooks(nbs): (docs / page_name(nb, nbs)).write_text(json.dumps(for_reader(read_nb(nb))))
+    for nb in all_notebooks(nbs): (docs / page_name(nb, nbs)).write_text(json.dumps(for_reader(read_nb(nb), nb, nbs)))
     nav = reading_order(nbs)
     mods = sorted(p.stem for p in (ROOT / lib).glob("*.py") if not p.stem.startswith("_"))
     (docs / "api").mkdir()
@@ -135,9 +164,23 @@ def stage(nbs:Path, lib:str) -> list:
         '  for (var k in st) if (k.indexOf("@font-face") === 0) delete st[k];\n'
         '});\n'
         'MathJax.Ajax.loadComplete("[MathJax]/config/local.js");\n')
-    (docs / "assets" / "extra.css").write_text(".jp-OutputArea-output img { max-width: 100%; height: auto; }\n"
-                                              ".md-grid { max-width: 1400px; }\n")
+    (docs / "assets" / "extra.css").write_text(EXTRA_CSS)
     return nav
+
+
+# Figures at the size they were stored (text >= 9 pt, see tools/execute_nbs.py), scrolled sideways when wider than
+# the page rather than shrunk (the page itself is as wide as the window); code wraps instead of running off the page; a wide display equation scrolls instead of
+# being clipped; warnings on stderr read as notes, not alarms.
+EXTRA_CSS = """.md-grid { max-width: initial; }
+.jupyter-wrapper .jp-OutputArea-output { overflow-x: auto; }
+.jupyter-wrapper .jp-RenderedImage img, .jp-OutputArea-output img { max-width: none !important; height: auto; }
+.jp-InputArea pre, .highlight pre, .md-typeset pre > code { white-space: pre-wrap; word-break: break-word; }
+.MathJax_Display, .MJXc-display, mjx-container[display="true"] { overflow-x: auto; overflow-y: hidden; padding: 2px 0; }
+.jp-RenderedText[data-mime-type="application/vnd.jupyter.stderr"], .jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"] {
+  background: #f6f6f6 !important; border-left: 3px solid #bbb; }
+.jp-RenderedText[data-mime-type="application/vnd.jupyter.stderr"] pre { background: none !important; color: #555 !important; }
+.ktae-widget-note { font-style: italic; color: #555; }
+"""
 
 
 def write_config(nav, site:Path, title:str) -> Path:
@@ -148,11 +191,93 @@ def write_config(nav, site:Path, title:str) -> Path:
                                                                 "custom_mathjax_url": MATHJAX, "include_requirejs": False, "no_prompt": True,
                                                                 "ignore_h1_titles": True}}],
            "extra_css": ["assets/extra.css"], "extra": {"generator": False},
+           "hooks": [str(Path(__file__).resolve().parent / "docs_hooks.py")],
            "markdown_extensions": ["tables", "admonition", "toc", "pymdownx.superfences"],
            "nav": [{"Learning path": "index.ipynb"}] + [{sec: [{t: p} for t, p in items]} for sec, items in nav[1:]]}
     path = SRC / "mkdocs.yml"
     path.write_text(json.dumps(cfg, indent=1))
     return path
+
+
+def link_targets(nbs:Path, lib:str, site:Path) -> dict[str, str]:
+    "What a backticked name links to (as nbdev's doc links do): public functions and classes, modules, chapters, tutorials."
+    from execute_nbs import all_notebooks
+    t = {}
+    for nb in all_notebooks(nbs):
+        page = Path(page_name(nb, nbs)).with_suffix(".html").name
+        rel = nb.relative_to(nbs)
+        if nb.stem == "index": continue
+        for k in (nb.stem, str(rel), str(rel.with_suffix("")), f"nbs/{rel}", f"nbs/{rel.with_suffix('')}"): t.setdefault(k, page)
+    chapters = {}                                   # module -> its chapters' stems (`12_ktae.key_token_values` links too)
+    for nb in nbs.glob("[0-9][0-9]_*.ipynb"): chapters.setdefault(nb.stem[3:], []).append(nb.stem)
+    for api in sorted((site / "api").glob("*.html")):
+        m = api.stem
+        ids = set(re.findall(r'<h[34] id="([^"]+)"', api.read_text(errors="replace")))
+        t[f"{lib}.{m}"] = f"api/{m}.html"
+        mod = importlib.import_module(f"{lib}.{m}")
+        for name in getattr(mod, "__all__", []):
+            obj = getattr(mod, name, None)
+            if not (inspect.isfunction(obj) or inspect.isclass(obj)): continue
+            url = f"api/{m}.html" + (f"#{name.lower()}" if name.lower() in ids else "")
+            for k in (name, f"{m}.{name}", f"{lib}.{m}.{name}", *(f"{c}.{name}" for c in chapters.get(m, ()))): t.setdefault(k, url)
+    for cmd in ("score", "report", "sample", "ablate", "prm"): t[f"ktae-lab {cmd}"] = f"49_cli.html#ktae-lab-{cmd}"
+    return t
+
+
+_KEEP = re.compile(r"(<pre\b.*?</pre>|<a\b.*?</a>|<h[1-6]\b.*?</h[1-6]>|<script\b.*?</script>|<nav\b.*?</nav>)", re.S)
+_CODE = re.compile(r"<code>([^<]{1,120}?)</code>")
+
+
+def add_doc_links(site:Path, targets:dict[str, str]) -> int:
+    "Turn every backticked chapter, tutorial or public name in the pages' prose into a link (and keep MathJax out of code); returns how many."
+    n = 0
+    def link(m, prefix, here):
+        nonlocal n
+        name = re.sub(r"\(.*\)$", "", m.group(1).strip())         # `annotate(...)` links to annotate
+        url = targets.get(name)
+        if url is None or url.split("#")[0] == here and "#" not in url: return m.group(0)
+        n += 1
+        return f'<a class="ktae-doc-link" href="{prefix}{url}">{m.group(0)}</a>'
+    for page in site.rglob("*.html"):
+        rel = page.relative_to(site)
+        if rel.name == "404.html": continue
+        prefix = "../" * (len(rel.parts) - 1)
+        s = page.read_text(errors="replace")
+        # the hidden copy-to-clipboard text of each code cell is no maths either (MathJax typeset `$` in code there)
+        s = s.replace('class="clipboard-copy-txt"', 'class="clipboard-copy-txt tex2jax_ignore"')
+        a, b = s.find("<article"), s.rfind("</article>")
+        if a < 0 or b < 0: continue
+        body = _KEEP.split(s[a:b])
+        body = [part if k % 2 else _CODE.sub(lambda m: link(m, prefix, rel.as_posix()), part) for k, part in enumerate(body)]
+        page.write_text(s[:a] + "".join(body) + s[b:])
+    return n
+
+
+_GREEK = {g: chr(c) for g, c in zip("alpha beta gamma delta epsilon lambda mu pi rho sigma tau theta ell".split(),
+                                    (945, 946, 947, 948, 949, 955, 956, 960, 961, 963, 964, 952, 8467))}
+
+
+def plain_math(text:str) -> str:
+    "LaTeX in a search snippet as plain text: `$\\hat A_i = \\frac{r_i}{\\sigma}$` -> `A_i = r_i / σ`."
+    def one(m):
+        x = m.group(1)
+        x = re.sub(r"\\(?:text|mathrm|operatorname|mathbf|mathit|textbf)\s*\{([^{}]*)\}", r"\1", x)
+        for _ in range(3): x = re.sub(r"\\[dt]?frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}", r"(\1)/(\2)", x)
+        x = re.sub(r"\\([A-Za-z]+)", lambda g: _GREEK.get(g.group(1), " " if g.group(1) in ("quad", "qquad") else ""), x)
+        x = x.replace("\\_", "_").replace("\\,", " ").replace("\\;", " ").replace("\\!", "").replace("\\", " ")
+        return re.sub(r"\s+", " ", x.replace("{", "").replace("}", "")).strip()
+    text = re.sub(r"(?<!\\)\$\$([^$\"']+?)\$\$", one, text, flags=re.S)
+    # pandoc's rule (`$5 and $6` is money), no escaped `\$`, and no quotes inside (a `$` in code is not maths)
+    return re.sub(r"(?<![\w$\\])\$([^\s$\"'](?:[^$\n\"']*?[^\s$\"'\\])?)\$(?!\d)", one, text)
+
+
+def clean_search_index(site:Path) -> None:
+    "The search index's text without raw LaTeX (what the search box shows as snippets)."
+    path = site / "search" / "search_index.json"
+    if not path.is_file(): return
+    idx = json.loads(path.read_text())
+    for d in idx.get("docs", []): d["text"], d["title"] = plain_math(d.get("text", "")), plain_math(d.get("title", ""))
+    path.write_text(json.dumps(idx))
 
 
 MARKER = ".ktae-lab-site"   # written into every site this tool builds: only such a folder (or an empty one) is replaced
@@ -183,6 +308,8 @@ def build(out:Path|None=None) -> Path:
     env = dict(os.environ, NO_MKDOCS_2_WARNING="1")
     r = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--clean", "-q", "-f", str(cfg)], cwd=SRC, env=env)
     if r.returncode: raise UsageError(f"mkdocs build failed (exit {r.returncode})")
+    add_doc_links(site, link_targets(Path(c.config_path) / c.nbs_path, c.lib_name, site))
+    clean_search_index(site)
     (site / MARKER).write_text("built by tools/build_docs.py; this folder is replaced by the next build\n")
     return site
 

@@ -3,6 +3,7 @@
     python tools/execute_nbs.py                      # every notebook under nbs/ (slow cells keep their stored outputs)
     python tools/execute_nbs.py nbs/index.ipynb nbs/tutorials/reading_key_tokens.ipynb
     python tools/execute_nbs.py --slow nbs/tutorials/ablation_lab.ipynb   # also run `#| slow` cells
+    python tools/execute_nbs.py --check nbs/index.ipynb       # re-execute, compare with the stored outputs, write nothing
 
 Cells run with execnb's `CaptureShell`, the engine `nbdev_test` uses (except that a cell ending with `;` keeps what it
 printed, as in Jupyter): from the notebook's folder, with the repository
@@ -12,10 +13,12 @@ least 9 pt (see `MPL_STYLE`). The first failing cell stops everything with one l
 the error (exit status 2; `KTAE_LAB_DEBUG=1` prints its traceback too) and the notebook is left untouched. Each saved
 notebook is cleaned as `nbdev_clean` does, so CI's clean check sees no change, and replaced atomically (a full disk or
 a kill leaves the old file). Bad arguments (a missing, torn or non-notebook file) are one line, exit status 2.
-Outputs larger than `--max-kb` (default 200 KB) are listed at the end as a warning.
+Outputs larger than `--max-kb` (default 200 KB) are listed at the end as a warning. Every notebook starts from the
+default display options of pandas, numpy and torch. `--check` re-executes without writing and lists every cell whose
+outputs drifted beyond the tolerance of `output_drift` (exit status 1).
 """
 from __future__ import annotations
-import argparse, base64, json, os, sys, time
+import argparse, base64, json, os, re, sys, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,11 +28,20 @@ MAX_OUTPUT_KB = 200
 MPL_STYLE = {"figure.dpi": 100, "savefig.dpi": 100, "font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10,
              "xtick.labelsize": 9, "ytick.labelsize": 9, "legend.fontsize": 9, "legend.title_fontsize": 9,
              "figure.titlesize": 11}
+NP_DEFAULTS = dict(edgeitems=3, infstr="inf", linewidth=75, nanstr="nan", precision=8, suppress=False, threshold=1000,
+                   formatter=None, sign="-", floatmode="maxprec", legacy=False)
 SETUP = f"""import matplotlib as _mpl
 _mpl.rcParams.update({MPL_STYLE!r})
 from matplotlib_inline.backend_inline import set_matplotlib_formats as _smf
 _smf('png')
-del _mpl, _smf"""
+del _mpl, _smf
+# display options are process-wide: start every notebook from the defaults, so that its outputs do not depend on
+# which notebook ran before it in the same process (a pandas precision set by one tutorial leaked into the next)
+import warnings as _w, numpy as _np, pandas as _pd, torch as _torch
+with _w.catch_warnings():
+    _w.simplefilter('ignore'); _pd.reset_option('all')
+_np.set_printoptions(**{NP_DEFAULTS!r}); _torch.set_printoptions(profile='default', sci_mode=None)
+del _w, _np, _pd, _torch"""
 
 
 def all_notebooks(nbs_path:Path) -> list[Path]:
@@ -92,6 +104,13 @@ def read_notebook(path:Path) -> dict:
 
 def execute_notebook(path:Path, flags:set, timeout:int|None=None) -> tuple[float, list[tuple[int, int]]]:
     "Run `path` in place; returns (seconds, [(cell index, KB)] of outputs over the size limit). Raises on a failing cell."
+    raw, secs, big = run_notebook(path, flags, timeout)
+    _write_clean(Path(path).resolve(), raw)
+    return secs, big
+
+
+def run_notebook(path:Path, flags:set, timeout:int|None=None) -> tuple[dict, float, list[tuple[int, int]]]:
+    "Run `path` without writing it: (the notebook with its new outputs, seconds, [(cell index, KB)] over the size limit)."
     from fastcore.xtras import working_directory
     from nbdev.process import NBProcessor
     from nbdev.frontmatter import FrontmatterProc
@@ -123,9 +142,54 @@ def execute_notebook(path:Path, flags:set, timeout:int|None=None) -> tuple[float
         c["outputs"] = [dict(o) for o in new.get("outputs", [])]
         size = sum(output_size(o) for o in c["outputs"])
         if size > MAX_OUTPUT_KB * 1024: big.append((i, size // 1024))
-    _write_clean(path, raw)
     plt_close()
-    return time.time() - start, big
+    return raw, time.time() - start, big
+
+
+# Drift: what a re-execution may change in a stored output. Numbers (in printed text and in text/plain reprs) may move
+# by RTOL relative or ATOL absolute, whichever is larger; all other text must be equal, except what is never stable
+# (memory addresses, widget model ids, timings). Images are compared by count, not by pixels (matplotlib and font
+# versions change pixels); stderr (warnings, progress bars) is ignored.
+RTOL, ATOL = 1e-4, 1e-6
+_NUM = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+_UNSTABLE = [(re.compile(r"0x[0-9a-f]{6,}"), "0x?"), (re.compile(r"\b\d+(?:\.\d+)?\s*(?:s|ms|it/s|s/it)\b"), "<time>"),
+             (re.compile(r"[0-9a-f]{32}"), "<id>")]
+
+
+def _shown_text(out:dict) -> str|None:
+    "What a reader sees of one output as text (None: not compared)."
+    if out.get("output_type") == "stream": return None if out.get("name") == "stderr" else "".join(out.get("text", ""))
+    if out.get("output_type") == "error": return f"{out.get('ename')}: {out.get('evalue')}"
+    d = out.get("data", {})
+    if "application/vnd.jupyter.widget-view+json" in d or "image/png" in d: return None
+    if "text/plain" in d: return "".join(d["text/plain"])
+    if "text/html" in d: return re.sub(r"<[^>]+>", " ", "".join(d["text/html"]))
+    return None
+
+
+def _split(text:str) -> tuple[str, list[float]]:
+    for pat, rep in _UNSTABLE: text = pat.sub(rep, text)
+    nums = [float(m) for m in _NUM.findall(text)]
+    return " ".join(_NUM.sub("#", text).split()), nums
+
+
+def output_drift(stored:dict, new:dict, rtol:float=RTOL, atol:float=ATOL) -> list[str]:
+    "Where `new` (a re-executed notebook) differs from `stored` beyond the tolerance: one line per code cell."
+    import math
+    old_cells = {c.get("id"): c for c in stored["cells"] if c["cell_type"] == "code"}
+    out = []
+    for i, c in enumerate(new["cells"]):
+        if c["cell_type"] != "code" or c.get("id") not in old_cells: continue
+        a, b = old_cells[c["id"]].get("outputs", []), c.get("outputs", [])
+        n_img = lambda os_: sum("image/png" in o.get("data", {}) for o in os_)
+        if n_img(a) != n_img(b): out.append(f"cell {i}: {n_img(a)} stored figures, {n_img(b)} now"); continue
+        ta = "\n".join(t for t in map(_shown_text, a) if t is not None); tb = "\n".join(t for t in map(_shown_text, b) if t is not None)
+        (sa, na), (sb, nb_) = _split(ta), _split(tb)
+        if sa != sb or len(na) != len(nb_):
+            out.append(f"cell {i}: text differs: stored {ta.strip()[:120]!r}, now {tb.strip()[:120]!r}"); continue
+        bad = [(x, y) for x, y in zip(na, nb_) if not math.isclose(x, y, rel_tol=rtol, abs_tol=atol)]
+        if bad: out.append(f"cell {i}: {len(bad)} numbers moved beyond rtol {rtol:g}/atol {atol:g}, first {bad[0][0]!r} -> {bad[0][1]!r}")
+    return out
 
 
 def plt_close():
@@ -159,6 +223,8 @@ def main(argv=None):
     ap.add_argument("--flags", default="", help="comma-separated extra flags to run (e.g. gpu)")
     ap.add_argument("--timeout", type=int, default=None, help="seconds per cell")
     ap.add_argument("--max-kb", type=int, default=None, help=f"warn about outputs larger than this (default {MAX_OUTPUT_KB})")
+    ap.add_argument("--check", action="store_true", help="compare the new outputs with the stored ones and write nothing: "
+                    f"exit status 1 on drift beyond rtol {RTOL:g} / atol {ATOL:g} (see `output_drift`)")
     a = ap.parse_args(argv)
     if a.max_kb is not None and a.max_kb < 1: ap.error(f"--max-kb must be >= 1, got {a.max_kb}")
     if a.timeout is not None and a.timeout < 1: ap.error(f"--timeout must be >= 1, got {a.timeout}")
@@ -177,11 +243,16 @@ def main(argv=None):
         print(f"execute_nbs: error: {e}", file=sys.stderr); return 2
     os.environ.pop("IN_TEST", None)          # full outputs, as a reader sees them
     from tqdm.auto import tqdm
-    warnings = []
+    warnings, drifts, failed = [], [], 0
     bar = tqdm(paths, unit="nb")
     for p in bar:
         bar.set_description(Path(p).name)
-        try: secs, big = execute_notebook(p, flags, a.timeout)
+        try:
+            if a.check:
+                new, secs, big = run_notebook(p, flags, a.timeout)
+                drift = output_drift(read_notebook(Path(p)), new)
+                drifts += [f"{_shown(p)}: {d}" for d in drift]; failed += bool(drift)
+            else: secs, big = execute_notebook(p, flags, a.timeout)
         except (NotebookError, RuntimeError, OSError) as e:
             bar.close()
             if isinstance(e, OSError) and e.strerror: e = f"{_shown(p)}: cannot write it ({e.strerror}); it was left unchanged"
@@ -190,7 +261,9 @@ def main(argv=None):
         bar.write(f"{_shown(p)}: {secs:.1f} s")
         warnings += [f"{_shown(p)}: cell {i} stores {kb} KB of outputs (> {MAX_OUTPUT_KB} KB)" for i, kb in big]
     for w in warnings: print("warning:", w, file=sys.stderr)
-    return 0
+    for d in drifts: print("drift:", d, file=sys.stderr)
+    if a.check: print(f"{failed} of {len(paths)} notebooks drifted from their stored outputs", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__": sys.exit(main())
