@@ -272,9 +272,10 @@ def rollout_auroc(scores, # [..., B, L] scores, higher = more likely positive (l
     R = int(rows.sum())
     if R == 0: return torch.full(s.shape[:-2], 0.5, dtype=torch.float64, device=s.device), 0
     s, pos, neg = s[..., rows, :], pos[rows], neg[rows]
-    win = (torch.sign(s[..., :, None] - s[..., None, :]) + 1) / 2             # [..., R, L, L]: 1 if i > j, 1/2 on a tie
-    pairs = (pos[:, :, None] & neg[:, None, :]).double()                       # positive i against negative j, same row
-    a = (win * pairs).sum((-1, -2)) / (n1[rows] * n0[rows]).double()
+    negs = torch.where(neg, s, torch.inf).sort(-1).values.contiguous()      # each row's negatives in order, the rest at the end
+    below = torch.searchsorted(negs, s.contiguous(), side="left")             # negatives strictly below each token
+    upto = torch.searchsorted(negs, s.contiguous(), side="right")             # ... and equal to it (ties count half)
+    a = ((below + upto).double() / 2 * pos).sum(-1) / (n1[rows] * n0[rows]).double()
     return a.mean(-1), R
 
 # %% ../nbs/43_credit.ipynb #eaceff39
