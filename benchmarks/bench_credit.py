@@ -53,7 +53,7 @@ def main(argv=None):
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     from ktae_lab.lab import LabConfig
-    from ktae_lab.credit import credit_benchmark, method_table, seed_spread, BENCH_PARAMS
+    from ktae_lab.credit import credit_benchmark, method_table, seed_spread, pairwise_intervals, BENCH_PARAMS
     q = a.quick
     seeds = range(a.seeds if a.seeds is not None else (1 if q else 3))
     n_wrong = a.n_wrong if a.n_wrong is not None else (60 if q else 500)
@@ -77,6 +77,10 @@ def main(argv=None):
     cols = ["accuracy", "acc_covered", "coverage", "offset", "rollouts", "tokens", "wall_ms"]
     say("\n## Annotators against the exact first wrong step (mean ± std over seeds)\n" +
         fmt(seed_spread(per_seed, ["policy", "method"], cols), cols))
+    pairs = pd.concat([pairwise_intervals(g, by=("seed",)).assign(policy=pol) for pol, g in r["scores"].groupby("policy", sort=False)])
+    say("\n## Which annotator finds more first errors? Paired bootstrap 95% intervals of accuracy differences (solutions of "
+        "all seeds resampled, 2000 resamples); an interval containing 0 is unresolved\n" +
+        pairs[["policy", "a", "b", "diff", "lo", "hi", "verdict"]].round(3).to_string(index=False))
     by_ops = method_table(r["scores"], by=("policy", "method", "n_ops"))
     say("\n## First-error accuracy by number of operands (all seeds)\n" +
         by_ops.pivot(index=["policy", "method"], columns="n_ops", values="accuracy").round(3).to_string())

@@ -19,8 +19,8 @@ from .simulator import annotation_outcomes
 # %% auto #0
 __all__ = ['KTAE_SETTINGS', 'BENCH_PARAMS', 'LabCompleter', 'annotate_many', 'policy_solutions', 'token_truth', 'auroc',
            'rollout_auroc', 'ktae_null', 'ktae_credit', 'probe_step_values', 'epic_credit', 'method_table',
-           'lab_policy', 'measure_policy', 'credit_benchmark', 'seed_spread', 'plot_credit', 'sentence_steps',
-           'hand_agreement']
+           'pairwise_intervals', 'lab_policy', 'measure_policy', 'credit_benchmark', 'seed_spread', 'plot_credit',
+           'sentence_steps', 'hand_agreement']
 
 # %% ../nbs/43_credit.ipynb #1bc9439e
 class LabCompleter:
@@ -408,6 +408,43 @@ def method_table(scores, # concatenated `annotation_outcomes` frames (`23_simula
               wall_ms=("wall_s", lambda x: 1000 * x.mean()))
     cov = scores[scores.covered].groupby(list(by), sort=False)["hit"].mean().rename("acc_covered")
     return t.join(cov).fillna({"acc_covered": 0.0}).reset_index()
+
+# %% ../nbs/43_credit.ipynb #f58592a6
+def pairwise_intervals(scores, # `annotation_outcomes` rows (plus `by` columns): each unit holds the same solutions, in the same order, for every method
+                       metric:str="hit", # per-solution column to compare (hit, covered, rollouts, ...)
+                       by=(), # columns that, with the order within a method, identify a solution (e.g. seed, policy)
+                       n_boot:int=2000, # bootstrap resamples
+                       level:float=0.95, # interval coverage
+                       seed:int=0, # seeds the resamples
+                      ): # pandas DataFrame: one row per pair (a, b): mean_a, mean_b, diff = a - b, lo, hi, verdict
+    "Paired bootstrap intervals of the differences between methods' mean `metric`; an interval containing 0 is 'unresolved'."
+    import pandas as pd
+    if not isinstance(scores, pd.DataFrame): raise TypeError(f"`scores` must be a DataFrame of `annotation_outcomes` rows, got {type(scores).__name__}")
+    by = [by] if isinstance(by, str) else list(by)
+    miss = [c for c in ["method", metric] + by if c not in scores.columns]
+    if miss: raise ValueError(f"`scores` lacks column(s) {miss}")
+    check_number(n_boot, "n_boot", 1, 10**6, integer=True); check_number(level, "level", 0, 1, low_open=True, high_open=True)
+    check_number(seed, "seed", 0, MAX_SEED, integer=True)
+    d = scores.assign(_i=scores.groupby(by + ["method"], sort=False).cumcount())
+    wide = d.pivot_table(index=by + ["_i"], columns="method", values=metric, aggfunc="first", sort=False)
+    if wide.isna().any().any(): raise ValueError("`scores` must hold the same solutions for every method (a method lacks some)")
+    methods = [m for m in scores["method"].unique()]
+    X = torch.as_tensor(wide[methods].to_numpy(dtype=float, copy=True), dtype=torch.float64)       # [N, M]
+    N = X.shape[0]
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, N, (n_boot, N), generator=g) if N else torch.zeros(n_boot, 0, dtype=torch.long)
+    w = torch.zeros(n_boot, N, dtype=torch.float64).scatter_add_(1, idx, torch.ones_like(idx, dtype=torch.float64))
+    boot = w @ X / max(N, 1)                                                               # [n_boot, M] resampled means
+    mean = X.mean(0) if N else torch.zeros(len(methods), dtype=torch.float64)
+    q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)
+    rows = []
+    for a in range(len(methods)):
+        for b in range(a + 1, len(methods)):
+            lo, hi = torch.quantile(boot[:, a] - boot[:, b], q).tolist()
+            verdict = f"{methods[a]} > {methods[b]}" if lo > 0 else f"{methods[b]} > {methods[a]}" if hi < 0 else "unresolved"
+            rows.append(dict(a=methods[a], b=methods[b], mean_a=mean[a].item(), mean_b=mean[b].item(),
+                             diff=(mean[a] - mean[b]).item(), lo=lo, hi=hi, verdict=verdict))
+    return pd.DataFrame(rows)
 
 # %% ../nbs/43_credit.ipynb #c811bc68
 def lab_policy(seed:int, # policy seed (weights, warm-start batches, RL sampling)

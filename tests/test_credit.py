@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 
 import ktae_lab.credit as credit
 from ktae_lab.credit import (LabCompleter, annotate_many, policy_solutions, token_truth, auroc, ktae_credit,
-                             rollout_auroc, ktae_null,
+                             rollout_auroc, ktae_null, pairwise_intervals,
                              probe_step_values, epic_credit, method_table, plot_credit,
                              sentence_steps, hand_agreement, seed_spread, KTAE_SETTINGS)
 from ktae_lab.epicprm import Completion, annotate, check_completions, METHODS
@@ -269,6 +269,23 @@ def test_ktae_credit_degenerate_cases_give_no_nan():
         assert not num.isna().any().any()
         assert (kc.rollouts_within == 0).all() and (kc.auroc_within == 0.5).all() and (kc.p_value == 1.0).all()
     assert (ktae_credit(at0, n_perm=5).inside_at_step0 == 1.0).all()
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(5, 120), st.integers(0, 2**31 - 1))
+def test_pairwise_intervals_pair_the_solutions(n, seed):
+    "A method compared with itself is unresolved with a zero interval; every interval holds its difference; pairs by solution."
+    rng = np.random.default_rng(seed)
+    hit = rng.random(n) < 0.6
+    other = hit.copy(); other[: max(1, n // 10)] = ~other[: max(1, n // 10)]
+    df = pd.DataFrame(dict(method=["a"] * n + ["b"] * n + ["c"] * n, hit=np.concatenate([hit, hit, other]),
+                           seed=np.tile(np.arange(n) % 2, 3)))
+    pi = pairwise_intervals(df, by=("seed",), n_boot=300, seed=seed % 1000).set_index(["a", "b"])
+    ab = pi.loc[("a", "b")]
+    assert ab["diff"] == 0 and ab.lo == 0 and ab.hi == 0 and ab.verdict == "unresolved"
+    assert (pi.lo <= pi["diff"] + 1e-12).all() and (pi["diff"] <= pi.hi + 1e-12).all()
+    assert not pi[["diff", "lo", "hi"]].isna().any().any()
+    assert set(pi.verdict) <= {"unresolved", "a > c", "c > a", "b > c", "c > b"}
 
 def test_epic_credit_and_probe_values():
     p = "1+2+3:"
