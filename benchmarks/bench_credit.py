@@ -5,7 +5,7 @@
     python -m benchmarks.bench_credit --out DIR  # also write the tidy tables as CSV, this report (summary.md), config.json
 Target (issue 12): the full table in <= 10 minutes on 2 CPU cores. The shipped run: `--out data/bench_credit`.
 """
-import argparse, json, os, platform, sys, time
+import argparse, json, os, sys, time
 from pathlib import Path
 import torch
 
@@ -16,18 +16,6 @@ def load():
     try: la = os.getloadavg()
     except OSError: la = (float("nan"),) * 3
     return f"load average {la[0]:.2f} {la[1]:.2f} {la[2]:.2f} on {os.cpu_count()} CPUs"
-
-
-def machine():
-    "CPU model and vector extensions: float32 kernels (and so sampled trajectories) differ between AVX2 and AVX-512 CPUs."
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name") and model in ("", platform.machine()): model = line.split(":", 1)[1].strip()
-            if line.startswith("flags"): flags = set(line.split(":", 1)[1].split()); break
-    except OSError: pass
-    return dict(cpu=model, avx512f="avx512f" in flags, avx2="avx2" in flags, cpus=os.cpu_count(), torch=torch.__version__,
-                python=platform.python_version())
 
 
 def fmt(df, spread_cols):
@@ -53,7 +41,7 @@ def main(argv=None):
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     from ktae_lab.lab import LabConfig
-    from ktae_lab.credit import credit_benchmark, method_table, seed_spread, pairwise_intervals, BENCH_PARAMS
+    from ktae_lab.credit import credit_benchmark, method_table, seed_spread, pairwise_intervals, machine_info, BENCH_PARAMS
     q = a.quick
     seeds = range(a.seeds if a.seeds is not None else (1 if q else 3))
     n_wrong = a.n_wrong if a.n_wrong is not None else (60 if q else 500)
@@ -63,7 +51,7 @@ def main(argv=None):
     cfg = LabConfig(warm_steps=warm, n_heldout=max(64, n_wrong // 2), progress=False)
     head = (f"# bench_credit: seeds {list(seeds)}, {n_wrong} wrong solutions per policy, warm start {warm} steps, "
             f"GRPO {rl} steps, groups of {a.group_size}, {cfg.n_heldout} held-out problems, budgets {BENCH_PARAMS}\n"
-            f"# {load()}, torch threads {a.threads}; {machine()}")
+            f"# {load()}, torch threads {a.threads}; {machine_info()}")
     print(head)
     t0, c0 = time.perf_counter(), time.process_time()
     r = credit_benchmark(tuple(seeds), cfg, rl, n_wrong, a.group_size, progress=True, n_perm=a.perms)
@@ -107,7 +95,7 @@ def main(argv=None):
         (out / "summary.md").write_text("```\n" + "\n".join(lines) + "\n```\n")
         (out / "config.json").write_text(json.dumps(dict(argv=sys.argv[1:] if argv is None else list(argv), seeds=list(seeds),
             n_wrong=n_wrong, rl_steps=rl, warm_steps=warm, group_size=a.group_size, n_heldout=cfg.n_heldout, perms=a.perms,
-            threads=a.threads, budgets=BENCH_PARAMS, wall_s=round(wall, 1), cpu_s=round(cpu, 1), machine=machine()), indent=1) + "\n")
+            threads=a.threads, budgets=BENCH_PARAMS, wall_s=round(wall, 1), cpu_s=round(cpu, 1), machine=machine_info()), indent=1) + "\n")
         print(f"# tables written to {out}")
     return 0
 

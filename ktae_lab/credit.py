@@ -19,8 +19,8 @@ from .simulator import annotation_outcomes
 # %% auto #0
 __all__ = ['KTAE_SETTINGS', 'BENCH_PARAMS', 'LabCompleter', 'annotate_many', 'policy_solutions', 'token_truth', 'auroc',
            'rollout_auroc', 'ktae_null', 'ktae_credit', 'probe_step_values', 'epic_credit', 'method_table',
-           'pairwise_intervals', 'lab_policy', 'measure_policy', 'credit_benchmark', 'seed_spread', 'plot_credit',
-           'sentence_steps', 'hand_agreement']
+           'pairwise_intervals', 'lab_policy', 'measure_policy', 'credit_benchmark', 'seed_spread', 'machine_info',
+           'plot_credit', 'sentence_steps', 'hand_agreement']
 
 # %% ../nbs/43_credit.ipynb #1bc9439e
 class LabCompleter:
@@ -564,6 +564,20 @@ def seed_spread(df, # tidy frame with a `seed` column
     g = df.groupby(list(by) + ["seed"], sort=False)[list(cols)].mean().groupby(list(by), sort=False)
     m, s = g.mean(), g.std(ddof=0).fillna(0.0)
     return m.join(s.add_suffix("_std")).reset_index()
+
+# %% ../nbs/43_credit.ipynb #951bac49
+def machine_info() -> dict: # cpu model, avx2 / avx512f flags, CPU count, torch and Python versions
+    "The machine a measurement was made on: float32 kernels, and so sampled trajectories, differ between AVX2 and AVX-512 CPUs."
+    import os, platform
+    model, flags = "", set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name") and not model: model = line.split(":", 1)[1].strip()
+                if line.startswith("flags"): flags = set(line.split(":", 1)[1].split()); break
+    except OSError: pass
+    return dict(cpu=model or platform.processor() or platform.machine(), avx2="avx2" in flags, avx512f="avx512f" in flags,
+                cpus=os.cpu_count(), torch=torch.__version__, python=platform.python_version())
 
 # %% ../nbs/43_credit.ipynb #5f71c1d2
 def plot_credit(tokens, # [T] token strings of one rollout
