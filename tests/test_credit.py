@@ -389,3 +389,25 @@ def test_annotate_many_raises_like_annotate_when_the_completer_breaks_the_protoc
         err = _within(60, lambda: annotate_many(Q, S, A, bad, method, is_correct=[False, False], progress=False, workers=2))
         assert err is not None and ("complete_many` must return one list of completions per request" in str(err)), err
         assert isinstance(err, CompleterProtocolError) or isinstance(err.__cause__, CompleterProtocolError), err
+
+
+def test_shipped_tutorial_run_is_consistent():
+    "data/who_finds_the_mistake: every rollout's truth matches its text and tokens, and the stored KTAE AUROCs recompute from them."
+    folder = DATA / "who_finds_the_mistake"
+    df = pd.read_json(folder / "solutions.jsonl", lines=True, dtype={"response": str, "prompt": str, "answer": str})
+    ids = df["token_ids"].tolist()
+    assert TOK.batch_decode(ids, skip_special_tokens=True) == df.response.tolist()
+    fw = [first_wrong_step(p, t, f) for p, t, f in zip(df.prompt, df.response, df.finished)]
+    assert [-1 if v is None else v for v in fw] == df.first_wrong.fillna(-1).astype(int).tolist()
+    assert df.first_wrong[~df.correct].notna().all()                 # every wrong rollout has a first wrong step
+    L = max(map(len, ids))
+    resp = torch.tensor([x + [TOK.pad_token_id] * (L - len(x)) for x in ids])
+    rm = torch.tensor([[1] * len(x) + [0] * (L - len(x)) for x in ids])
+    sol = dict(df=df, responses=resp, response_mask=rm, rewards=torch.tensor(df.correct.to_numpy(), dtype=torch.float32),
+               steps=token_steps(resp, rm, TOK.convert_tokens_to_ids(",")), group_size=8)
+    stored = pd.read_csv(folder / "ktae.csv").set_index("setting")
+    again = ktae_credit(sol, {"official": ("official", {}), "clean": ("clean", {})}, n_perm=1).set_index("setting")
+    for c in ("auroc", "auroc_within", "K_before", "K_inside", "inside_at_step0", "rollouts_within"):
+        assert np.allclose(again[c], stored.loc[again.index, c], rtol=1e-9, atol=1e-12), c
+    cfg = json.loads((folder / "config.json").read_text())
+    assert cfg["n_perm"] == 1000 and set(cfg["machine"]) >= {"cpu", "avx512f"}
