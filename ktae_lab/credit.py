@@ -18,8 +18,9 @@ from .simulator import annotation_outcomes
 
 # %% auto #0
 __all__ = ['KTAE_SETTINGS', 'BENCH_PARAMS', 'LabCompleter', 'annotate_many', 'policy_solutions', 'token_truth', 'auroc',
-           'ktae_credit', 'probe_step_values', 'epic_credit', 'method_table', 'lab_policy', 'measure_policy',
-           'credit_benchmark', 'seed_spread', 'plot_credit', 'sentence_steps', 'hand_agreement']
+           'rollout_auroc', 'ktae_null', 'ktae_credit', 'probe_step_values', 'epic_credit', 'method_table',
+           'pairwise_intervals', 'lab_policy', 'measure_policy', 'credit_benchmark', 'seed_spread', 'machine_info',
+           'plot_credit', 'sentence_steps', 'hand_agreement']
 
 # %% ../nbs/43_credit.ipynb #1bc9439e
 class LabCompleter:
@@ -255,6 +256,59 @@ def auroc(scores:torch.Tensor, # [N] scores, higher = more likely positive
     r = mid[inv]
     return float((r[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
+# %% ../nbs/43_credit.ipynb #c3b48931
+def rollout_auroc(scores, # [..., B, L] scores, higher = more likely positive (leading dims: e.g. one per permutation)
+                  labels, # [B, L] 1 positive, 0 negative, any other value left out (e.g. `token_truth`: 2 after, -1 padding)
+                 ) -> tuple[torch.Tensor, int]: # (mean AUROC [...] over rows with both classes, 0.5 when none; number of such rows)
+    "Within-rollout AUROC: each row's own rank AUROC (ties count half), averaged over the rows that have both classes."
+    s, y = torch.as_tensor(scores, dtype=torch.float64), torch.as_tensor(labels)
+    if y.dim() != 2 or s.dim() < 2 or tuple(s.shape[-2:]) != tuple(y.shape):
+        raise ValueError(f"`scores` must be [..., B, L] and `labels` [B, L] with the same last two sizes, got {tuple(s.shape)} and {tuple(y.shape)}")
+    if not torch.isfinite(s).all(): raise ValueError("`scores` contains NaN or infinite values")
+    y = y.to(s.device)
+    pos, neg = y == 1, y == 0
+    n1, n0 = pos.sum(1), neg.sum(1)
+    rows = (n1 > 0) & (n0 > 0)
+    R = int(rows.sum())
+    if R == 0: return torch.full(s.shape[:-2], 0.5, dtype=torch.float64, device=s.device), 0
+    s, pos, neg = s[..., rows, :], pos[rows], neg[rows]
+    negs = torch.where(neg, s, torch.inf).sort(-1).values.contiguous()      # each row's negatives in order, the rest at the end
+    below = torch.searchsorted(negs, s.contiguous(), side="left")             # negatives strictly below each token
+    upto = torch.searchsorted(negs, s.contiguous(), side="right")             # ... and equal to it (ties count half)
+    a = ((below + upto).double() / 2 * pos).sum(-1) / (n1[rows] * n0[rows]).double()
+    return a.mean(-1), R
+
+# %% ../nbs/43_credit.ipynb #eaceff39
+def ktae_null(sol:dict, # from `policy_solutions` (contiguous groups of `sol['group_size']`)
+              preset:str="official", # KTAE preset
+              n_perm:int=1000, # permutations
+              seed:int=0, # seeds the permutations
+              chunk:int=100, # permutations per `key_token_values` call (bounds memory)
+              **overrides, # KTAEConfig fields, e.g. use_ig=False
+             ) -> torch.Tensor: # [n_perm] within-rollout AUROC of -K under shuffled correctness
+    "The chance level of KTAE's within-rollout AUROC: correctness shuffled within each group, K recomputed, same tokens scored."
+    check_number(n_perm, "n_perm", 1, 10**7, integer=True); check_number(chunk, "chunk", 1, 10**7, integer=True)
+    check_number(seed, "seed", 0, MAX_SEED, integer=True)
+    df, G = sol["df"], sol["group_size"]
+    truth = token_truth(sol["steps"], df["first_wrong"].fillna(-1).astype(int).to_numpy())
+    wrong_mixed = torch.as_tensor(np.array(df["mixed"] & ~df["correct"], dtype=bool), device=truth.device)
+    lab = torch.where(wrong_mixed[:, None], truth, -1)
+    B = lab.shape[0]
+    if B % G: raise ValueError(f"`sol` must hold whole groups of {G} rollouts, got {B} rows")
+    groups = torch.unique(torch.nonzero(((lab == 0).any(1) & (lab == 1).any(1))).flatten() // G)   # groups with a scored rollout
+    if len(groups) == 0: return torch.full((n_perm,), 0.5, dtype=torch.float64)
+    rows = (groups[:, None] * G + torch.arange(G, device=groups.device)).flatten()
+    resp, rm, lab = sol["responses"][rows], sol["response_mask"][rows], lab[rows]
+    r = torch.as_tensor(sol["rewards"], device=resp.device)[rows].reshape(len(groups), G)
+    gen, out = torch.Generator().manual_seed(seed), []
+    for s in range(0, n_perm, chunk):
+        n = min(chunk, n_perm - s)
+        perm = torch.rand(n, len(groups), G, generator=gen).argsort(-1).to(r.device)      # a shuffle of each group, per permutation
+        rp = torch.gather(r.expand(n, -1, -1), 2, perm).reshape(-1)
+        K = key_token_values(resp.repeat(n, 1), rm.repeat(n, 1), rp, group_size=G, preset=preset, **overrides)
+        out.append(rollout_auroc(-K.reshape(n, len(rows), -1), lab)[0].cpu())
+    return torch.cat(out)
+
 # %% ../nbs/43_credit.ipynb #4d771796
 KTAE_SETTINGS = {  # name -> (preset, overrides): the presets and each component switched off
     "official": ("official", {}), "clean": ("clean", {}),
@@ -264,21 +318,33 @@ KTAE_SETTINGS = {  # name -> (preset, overrides): the presets and each component
 
 def ktae_credit(sol:dict, # from `policy_solutions`
                 settings:dict|None=None, # name -> (preset, overrides); default KTAE_SETTINGS
+                n_perm:int=1000, # permutations of the null (`ktae_null`)
+                seed:int=0, # seeds the permutations
                ): # pandas DataFrame: one row per setting
-    "Does K point at the mistake? K before / inside / after the first wrong step and the AUROC of -K, on wrong rollouts of mixed groups."
+    "Does K point at the mistake? K before / inside / after the first wrong step, pooled and within-rollout AUROC of -K against a permutation null."
     import pandas as pd
     settings = KTAE_SETTINGS if settings is None else settings
     df = sol["df"]
-    truth = token_truth(sol["steps"], df["first_wrong"].fillna(-1).astype(int).to_numpy())
+    fw = df["first_wrong"].fillna(-1).astype(int).to_numpy()
+    truth = token_truth(sol["steps"], fw)
     use = torch.as_tensor(np.array(df["mixed"] & ~df["correct"], dtype=bool), device=truth.device)[:, None] & (truth >= 0)
     before, inside, after = use & (truth == 0), use & (truth == 1), use & (truth == 2)
+    lab = torch.where(use, truth, -1)
+    at0 = torch.as_tensor(fw == 0, device=truth.device)[:, None]
     rows = []
     for name, (preset, ov) in settings.items():
         K = key_token_values(sol["responses"], sol["response_mask"], sol["rewards"], group_size=sol["group_size"], preset=preset, **ov)
         sel = before | inside
-        rows.append(dict(setting=name, auroc=auroc(-K[sel], inside[sel]), K_before=K[before].mean().item() if before.any() else 0.0,
+        within, n_within = rollout_auroc(-K, lab)
+        null = ktae_null(sol, preset, n_perm, seed, **ov)
+        rows.append(dict(setting=name, auroc=auroc(-K[sel], inside[sel]), auroc_within=within.item(),
+                         null_mean=null.mean().item(), null_lo=null.quantile(0.025).item(), null_hi=null.quantile(0.975).item(),
+                         p_value=(1 + int((null >= within).sum())) / (1 + n_perm),
+                         K_before=K[before].mean().item() if before.any() else 0.0,
                          K_inside=K[inside].mean().item() if inside.any() else 0.0, K_after=K[after].mean().item() if after.any() else 0.0,
-                         tokens_before=int(before.sum()), tokens_inside=int(inside.sum()), rollouts=int(use.any(1).sum())))
+                         tokens_before=int(before.sum()), tokens_inside=int(inside.sum()),
+                         inside_at_step0=(inside & at0).sum().item() / max(int(inside.sum()), 1),
+                         rollouts=int(use.any(1).sum()), rollouts_within=n_within))
     return pd.DataFrame(rows)
 
 # %% ../nbs/43_credit.ipynb #eece5d11
@@ -303,7 +369,7 @@ def epic_credit(sol:dict, # from `policy_solutions`
                 annotations:dict, # method -> list of N annotations
                 mixed_only:bool=True, # score only rollouts of mixed groups (KTAE's domain)
                ): # pandas DataFrame: one row per method
-    "The AUROC of minus the step value, mapped to tokens, for 'inside the first wrong step' against 'before it'."
+    "The AUROC (pooled and within rollout) of minus the step value, mapped to tokens, for 'inside the first wrong step' against 'before it'."
     import pandas as pd
     df, rows = sol["df"], np.asarray(rows)
     steps = sol["steps"][torch.as_tensor(rows, device=sol["steps"].device)]
@@ -321,7 +387,7 @@ def epic_credit(sol:dict, # from `policy_solutions`
         tv = vals.to(truth.device).gather(1, steps.clamp_min(0))                    # [N, L] every token gets its step's value
         use = (keep & ok.to(truth.device))[:, None] & (truth >= 0)
         sel = use & (truth <= 1)
-        out.append(dict(method=m, auroc=auroc(-tv[sel], (truth == 1)[sel]),
+        out.append(dict(method=m, auroc=auroc(-tv[sel], (truth == 1)[sel]), auroc_within=rollout_auroc(-tv, torch.where(use, truth, -1))[0].item(),
                         V_before=tv[use & (truth == 0)].mean().item() if (use & (truth == 0)).any() else 0.0,
                         V_inside=tv[use & (truth == 1)].mean().item() if (use & (truth == 1)).any() else 0.0,
                         rollouts=int(use.any(1).sum())))
@@ -342,6 +408,43 @@ def method_table(scores, # concatenated `annotation_outcomes` frames (`23_simula
               wall_ms=("wall_s", lambda x: 1000 * x.mean()))
     cov = scores[scores.covered].groupby(list(by), sort=False)["hit"].mean().rename("acc_covered")
     return t.join(cov).fillna({"acc_covered": 0.0}).reset_index()
+
+# %% ../nbs/43_credit.ipynb #f58592a6
+def pairwise_intervals(scores, # `annotation_outcomes` rows (plus `by` columns): each unit holds the same solutions, in the same order, for every method
+                       metric:str="hit", # per-solution column to compare (hit, covered, rollouts, ...)
+                       by=(), # columns that, with the order within a method, identify a solution (e.g. seed, policy)
+                       n_boot:int=2000, # bootstrap resamples
+                       level:float=0.95, # interval coverage
+                       seed:int=0, # seeds the resamples
+                      ): # pandas DataFrame: one row per pair (a, b): mean_a, mean_b, diff = a - b, lo, hi, verdict
+    "Paired bootstrap intervals of the differences between methods' mean `metric`; an interval containing 0 is 'unresolved'."
+    import pandas as pd
+    if not isinstance(scores, pd.DataFrame): raise TypeError(f"`scores` must be a DataFrame of `annotation_outcomes` rows, got {type(scores).__name__}")
+    by = [by] if isinstance(by, str) else list(by)
+    miss = [c for c in ["method", metric] + by if c not in scores.columns]
+    if miss: raise ValueError(f"`scores` lacks column(s) {miss}")
+    check_number(n_boot, "n_boot", 1, 10**6, integer=True); check_number(level, "level", 0, 1, low_open=True, high_open=True)
+    check_number(seed, "seed", 0, MAX_SEED, integer=True)
+    d = scores.assign(_i=scores.groupby(by + ["method"], sort=False).cumcount())
+    wide = d.pivot_table(index=by + ["_i"], columns="method", values=metric, aggfunc="first", sort=False)
+    if wide.isna().any().any(): raise ValueError("`scores` must hold the same solutions for every method (a method lacks some)")
+    methods = [m for m in scores["method"].unique()]
+    X = torch.as_tensor(wide[methods].to_numpy(dtype=float, copy=True), dtype=torch.float64)       # [N, M]
+    N = X.shape[0]
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, N, (n_boot, N), generator=g) if N else torch.zeros(n_boot, 0, dtype=torch.long)
+    w = torch.zeros(n_boot, N, dtype=torch.float64).scatter_add_(1, idx, torch.ones_like(idx, dtype=torch.float64))
+    boot = w @ X / max(N, 1)                                                               # [n_boot, M] resampled means
+    mean = X.mean(0) if N else torch.zeros(len(methods), dtype=torch.float64)
+    q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)
+    rows = []
+    for a in range(len(methods)):
+        for b in range(a + 1, len(methods)):
+            lo, hi = torch.quantile(boot[:, a] - boot[:, b], q).tolist()
+            verdict = f"{methods[a]} > {methods[b]}" if lo > 0 else f"{methods[b]} > {methods[a]}" if hi < 0 else "unresolved"
+            rows.append(dict(a=methods[a], b=methods[b], mean_a=mean[a].item(), mean_b=mean[b].item(),
+                             diff=(mean[a] - mean[b]).item(), lo=lo, hi=hi, verdict=verdict))
+    return pd.DataFrame(rows)
 
 # %% ../nbs/43_credit.ipynb #c811bc68
 def lab_policy(seed:int, # policy seed (weights, warm-start batches, RL sampling)
@@ -388,6 +491,7 @@ def measure_policy(policy, tokenizer, # the lab policy and tokenizer
                    settings:dict|None=None, # KTAE settings (default KTAE_SETTINGS)
                    max_new_tokens:int=32, temperature:float=1.0, seed:int=0,
                    progress:bool=False,
+                   n_perm:int=1000, # permutations of KTAE's null (`ktae_credit`)
                   ) -> dict: # 'solutions', 'scores' (per solution and method), 'ktae', 'epic' tables
     "Everything the credit chapter measures on one policy: its wrong solutions, each annotator against the truth, K's AUROC."
     import pandas as pd
@@ -407,7 +511,7 @@ def measure_policy(policy, tokenizer, # the lab policy and tokenizer
         s["n_steps"] = [len(x) for x in st]
         scores.append(s); anns[m] = a
     return dict(solutions=df, wrong_rows=wrong, annotations=anns, scores=pd.concat(scores, ignore_index=True),
-                ktae=ktae_credit(sol, settings), epic=epic_credit(sol, wrong, anns), batch=sol)
+                ktae=ktae_credit(sol, settings, n_perm, seed), epic=epic_credit(sol, wrong, anns), batch=sol)
 
 # %% ../nbs/43_credit.ipynb #433cebb1
 def credit_benchmark(seeds=(0, 1, 2), # policy seeds
@@ -419,6 +523,7 @@ def credit_benchmark(seeds=(0, 1, 2), # policy seeds
                      method_params:dict|None=None, # per-method budgets (default BENCH_PARAMS)
                      settings:dict|None=None, # KTAE settings (default KTAE_SETTINGS)
                      progress:bool=True, # tqdm bar over policies
+                     n_perm:int=1000, # permutations of KTAE's null (`ktae_credit`)
                     ) -> dict: # 'scores', 'ktae', 'epic' tidy frames (seed, policy columns), 'policies' (accuracy, time)
     "The whole measurement: for each seed, the warm-started and the GRPO policy, every annotator and KTAE's credit (wall and CPU seconds in 'policies')."
     import pandas as pd
@@ -434,7 +539,7 @@ def credit_benchmark(seeds=(0, 1, 2), # policy seeds
             pol, tok, warm = lab_policy(seed, cfg, steps, warm=warm)
             t_train, c_train = time.perf_counter() - t, time.process_time() - c
             r = measure_policy(pol, tok, held, n_wrong, group_size, methods, method_params, settings, cfg.max_new_tokens,
-                               cfg.temperature, seed)
+                               cfg.temperature, seed, n_perm=n_perm)
             for k in ("scores", "ktae", "epic"): out[k].append(r[k].assign(seed=seed, policy=name))
             df = r["solutions"]
             out["policies"].append(dict(seed=seed, policy=name, accuracy=df["correct"].mean(), wrong=int((~df["correct"]).sum()),
@@ -459,6 +564,20 @@ def seed_spread(df, # tidy frame with a `seed` column
     g = df.groupby(list(by) + ["seed"], sort=False)[list(cols)].mean().groupby(list(by), sort=False)
     m, s = g.mean(), g.std(ddof=0).fillna(0.0)
     return m.join(s.add_suffix("_std")).reset_index()
+
+# %% ../nbs/43_credit.ipynb #951bac49
+def machine_info() -> dict: # cpu model, avx2 / avx512f flags, CPU count, torch and Python versions
+    "The machine a measurement was made on: float32 kernels, and so sampled trajectories, differ between AVX2 and AVX-512 CPUs."
+    import os, platform
+    model, flags = "", set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name") and not model: model = line.split(":", 1)[1].strip()
+                if line.startswith("flags"): flags = set(line.split(":", 1)[1].split()); break
+    except OSError: pass
+    return dict(cpu=model or platform.processor() or platform.machine(), avx2="avx2" in flags, avx512f="avx512f" in flags,
+                cpus=os.cpu_count(), torch=torch.__version__, python=platform.python_version())
 
 # %% ../nbs/43_credit.ipynb #5f71c1d2
 def plot_credit(tokens, # [T] token strings of one rollout

@@ -9,6 +9,7 @@ from hypothesis import given, settings, strategies as st
 
 import ktae_lab.credit as credit
 from ktae_lab.credit import (LabCompleter, annotate_many, policy_solutions, token_truth, auroc, ktae_credit,
+                             rollout_auroc, ktae_null, pairwise_intervals,
                              probe_step_values, epic_credit, method_table, plot_credit,
                              sentence_steps, hand_agreement, seed_spread, KTAE_SETTINGS)
 from ktae_lab.epicprm import Completion, annotate, check_completions, METHODS
@@ -197,6 +198,95 @@ def test_ktae_points_at_a_planted_mistake():
     assert (off.rollouts == 4).all()                                  # the all-correct group is left out
 
 
+
+# ---------------------------------------------------------------- within-rollout AUROC and KTAE's permutation null
+def _pairwise_rollout_auroc(s, y):
+    "The definition, one row at a time: mean over rows with both classes of P(pos > neg) + P(tie) / 2."
+    vals = []
+    for sr, yr in zip(s, y):
+        pos, neg = sr[yr == 1], sr[yr == 0]
+        if len(pos) and len(neg):
+            vals.append(((pos[:, None] > neg[None]).double() + 0.5 * (pos[:, None] == neg[None]).double()).mean().item())
+    return (sum(vals) / len(vals) if vals else 0.5), len(vals)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 6), st.integers(1, 12), st.integers(0, 2**31 - 1))
+def test_rollout_auroc_equals_the_definition_and_a_label_score_is_perfect(B, L, seed):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(-1, 3, (B, L), generator=g)                     # 1 pos, 0 neg, 2 and -1 left out
+    s = torch.randint(-2, 3, (B, L), generator=g).double()            # small ints: many ties
+    got, n = rollout_auroc(s, y)
+    want, n_want = _pairwise_rollout_auroc(s, y)
+    assert n == n_want and abs(got.item() - want) < 1e-12 and not math.isnan(got.item())
+    assert rollout_auroc(y.double(), y)[0].item() == (1.0 if n else 0.5)          # score = label: perfect (chance with no row)
+    assert rollout_auroc(-y.double(), y)[0].item() == (0.0 if n else 0.5)
+    assert rollout_auroc(torch.zeros(B, L), y)[0].item() == 0.5                   # all ties: one half
+    both = rollout_auroc(torch.stack([s, y.double()]), y)[0]                      # leading dims are scored independently
+    assert both.tolist() == [got.item(), 1.0 if n else 0.5]
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 2**31 - 1))
+def test_rollout_auroc_of_a_shuffled_score_is_chance(seed):
+    "A score that is the label shuffled within its row carries no information: the mean over 300 rows is near 1/2."
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 2, (300, 16), generator=g)
+    s = torch.gather(y.double(), 1, torch.rand(300, 16, generator=g).argsort(1)) + torch.rand(300, 16, generator=g) * 0.1
+    a, n = rollout_auroc(s, y)
+    assert n > 250 and abs(a.item() - 0.5) < 0.06                   # per-row sd <= 0.3: 0.06 is > 3 standard errors
+
+
+def _planted(n_groups=6):
+    "Groups of 8: four right rollouts and four that write 99-9=0#0 as their second step (characters the right ones never write)."
+    ps = ["1+2+3:", "2+3+1:", "4-1+2:", "5-2+3:", "3+3-2:", "6-1-1:"][:n_groups]
+    return _sol([p for p in ps for _ in range(8)],
+                [reference_solution(p) if k < 4 else reference_solution(p).split(",")[0] + ",99-9=0#0" for p in ps for k in range(8)], 8)
+
+
+def test_ktae_null_is_chance_and_the_planted_signal_is_above_it():
+    sol = _planted()
+    kc = ktae_credit(sol, {"official": ("official", {})}, n_perm=300).iloc[0]
+    assert kc.rollouts_within == 24 and kc.inside_at_step0 == 0
+    assert kc.null_lo <= kc.null_mean <= kc.null_hi and abs(kc.null_mean - 0.5) < 0.05
+    assert kc.auroc_within > kc.null_hi and kc.p_value == 1 / 301              # no shuffle beats the true labels
+    null = ktae_null(sol, n_perm=300)
+    assert torch.equal(null, ktae_null(sol, n_perm=300, chunk=7))              # chunking does not change the draws
+    assert not torch.equal(null, ktae_null(sol, n_perm=300, seed=1))
+    # the null is the same statistic: scoring the true rewards through the same path gives the observed value
+    K = credit.key_token_values(sol["responses"], sol["response_mask"], sol["rewards"], group_size=8)
+    lab = torch.where(torch.as_tensor(~sol["df"].correct.to_numpy())[:, None], token_truth(sol["steps"], sol["df"].first_wrong.fillna(-1).astype(int)), -1)
+    assert abs(rollout_auroc(-K, lab)[0].item() - kc.auroc_within) < 1e-12
+
+
+def test_ktae_credit_degenerate_cases_give_no_nan():
+    "No mixed group, or wrong rollouts that are all wrong at step 0 (no before token): chance, 0 rollouts, p = 1, no NaN."
+    none_mixed = _sol(["2+2:"] * 8, ["2+2=4#4"] * 8, 8)
+    at0 = _sol(["1+2:"] * 8, ["1+2=3#3"] * 4 + ["1+2=4#4"] * 4, 8)
+    for sol in (none_mixed, at0):
+        kc = ktae_credit(sol, n_perm=20)
+        num = kc.drop(columns=["setting", "auroc"])                   # the pooled AUROC is NaN by definition when a class is empty
+        assert not num.isna().any().any()
+        assert (kc.rollouts_within == 0).all() and (kc.auroc_within == 0.5).all() and (kc.p_value == 1.0).all()
+    assert (ktae_credit(at0, n_perm=5).inside_at_step0 == 1.0).all()
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(5, 120), st.integers(0, 2**31 - 1))
+def test_pairwise_intervals_pair_the_solutions(n, seed):
+    "A method compared with itself is unresolved with a zero interval; every interval holds its difference; pairs by solution."
+    rng = np.random.default_rng(seed)
+    hit = rng.random(n) < 0.6
+    other = hit.copy(); other[: max(1, n // 10)] = ~other[: max(1, n // 10)]
+    df = pd.DataFrame(dict(method=["a"] * n + ["b"] * n + ["c"] * n, hit=np.concatenate([hit, hit, other]),
+                           seed=np.tile(np.arange(n) % 2, 3)))
+    pi = pairwise_intervals(df, by=("seed",), n_boot=300, seed=seed % 1000).set_index(["a", "b"])
+    ab = pi.loc[("a", "b")]
+    assert ab["diff"] == 0 and ab.lo == 0 and ab.hi == 0 and ab.verdict == "unresolved"
+    assert (pi.lo <= pi["diff"] + 1e-12).all() and (pi["diff"] <= pi.hi + 1e-12).all()
+    assert not pi[["diff", "lo", "hi"]].isna().any().any()
+    assert set(pi.verdict) <= {"unresolved", "a > c", "c > a", "b > c", "c > b"}
+
 def test_epic_credit_and_probe_values():
     p = "1+2+3:"
     sol = _sol([p] * 4, ["1+2=3,3+3=6#6"] * 2 + ["1+2=3,3+3=7#7", "1+2=4,4+3=7#7"], 4)
@@ -299,3 +389,25 @@ def test_annotate_many_raises_like_annotate_when_the_completer_breaks_the_protoc
         err = _within(60, lambda: annotate_many(Q, S, A, bad, method, is_correct=[False, False], progress=False, workers=2))
         assert err is not None and ("complete_many` must return one list of completions per request" in str(err)), err
         assert isinstance(err, CompleterProtocolError) or isinstance(err.__cause__, CompleterProtocolError), err
+
+
+def test_shipped_tutorial_run_is_consistent():
+    "data/who_finds_the_mistake: every rollout's truth matches its text and tokens, and the stored KTAE AUROCs recompute from them."
+    folder = DATA / "who_finds_the_mistake"
+    df = pd.read_json(folder / "solutions.jsonl", lines=True, dtype={"response": str, "prompt": str, "answer": str})
+    ids = df["token_ids"].tolist()
+    assert TOK.batch_decode(ids, skip_special_tokens=True) == df.response.tolist()
+    fw = [first_wrong_step(p, t, f) for p, t, f in zip(df.prompt, df.response, df.finished)]
+    assert [-1 if v is None else v for v in fw] == df.first_wrong.fillna(-1).astype(int).tolist()
+    assert df.first_wrong[~df.correct].notna().all()                 # every wrong rollout has a first wrong step
+    L = max(map(len, ids))
+    resp = torch.tensor([x + [TOK.pad_token_id] * (L - len(x)) for x in ids])
+    rm = torch.tensor([[1] * len(x) + [0] * (L - len(x)) for x in ids])
+    sol = dict(df=df, responses=resp, response_mask=rm, rewards=torch.tensor(df.correct.to_numpy(), dtype=torch.float32),
+               steps=token_steps(resp, rm, TOK.convert_tokens_to_ids(",")), group_size=8)
+    stored = pd.read_csv(folder / "ktae.csv").set_index("setting")
+    again = ktae_credit(sol, {"official": ("official", {}), "clean": ("clean", {})}, n_perm=1).set_index("setting")
+    for c in ("auroc", "auroc_within", "K_before", "K_inside", "inside_at_step0", "rollouts_within"):
+        assert np.allclose(again[c], stored.loc[again.index, c], rtol=1e-9, atol=1e-12), c
+    cfg = json.loads((folder / "config.json").read_text())
+    assert cfg["n_perm"] == 1000 and set(cfg["machine"]) >= {"cpu", "avx512f"}
