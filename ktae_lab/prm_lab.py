@@ -222,9 +222,10 @@ def cv_threshold_f1(scores, # per solution, the PRM's step scores
                     groups, # per solution, its problem (folds never split a problem)
                     folds:int=4, # cross-validation folds
                     seed:int=0, # how problems are dealt to folds
-                    grid=THRESHOLD_GRID, # candidate thresholds
+                    grid=None, # candidate thresholds (None: THRESHOLD_GRID)
                    ) -> dict: # acc_wrong, acc_right, f1 of the pooled predictions; threshold: mean chosen one
     "ProcessBench F1 with the threshold chosen by cross-validation over problems."
+    grid = THRESHOLD_GRID if grid is None else grid
     predicted_first_error(scores)                                                  # validates the scores
     if len(truth) != len(scores) or len(groups) != len(scores): raise ValueError(f"`scores` ({len(scores)}), `truth` ({len(truth)}) and `groups` ({len(groups)}) must have the same length")
     check_number(folds, "folds", 2, integer=True); check_number(seed, "seed", 0, integer=True)

@@ -71,16 +71,17 @@ def test_shared_conventions_in_every_command(run_cli):
 def test_ablate_passes_ktae_and_lab_options(tmp_path, run_cli, monkeypatch):
     import ktae_lab.lab as lab
     seen = {}
-    def fake(algos, seeds, cfg, out, workers=1, progress=True, prm=None):
-        seen.update(algos=algos, seeds=seeds, cfg=cfg, out=out)
+    def fake(algos, seeds, cfg, out, workers=1, progress=True, prm=None, seed_batch=None):
+        seen.update(algos=algos, seeds=seeds, cfg=cfg, out=out, seed_batch=seed_batch)
         (out / "summary.md").write_text("| algo |\n")
         return pd.DataFrame()
     monkeypatch.setattr(lab, "run_ablation", fake)
     rc, text, err = run_cli(["ablate", "--algos", "grpo,grpo+ktae", "--seeds", "0,4", "-o", tmp_path / "runs",
                              "--set", "beta=2", "--preset", "clean", "--lab", "max_new_tokens=16", "--group-size", "4",
-                             "--workers", "1", "--no-progress"])
+                             "--workers", "1", "--seed-batch", "2", "--no-progress"])
     assert rc == 0, err
     cfg = seen["cfg"]
+    assert seen["seed_batch"] == 2
     assert seen["algos"] == ["grpo", "grpo+ktae"] and seen["seeds"] == [0, 4] and seen["out"] == tmp_path / "runs"
     assert cfg.ktae == {"beta": 2.0} and cfg.ktae_preset == "clean" and cfg.max_new_tokens == 16 and cfg.group_size == 4
     assert not (tmp_path / "runs" / "metrics.csv.lock").exists()     # the lock is released
