@@ -766,7 +766,7 @@ def _run_batched(algos, todo, cfg, ckdir, workers, progress, fn, prm_dir, save, 
                 runs.append((a, b, call(_many_job, a, b, cfg, [starts[s] for s in b], ckdir, [starts[s].get("prm_file", cfg.prm_path) for s in b])))
         for a, b, j in runs:
             df = j.get()
-            for s in b: save(df[df["seed"] == s].reset_index(drop=True), a, s); bar.update(1)
+            save(None, None, None, batch=[(df[df["seed"] == s].reset_index(drop=True), a, s) for s in b]); bar.update(len(b))
     finally:
         if pool is not None: pool.close(); pool.join()
 
@@ -788,12 +788,15 @@ def _run_ablation(algos, seeds, cfg, out, workers, progress, prm_fn=None, prm_di
     todo = [(s, al) for s, al in todo if al]
     # a seed needs its PRM only when one of its unfinished runs is a +prm run
     fn = lambda al: prm_fn if prm_fn is not None and any(algorithm_spec(a)["process"] == "prm" for a in al) else None
-    def save(run, algo, seed):
-        frames.append(run)
+    def save(run, algo, seed, batch=None):
+        "Record finished runs: one, or (`batch`: [(run, algo, seed)]) a whole seed batch in one write, so a kill never splits a batch."
+        items = batch if batch is not None else [(run, algo, seed)]
+        frames.extend(r for r, _, _ in items)
         if out is not None:    # the whole file, atomically: a kill leaves the previous complete version
             atomic_write(out / METRICS_FILE, pd.concat(frames, ignore_index=True).to_csv(index=False))
-            ck = _ckpt_path(ckdir, algo, seed)
-            if ck.exists(): ck.unlink()
+            for _, a, s in items:
+                ck = _ckpt_path(ckdir, a, s)
+                if ck.exists(): ck.unlink()
     bar = tqdm(total=sum(len(al) for _, al in todo), desc="ablation runs", disable=not progress)
     if seed_batch != 1 and todo: _run_batched(algos, todo, cfg, ckdir, workers, progress, fn, prm_dir, save, seed_batch, bar)
     elif workers == 1 or len(todo) <= 1:
