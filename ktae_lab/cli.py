@@ -479,7 +479,7 @@ def _completer(a): # the completer the options of `annotate` describe
 def annotate_main(argv:list[str]|None=None) -> int:
     "`ktae-lab annotate SOLUTIONS -o OUT`: label each solution's first wrong step (resumable); export for TRL, EpicPRM or ProcessBench; score against labels."
     # lazy: pandas, the annotation code and the model load only for this command
-    from ktae_lab.epicprm import METHODS, annotate_dataset, read_annotations
+    from ktae_lab.epicprm import METHODS, annotate_dataset, read_annotations, _check_annotation_file
     from ktae_lab.annotate_io import LAYOUTS, EXPORT_FORMATS, read_solutions, write_export, score_against, latest_records
     from ktae_lab.sampling import DEFAULT_SYSTEM_PROMPT
     p = ArgumentParser(prog="ktae-lab annotate", description="Find the first wrong step of every solution in a file (our table, "
@@ -519,6 +519,7 @@ def annotate_main(argv:list[str]|None=None) -> int:
     for f in dict.fromkeys([rec, out]): check_output_lock(f)     # a second run is refused before any work
     sols = read_solutions(a.solutions, a.layout, a.answers)
     labels = read_solutions(a.against, "processbench", need_answer=False) if a.against else None
+    if rec.exists(): _check_annotation_file(rec)            # a rollout file given as --out is refused before the model loads
     done = {str(r["id"]) for r in latest_records(read_annotations(rec)) if r.get("status") != "failed"} if rec.exists() else set()
     todo = int((~sols.id.isin(done)).sum())
     t0 = time.perf_counter()
