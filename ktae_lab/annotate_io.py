@@ -162,7 +162,8 @@ def read_solutions(path, # a solutions file (JSONL, JSON, CSV, parquet, `dataset
             steps = _steps(r["steps"] if kind == "processbench" else r[scol], where)
             label = _label(r["label"], len(steps), where) if "label" in t.columns else None
             c = corr[i]
-        rows.append(dict(id=str(r["id"]) if "id" in t.columns else str(i), question=q.strip(), steps=steps, correct=c, label=label))
+        rid = str(r["id"]) if "id" in t.columns else f"{r['group_id']}-r{r['rollout_id']}" if {"group_id", "rollout_id"} <= set(t.columns) else str(i)
+        rows.append(dict(id=rid, question=q.strip(), steps=steps, correct=c, label=label))
     df = pd.DataFrame(rows)
     dup = df.id[df.id.duplicated()]
     if len(dup): raise ValueError(f"{name}: id {dup.iloc[0]!r} appears twice; every solution needs its own id (records are keyed by it)")

@@ -449,7 +449,7 @@ def parse_method_params(items:list[str], # "NAME=VALUE" strings from --param
                         method:str, # an annotation method (a key of `ktae_lab.epicprm.METHOD_PARAMS`)
                        ) -> dict: # typed method parameters
     "Parse `--param NAME=VALUE` items into the typed parameters of an annotation method."
-    from ktae_lab.epicprm import METHOD_PARAMS
+    from ktae_lab.epicprm import METHOD_PARAMS, _check_params   # annotate's own check of the values, before any model loads
     defaults = {k: v for k, v in METHOD_PARAMS[method].items() if k != "baseline"}   # the baseline is shared per question
     out = {}
     for item in items or []:
@@ -458,6 +458,7 @@ def parse_method_params(items:list[str], # "NAME=VALUE" strings from --param
         if k not in defaults: raise CommandError(f"unknown parameter {k!r} of method {method} in --param; valid: {', '.join(defaults)}")
         d = defaults[k]
         out[k] = None if d is None and v.lower() in ("", "none") else typed_value(v, 0.0 if d is None else d, f"--param {k}")
+    _check_params(method, out)
     return out
 
 # %% ../nbs/49_cli.ipynb #a49c0007

@@ -34,7 +34,7 @@ class Case:
     needs_nonroot: bool = False
 
     @property
-    def cmd(self): return self.args[0] if self.args and self.args[0] in ("score", "report", "sample", "ablate", "prm") else None
+    def cmd(self): return self.args[0] if self.args and self.args[0] in ("score", "report", "sample", "ablate", "prm", "annotate") else None
 
     def id(self): return " ".join(self.args)[:70]
 
@@ -66,6 +66,11 @@ def workspace(d) -> dict:
     (d / "norun").mkdir(exist_ok=True); ws["norun"] = str(d / "norun")
     (d / "tworuns").mkdir(exist_ok=True); jl("tworuns/1.jsonl", [v]); jl("tworuns/step_1.jsonl", [v]); ws["tworuns"] = str(d / "tworuns")
     (d / "table.csv").write_text("completion,reward\n1,1.0\n"); ws["table_noprompt"] = str(d / "table.csv")
+    # solution files for `annotate` (ktae_lab.annotate_io, issue 19): ProcessBench layout without steps, a label out of range
+    pb = dict(id="a", problem="What is 2 + 2?", steps=["2 + 2 = 5.", "The answer is 5."], label=0, final_answer_correct=False)
+    ws["pb"], ws["pb_answers"] = str(REPO / "data" / "layouts" / "processbench.jsonl"), str(REPO / "data" / "layouts" / "processbench_answers.jsonl")
+    ws["pb_nosteps"] = jl("pb_nosteps.jsonl", [{k: v for k, v in pb.items() if k != "steps"}])
+    ws["pb_range"] = jl("pb_range.jsonl", [dict(pb, label=2, reference_answer="4")])
     return ws
 
 
@@ -158,6 +163,15 @@ CASES = [
     Case(["prm", "-o", "{afile}/sub"], "cannot create the folder"),
     Case(["prm", "--threads", "0", "-o", "{ws}/p"], "--threads"),
     Case(["prm", "--quick"], "the following arguments are required: -o/--out"),
+    # ------------------------------------------------------------------ annotate (the model is never loaded)
+    Case(["annotate", "{pb}"], "the following arguments are required: -o/--out"),
+    Case(["annotate", "{pb_nosteps}", "--layout", "processbench", "-o", "{ws}/a.jsonl"], "the processbench layout needs column(s) steps"),
+    Case(["annotate", "{pb_range}", "-o", "{ws}/a.jsonl"], "row 1: `label` 2 is out of range for 2 steps"),
+    Case(["annotate", "{verl_ok}", "-o", "{ws}/a.jsonl"], "unknown layout of solutions (columns: gts, input, output, score, step)"),
+    Case(["annotate", "{pb}", "-o", "{ws}/a.jsonl"], "no reference answer, which grading completions needs; the processbench layout carries none"),
+    Case(["annotate", "{pb}", "--answers", "{pb_answers}", "-o", "{outdir}"], "is a folder; give a file name"),
+    Case(["annotate", "{pb}", "--answers", "{pb_answers}", "-o", "{ws}/a.jsonl", "--param", "pilot=0"], "`pilot` must be a positive int, got 0"),
+    Case(["annotate", "{pb}", "--answers", "{pb_answers}", "-o", "{ws}/a.jsonl", "--model", "{ws}/no_such_model"], "model directory not found", stub=False),
     # ------------------------------------------------------------------ the dispatcher
     Case(["scroe"], "unknown command 'scroe'; valid commands: score, report, sample, ablate"),
     Case(["score", "{verl_noscore}", "--tokenizer", "{ws}"], "verl_noscore.jsonl, line 2: field `score`: missing, no usable reward"),
@@ -169,7 +183,8 @@ CASES = [
 ]
 
 STUBS = {"sample": [("ktae_lab.lm", "load_model"), ("ktae_lab.sampling", "load_model")],
-         "ablate": [("ktae_lab.lab", "run_ablation")], "prm": [("ktae_lab.prm_lab", "run_prm_pipeline")]}
+         "ablate": [("ktae_lab.lab", "run_ablation")], "prm": [("ktae_lab.prm_lab", "run_prm_pipeline")],
+         "annotate": [("ktae_lab.lm", "load_model")]}
 
 
 def fill(args, ws): return [a.format(**ws) for a in args]
