@@ -465,16 +465,17 @@ def parse_method_params(items:list[str], # "NAME=VALUE" strings from --param
 def _no_completer(question, prefix_steps, n):
     raise RuntimeError("every solution is already annotated; no completer was loaded")
 
-def _completer(a): # the completer the options of `annotate` describe
+def _completer(a): # (the completer the options of `annotate` describe, what to record about it)
     import torch
     from ktae_lab.lm import load_model
     from ktae_lab.completers import TransformersCompleter
     if a.threads is not None: torch.set_num_threads(a.threads)
     if a.no_progress:
         import transformers; transformers.utils.logging.disable_progress_bar()
-    model, tok, _ = load_model(a.model, a.gguf_file, device=a.device, dtype=a.dtype)
-    return TransformersCompleter(model, tok, max_new_tokens=a.max_new_tokens, temperature=a.temperature, top_p=a.top_p,
+    model, tok, name = load_model(a.model, a.gguf_file, device=a.device, dtype=a.dtype)
+    comp = TransformersCompleter(model, tok, max_new_tokens=a.max_new_tokens, temperature=a.temperature, top_p=a.top_p,
                                  batch_size=a.batch_size, system_prompt=a.system_prompt, seed=a.seed)
+    return comp, dict(model=name, engine="transformers (in process)")
 
 @command("annotate")
 def annotate_main(argv:list[str]|None=None) -> int:
@@ -524,8 +525,13 @@ def annotate_main(argv:list[str]|None=None) -> int:
     done = {str(r["id"]) for r in latest_records(read_annotations(rec)) if r.get("status") != "failed"} if rec.exists() else set()
     todo = int((~sols.id.isin(done)).sum())
     t0 = time.perf_counter()
-    recs = annotate_dataset(sols, _completer(a) if todo else _no_completer, rec, a.method, progress=not a.no_progress,
-                            retry_failed=True, max_retries=a.max_retries, **params)    # holds the records' lock while it writes
+    comp, meta = _completer(a) if todo else (_no_completer, None)
+    if meta is not None:
+        from ktae_lab import __version__
+        meta = dict(meta, sampling=dict(temperature=a.temperature, top_p=a.top_p, max_new_tokens=a.max_new_tokens, seed=a.seed),
+                    params=params, ktae_lab=__version__)
+    recs = annotate_dataset(sols, comp, rec, a.method, progress=not a.no_progress, retry_failed=True, max_retries=a.max_retries,
+                            meta=meta, **params)    # holds the records' lock while it writes
     st = recs["status"].value_counts()
     print(json.dumps(dict(solutions=len(recs), annotated=todo, ok=int(st.get("ok", 0)), skipped=int(st.get("skipped", 0)),
                           failed=int(st.get("failed", 0)), rollouts=int(recs["rollouts"].sum()), tokens=int(recs["tokens"].sum()),

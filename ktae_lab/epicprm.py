@@ -467,9 +467,11 @@ def annotate_dataset(df, # pandas DataFrame, one solution per row
                      max_retries:int=2, # retries per completer call before the solution is marked failed
                      progress:bool=True, # tqdm progress bar
                      retry_failed:bool=False, # annotate again the solutions recorded as `failed` (a completer that kept raising)
+                     meta:dict|None=None, # stored as `meta` in every new record: what made it (model, engine, sampling, version)
                      **params, # method parameters, as in `annotate`
                     ):
     "Annotate every solution of a DataFrame, appending records to a JSONL as it goes and resuming from it."
+    if meta is not None and not isinstance(meta, dict): raise TypeError(f"`meta` must be a dict or None, got {type(meta).__name__}")
     import pandas as pd
     from tqdm.auto import tqdm
     if not isinstance(df, pd.DataFrame): raise TypeError(f"`df` must be a pandas DataFrame, got {type(df).__name__}")
@@ -506,6 +508,7 @@ def annotate_dataset(df, # pandas DataFrame, one solution per row
             except CompleterError as e:
                 rec = _record(rid, q, steps, ref, status="failed", error=str(e))
             rec["method"] = method
+            if meta is not None: rec["meta"] = meta
             if path is not None: append_jsonl(path, json.loads(json.dumps(rec, default=_jsonable)))  # synced; disk full: clean error
             done[str(rid)] = rec; out.append(rec)
     return pd.DataFrame(out)

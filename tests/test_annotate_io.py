@@ -67,6 +67,7 @@ def test_annotate_resumes_and_exports(tmp_path, run_cli, tiny_model_dir):
     assert s["annotated"] == 2 and s["solutions"] == 4 and s["ok"] == 4
     recs = read_annotations(out)
     assert [r["id"] for r in recs] == list(sols.id) and all(len(r["probes"]) == len(r["steps"]) - 1 for r in recs)
+    assert recs[0]["meta"]["model"] == str(tiny_model_dir) and recs[0]["meta"]["params"] == {"n": 2} and "ktae_lab" in recs[0]["meta"]
     # exporting a finished file loads no model (a missing model directory is never touched)
     rc, text, err = run_cli(["annotate", LAY / "processbench.jsonl", "--answers", LAY / "processbench_answers.jsonl", "-o",
                              tmp_path / "trl.jsonl", "--format", "trl", "--records", out, "--method", "math_shepherd",

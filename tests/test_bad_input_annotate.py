@@ -99,7 +99,7 @@ def test_failed_solutions_are_one_line_and_retried(tmp_path, run_cli, monkeypatc
     calls = {"n": 0}
     def down(a):
         def comp(q, prefix, n): calls["n"] += 1; raise ConnectionError("server down")
-        return comp
+        return comp, dict(model="down")
     monkeypatch.setattr(cli, "_completer", down)
     out = tmp_path / "ann.jsonl"
     args = ["annotate", LAY / "processbench.jsonl", "--answers", LAY / "processbench_answers.jsonl", "-o", out, "--method",
@@ -108,7 +108,7 @@ def test_failed_solutions_are_one_line_and_retried(tmp_path, run_cli, monkeypatc
     assert rc == 2 and err.count("\n") == 1 and "4 of 4 solutions failed" in err and "server down" in err and "run the same command again" in err, err
     def up(a):
         def comp(q, prefix, n): return [Completion("The answer is 8.", None, -0.1, 4)] * n
-        return comp
+        return comp, dict(model="up")
     monkeypatch.setattr(cli, "_completer", up)
     rc, text, err = run_cli(args)
     assert rc == 0, err
