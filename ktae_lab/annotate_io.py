@@ -27,6 +27,7 @@ ANSWER_COLS = ("reference_answer", "answer", "ground_truth", "ground_truth_answe
 def detect_layout(columns, # the column names of a solutions table
                  ) -> str: # "processbench", "math_shepherd" or "table"
     "The layout of a solutions table, from its columns; unknown columns are an error listing the three layouts."
+    if isinstance(columns, (str, bytes)) or not hasattr(columns, "__iter__"): raise TypeError(f"`columns` must be a list of column names, got {type(columns).__name__}")
     cols = set(map(str, columns))
     if {"problem", "steps", "label"} <= cols: return "processbench"
     if {"input", "label"} <= cols: return "math_shepherd"
@@ -185,6 +186,8 @@ def _labelled_steps(record) -> list|None: # the record's steps when every one ha
     if not isinstance(record, dict): raise TypeError(f"`record` must be an annotation record (dict), got {type(record).__name__}")
     steps = record.get("steps")
     if not isinstance(steps, list) or "question" not in record: raise ValueError(f"`record` lacks `question` or a `steps` list; got keys {sorted(record)}")
+    bad = next((i for i, s in enumerate(steps) if not isinstance(s, dict) or not isinstance(s.get("text"), str)), None)
+    if bad is not None: raise ValueError(f"`record['steps'][{bad}]` must be a step {{'text': str, 'rating': 0, 1 or None}}, got {str(steps[bad])[:80]!r}")
     if record.get("status", "ok") != "ok" or not steps or any(s.get("rating") is None for s in steps): return None
     return steps
 
@@ -207,7 +210,7 @@ def to_processbench(record:dict, # an annotation record
         _labelled_steps(record)                                         # checks the record's shape
         if label_key not in record: raise ValueError(f"`record` has no field {label_key!r} (label_key); got keys {sorted(record)}")
         fe = record[label_key]
-    fe = -1 if fe is None or (isinstance(fe, float) and math.isnan(fe)) else int(fe)
+    fe = -1 if fe is None or (isinstance(fe, float) and math.isnan(fe)) else fe
     steps = [s["text"] for s in record["steps"]]
     return dict(id=str(record["id"]), problem=record["question"], steps=steps, label=_label(fe, len(steps), f"record {record.get('id')!r}"),
                 final_answer_correct=record.get("correct"), reference_answer=record.get("reference_answer"))
@@ -219,7 +222,9 @@ def latest_records(records, # annotation records: list of dicts, DataFrame, or a
                   ) -> list[dict]: # one record per (method, id), the last written
     "Annotation records with one per solution and method: a later line of the same id replaces an earlier one."
     import pandas as pd
-    if isinstance(records, (str, Path)): records = read_annotations(records)
+    if isinstance(records, (str, Path)):
+        if not Path(records).is_file(): raise FileNotFoundError(f"annotation file not found: {records}")
+        records = read_annotations(records)
     elif isinstance(records, pd.DataFrame): records = records.to_dict("records")
     if isinstance(records, (dict, str, bytes)) or not hasattr(records, "__iter__"): raise TypeError(f"`records` must be a list of annotation records, a DataFrame or a path, got {type(records).__name__}")
     last = {}

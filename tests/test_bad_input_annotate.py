@@ -114,3 +114,98 @@ def test_failed_solutions_are_one_line_and_retried(tmp_path, run_cli, monkeypatc
     assert rc == 0, err
     s = json.loads(text.splitlines()[0])
     assert s["annotated"] == 4 and s["ok"] == 4 and s["failed"] == 0
+
+
+# ------------------------------------------------------------------ the library: five bad inputs per public function
+import pandas as pd
+import ktae_lab.annotate_io as aio
+
+_PB = dict(id="a", problem="What is 2 + 2?", steps=["2 + 2 = 5.", "The answer is 5."], label=0, final_answer_correct=False, reference_answer="4")
+_REC = dict(id="a", method="m", question="What is 2 + 2?", status="ok", first_error=0, correct=False,
+            steps=[dict(text="2 + 2 = 5.", rating=0), dict(text="The answer is 5.", rating=0)])
+
+
+def _file(tmp, name, text):
+    p = tmp / name; p.write_text(text); return p
+
+
+LIB = [  # (function, call(tmp_path), message regex)
+    ("detect_layout", lambda t: aio.detect_layout([]), r"unknown layout of solutions \(columns: none\)"),
+    ("detect_layout", lambda t: aio.detect_layout(["question"]), r"unknown layout.*a table \(question, steps or solution"),
+    ("detect_layout", lambda t: aio.detect_layout(["steps", "label"]), r"unknown layout"),
+    ("detect_layout", lambda t: aio.detect_layout(["input"]), r"unknown layout"),
+    ("detect_layout", lambda t: aio.detect_layout(None), r"`columns` must be a list of column names"),
+    ("math_shepherd_solution", lambda t: aio.math_shepherd_solution(None, "x"), r"must be strings"),
+    ("math_shepherd_solution", lambda t: aio.math_shepherd_solution("Q? a", "Q? a"), r"no ки step tag"),
+    ("math_shepherd_solution", lambda t: aio.math_shepherd_solution("Q? a ки", "Q? a"), r"differs at step 0"),
+    ("math_shepherd_solution", lambda t: aio.math_shepherd_solution("Q? a ки b ки", "Q? a + b"), r"differs at step 1"),
+    ("math_shepherd_solution", lambda t: aio.math_shepherd_solution("Q? a ки", "Q? a +more"), r"differs after the last tag"),
+    ("math_shepherd_solution", lambda t: aio.math_shepherd_solution("Step 1: a ки", "Step 1: a +"), r"cannot tell the question from step 1"),
+    ("read_rows", lambda t: aio.read_rows(t / "missing.jsonl"), r"solutions file not found"),
+    ("read_rows", lambda t: aio.read_rows(_file(t, "a.json", "[1,")), r"not a valid JSON array of objects"),
+    ("read_rows", lambda t: aio.read_rows(_file(t, "b.json", "[1, 2]")), r"item 0 of the JSON array is a int"),
+    ("read_rows", lambda t: aio.read_rows(_file(t, "c.txt", "x")), r"unknown table type '.txt'"),
+    ("read_rows", lambda t: aio.read_rows(_file(t, "d.jsonl", '{"a": 1}\n{"a": \n{"a": 2}\n')), r"line 2: not valid JSON"),
+    ("read_rows", lambda t: aio.read_rows(t), r"not a `datasets` folder"),
+    ("join_answers", lambda t: aio.join_answers(pd.DataFrame(dict(id=["a"], question=["q"])), pd.DataFrame(dict(id=["a"], value=[1]))), r"no reference answer column"),
+    ("join_answers", lambda t: aio.join_answers(pd.DataFrame(dict(id=["a"], question=["q"])), pd.DataFrame(dict(key=["a"], answer=[1]))), r"needs an `id` or a question column"),
+    ("join_answers", lambda t: aio.join_answers(pd.DataFrame(dict(id=["a"], question=["q"])), pd.DataFrame(dict(id=["a", "a"], answer=[1, 2]))), r"id 'a' has two different answers \('1', '2'\)"),
+    ("join_answers", lambda t: aio.join_answers(pd.DataFrame(dict(id=["a", "b"], question=["q", "r"])), pd.DataFrame(dict(id=["a"], answer=[1]))), r"no reference answer for 1 of 2 solutions \(joined by id; first: 'b'\)"),
+    ("join_answers", lambda t: aio.join_answers(pd.DataFrame(dict(id=["a"], question=["q"])), t / "missing.csv"), r"solutions file not found"),
+    ("join_answers", lambda t: aio.join_answers(pd.DataFrame(dict(id=["a"], question=["q"])), pd.DataFrame(dict(id=["a"], answer=[float("nan")]))), r"no reference answer for 1 of 1"),
+    ("read_solutions", lambda t: aio.read_solutions(pd.DataFrame([_PB]), layout="csv"), r"unknown `layout` 'csv'; valid: auto, table, processbench, math_shepherd"),
+    ("read_solutions", lambda t: aio.read_solutions(pd.DataFrame(columns=list(_PB))), r"no solutions \(no rows\)"),
+    ("read_solutions", lambda t: aio.read_solutions(pd.DataFrame([dict(_PB, steps=[])])), r"row 1: no steps"),
+    ("read_solutions", lambda t: aio.read_solutions(pd.DataFrame([dict(_PB, problem=" ")])), r"row 1: the question must be non-empty text"),
+    ("read_solutions", lambda t: aio.read_solutions(pd.DataFrame([dict(_PB, steps=["a", 3])])), r"row 1: step 1 must be non-empty text, got 3"),
+    ("read_solutions", lambda t: aio.read_solutions(pd.DataFrame([dict(_PB, label=1.5)])), r"`label` must be an integer"),
+    ("read_solutions", lambda t: aio.read_solutions(pd.DataFrame([dict(_PB, label=True)])), r"`label` must be an integer"),
+    ("read_solutions", lambda t: aio.read_solutions(pd.DataFrame([dict(_PB, label=-2)])), r"`label` -2 is out of range for 2 steps"),
+    ("read_solutions", lambda t: aio.read_solutions(pd.DataFrame([dict(_PB, reference_answer=None)])), r"row 1: no reference answer in column reference_answer"),
+    ("read_solutions", lambda t: aio.read_solutions(pd.DataFrame([dict(_PB, steps=7)])), r"the steps must be a list of strings or a solution text, got int"),
+    ("to_trl", lambda t: aio.to_trl("x"), r"`record` must be an annotation record \(dict\), got str"),
+    ("to_trl", lambda t: aio.to_trl(None), r"`record` must be an annotation record"),
+    ("to_trl", lambda t: aio.to_trl({}), r"`record` lacks `question` or a `steps` list"),
+    ("to_trl", lambda t: aio.to_trl(dict(_REC, steps="2 + 2 = 5.")), r"`record` lacks `question` or a `steps` list"),
+    ("to_trl", lambda t: aio.to_trl(dict(_REC, steps=["2 + 2 = 5."])), r"`record\['steps'\]\[0\]` must be a step"),
+    ("to_processbench", lambda t: aio.to_processbench(_REC, label_key="hand"), r"`record` has no field 'hand'"),
+    ("to_processbench", lambda t: aio.to_processbench(dict(_REC, hand=2), label_key="hand"), r"`label` 2 is out of range for 2 steps"),
+    ("to_processbench", lambda t: aio.to_processbench(dict(_REC, hand="one"), label_key="hand"), r"`label` must be an integer \(the first wrong step, -1: none\), got .one."),
+    ("to_processbench", lambda t: aio.to_processbench(dict(_REC, first_error=5)), r"`label` 5 is out of range"),
+    ("to_processbench", lambda t: aio.to_processbench(3), r"`record` must be an annotation record"),
+    ("latest_records", lambda t: aio.latest_records(5), r"`records` must be a list of annotation records"),
+    ("latest_records", lambda t: aio.latest_records({"id": 1}), r"`records` must be a list of annotation records"),
+    ("latest_records", lambda t: aio.latest_records(["x"]), r"`records` must hold annotation records with an `id`"),
+    ("latest_records", lambda t: aio.latest_records([{"method": "m"}]), r"with an `id`"),
+    ("latest_records", lambda t: aio.latest_records(t / "missing.jsonl"), r"annotation file not found"),
+    ("write_export", lambda t: aio.write_export([_REC], t / "x.jsonl", "csv"), r"unknown `format` 'csv'"),
+    ("write_export", lambda t: aio.write_export([_REC, dict(_REC, id="b", method="n")], t / "x.jsonl", "trl"), r"mix methods \['m', 'n'\]"),
+    ("write_export", lambda t: aio.write_export(5, t / "x.jsonl"), r"`records` must be a list"),
+    ("write_export", lambda t: aio.write_export([dict(_REC, steps=None)], t / "x.jsonl"), r"lacks `question` or a `steps` list"),
+    ("write_export", lambda t: aio.write_export([_REC], t, "trl"), r"Is a directory"),
+    ("processbench_scores", lambda t: aio.processbench_scores(None, None), r"`predicted`"),
+    ("processbench_scores", lambda t: aio.processbench_scores([0], [0, 1]), r"same length"),
+    ("processbench_scores", lambda t: aio.processbench_scores("01", "01"), r"`predicted` must be a list"),
+    ("processbench_scores", lambda t: aio.processbench_scores([0], 5), r"`truth` must be a list"),
+    ("processbench_scores", lambda t: aio.processbench_scores(5, [0]), r"`predicted` must be a list"),
+    ("score_against", lambda t: aio.score_against([_REC], pd.DataFrame(dict(id=["a"], first=[0]))), r"the processbench layout needs column\(s\) problem, steps, label"),
+    ("score_against", lambda t: aio.score_against([dict(_REC, id="zz")], pd.DataFrame([_PB])), r"no annotated solution has a label"),
+    ("score_against", lambda t: aio.score_against([_REC], t / "missing.jsonl"), r"solutions file not found"),
+    ("score_against", lambda t: aio.score_against(5, pd.DataFrame([_PB])), r"`records` must be a list"),
+    ("score_against", lambda t: aio.score_against([_REC], pd.DataFrame(dict(id=["a"], question=["q"], label=[None]))), r"must give every solution a `label`"),
+]
+
+
+@pytest.mark.parametrize("name,call,msg", LIB, ids=[f"{i:02d}-{c[0]}" for i, c in enumerate(LIB)])
+def test_library_bad_input_gets_a_clear_error(name, call, msg, tmp_path):
+    import re
+    with pytest.raises((ValueError, TypeError, OSError)) as e: call(tmp_path)
+    assert re.search(msg, str(e.value)), f"{name}: unclear message {str(e.value)!r}"
+
+
+def test_every_public_function_has_five_bad_inputs():
+    import collections, inspect
+    counts = collections.Counter(n for n, _, _ in LIB)
+    public = [n for n in aio.__all__ if inspect.isfunction(getattr(aio, n))]
+    few = {n: counts[n] for n in public if counts[n] < 5}
+    assert not few, f"fewer than five bad inputs: {few}"
