@@ -216,8 +216,6 @@ def to_processbench(record:dict, # an annotation record
                 final_answer_correct=record.get("correct"), reference_answer=record.get("reference_answer"))
 
 # %% ../nbs/26_annotate_io.ipynb #a26c0030
-EXPORT_FORMATS = ("records", "trl", "epic50k", "processbench")
-
 def latest_records(records, # annotation records: list of dicts, DataFrame, or an annotation JSONL path
                   ) -> list[dict]: # one record per (method, id), the last written
     "Annotation records with one per solution and method: a later line of the same id replaces an earlier one."
@@ -225,13 +223,17 @@ def latest_records(records, # annotation records: list of dicts, DataFrame, or a
     if isinstance(records, (str, Path)):
         if not Path(records).is_file(): raise FileNotFoundError(f"annotation file not found: {records}")
         records = read_annotations(records)
-    elif isinstance(records, pd.DataFrame): records = records.to_dict("records")
+    elif isinstance(records, pd.DataFrame):   # a missing value of a frame (NaN) is a missing field (None), as in the JSONL
+        records = [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()} for r in records.to_dict("records")]
     if isinstance(records, (dict, str, bytes)) or not hasattr(records, "__iter__"): raise TypeError(f"`records` must be a list of annotation records, a DataFrame or a path, got {type(records).__name__}")
     last = {}
     for r in records:
         if not isinstance(r, dict) or "id" not in r: raise ValueError(f"`records` must hold annotation records with an `id`, got {str(r)[:80]!r}")
         last[(r.get("method"), str(r["id"]))] = r
     return list(last.values())
+
+# %% ../nbs/26_annotate_io.ipynb #a26c0042
+EXPORT_FORMATS = ("records", "trl", "epic50k", "processbench")
 
 def write_export(records, # annotation records (see `latest_records`)
                  path, # the file to write (replaced atomically)
