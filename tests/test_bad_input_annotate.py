@@ -209,3 +209,22 @@ def test_every_public_function_has_five_bad_inputs():
     public = [n for n in aio.__all__ if inspect.isfunction(getattr(aio, n))]
     few = {n: counts[n] for n in public if counts[n] < 5}
     assert not few, f"fewer than five bad inputs: {few}"
+
+
+# ------------------------------------------------------------------ --server (the engine itself is tested in the engine tests)
+def _free_port():
+    import socket
+    with socket.socket() as s: s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("url,expect", [(None, "engine http://127.0.0.1:"), ("ftp://x", "ftp://x")])
+def test_server_down_or_a_bad_url_is_one_line(url, expect, tmp_path, run_cli):
+    "Nothing listens on the port (or the URL is not http): one line naming the engine, nothing written; the same command runs once it is up."
+    from ktae_lab.lm import tiny_tokenizer
+    tiny_tokenizer().save_pretrained(tmp_path / "tok")
+    out = tmp_path / "a.jsonl"
+    rc, _, err = run_cli(["annotate", LAY / "processbench.jsonl", "--answers", LAY / "processbench_answers.jsonl", "-o", out,
+                          "--server", url or f"http://127.0.0.1:{_free_port()}", "--model", "m", "--tokenizer", tmp_path / "tok",
+                          "--retries", "0", "--no-progress"])
+    assert rc == 2 and err.count("\n") == 1 and err.startswith("ktae-lab annotate: error: ") and expect in err, err
+    assert not out.exists() and not Path(str(out) + ".lock").exists()
