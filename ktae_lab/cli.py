@@ -515,6 +515,8 @@ def annotate_main(argv:list[str]|None=None) -> int:
     p.add_argument("--max-in-flight", type=positive_int, default=8, help="with --server: requests open at once (default 8)")
     p.add_argument("--timeout", type=float, default=300.0, help="with --server: seconds per request (default 300)")
     p.add_argument("--retries", type=int, default=3, help="with --server: retries of a failed request, with back-off (default 3)")
+    p.add_argument("--workers", type=positive_int, default=None, help="questions annotated at once (default: --max-in-flight with "
+                   "--server, whose draws do not depend on the order of requests; 1 for a model loaded here)")
     p.add_argument("--gguf-file", default=None, help="GGUF file inside --model (a directory)")
     p.add_argument("--temperature", type=float, default=0.8, help="completion temperature (default 0.8, EpicPRM's)")
     p.add_argument("--top-p", type=float, default=1.0)
@@ -547,8 +549,9 @@ def annotate_main(argv:list[str]|None=None) -> int:
         from ktae_lab import __version__
         meta = dict(meta, sampling=dict(temperature=a.temperature, top_p=a.top_p, max_new_tokens=a.max_new_tokens, seed=a.seed),
                     params=params, ktae_lab=__version__)
+    workers = a.workers or (a.max_in_flight if a.server else 1)
     recs = annotate_dataset(sols, comp, rec, a.method, progress=not a.no_progress, retry_failed=True, max_retries=a.max_retries,
-                            meta=meta, **params)    # holds the records' lock while it writes
+                            meta=meta, workers=workers, **params)    # holds the records' lock while it writes
     st = recs["status"].value_counts()
     print(json.dumps(dict(solutions=len(recs), annotated=todo, ok=int(st.get("ok", 0)), skipped=int(st.get("skipped", 0)),
                           failed=int(st.get("failed", 0)), rollouts=int(recs["rollouts"].sum()), tokens=int(recs["tokens"].sum()),

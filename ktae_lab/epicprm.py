@@ -4,7 +4,8 @@
 
 # %% ../nbs/21_epicprm.ipynb #1aa858c9
 from __future__ import annotations
-import json, math, os, warnings
+import json, math, os, threading, warnings
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import nullcontext
 from dataclasses import dataclass, field, asdict, replace
 import numpy as np
@@ -468,10 +469,12 @@ def annotate_dataset(df, # pandas DataFrame, one solution per row
                      progress:bool=True, # tqdm progress bar
                      retry_failed:bool=False, # annotate again the solutions recorded as `failed` (a completer that kept raising)
                      meta:dict|None=None, # stored as `meta` in every new record: what made it (model, engine, sampling, version)
+                     workers:int=1, # questions annotated at once (threads; a question's solutions stay in order): for a server completer
                      **params, # method parameters, as in `annotate`
                     ):
     "Annotate every solution of a DataFrame, appending records to a JSONL as it goes and resuming from it."
     if meta is not None and not isinstance(meta, dict): raise TypeError(f"`meta` must be a dict or None, got {type(meta).__name__}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1: raise ValueError(f"`workers` must be an int >= 1, got {workers!r}")
     import pandas as pd
     from tqdm.auto import tqdm
     if not isinstance(df, pd.DataFrame): raise TypeError(f"`df` must be a pandas DataFrame, got {type(df).__name__}")
@@ -494,8 +497,11 @@ def annotate_dataset(df, # pandas DataFrame, one solution per row
                     raise ValueError(f"`path` {path} holds records of method {r.get('method')!r}, not {method!r}: use another file")
                 done[str(r["id"])] = r
                 if r.get("baseline") and r.get("method") == method: bases.setdefault(r["question"], Baseline(**r["baseline"]))
-        for rid, corr, (_, row) in tqdm(zip(ids, corrs, df.iterrows()), total=len(df), disable=not progress, desc=f"annotate[{method}]"):
-            if str(rid) in done and not (retry_failed and done[str(rid)].get("status") == "failed"): out.append(done[str(rid)]); continue
+        todo = [(rid, corr, row) for rid, corr, (_, row) in zip(ids, corrs, df.iterrows())
+                if str(rid) not in done or (retry_failed and done[str(rid)].get("status") == "failed")]
+        lock, stop = threading.Lock(), threading.Event()
+        bar = tqdm(total=len(df), initial=len(df) - len(todo), disable=not progress, desc=f"annotate[{method}]")
+        def one(rid, corr, row):
             q, ref = row[question_col], row[answer_col]
             steps = split_steps(row[steps_col]) if isinstance(row[steps_col], str) else list(row[steps_col])
             kw = dict(params)
@@ -509,8 +515,25 @@ def annotate_dataset(df, # pandas DataFrame, one solution per row
                 rec = _record(rid, q, steps, ref, status="failed", error=str(e))
             rec["method"] = method
             if meta is not None: rec["meta"] = meta
-            if path is not None: append_jsonl(path, json.loads(json.dumps(rec, default=_jsonable)))  # synced; disk full: clean error
-            done[str(rid)] = rec; out.append(rec)
+            with lock:
+                if path is not None: append_jsonl(path, json.loads(json.dumps(rec, default=_jsonable)))  # synced; disk full: clean error
+                done[str(rid)] = rec; bar.update(1)
+        def run(group):
+            for t in group:
+                if stop.is_set(): return
+                one(*t)
+        try:
+            if workers == 1: run(todo)
+            else:   # one task per question: its first solution computes the shared baseline, the others reuse it
+                groups = {}
+                for t in todo: groups.setdefault(t[2][question_col], []).append(t)
+                with ThreadPoolExecutor(min(workers, len(groups) or 1)) as ex:
+                    futs = [ex.submit(run, g) for g in groups.values()]
+                    try:
+                        for f in as_completed(futs): f.result()
+                    except BaseException: stop.set(); raise     # a protocol error stops the run; finished records are kept
+        finally: bar.close()
+        out = [done[str(rid)] for rid in ids]
     return pd.DataFrame(out)
 
 # %% ../nbs/21_epicprm.ipynb #d78cc93a
