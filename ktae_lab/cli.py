@@ -503,7 +503,7 @@ def annotate_main(argv:list[str]|None=None) -> int:
                    "trl (prompt/completions/labels rows), epic50k (EpicPRM's JSON array), processbench (ProcessBench rows)")
     p.add_argument("--records", default=None, metavar="JSONL", help="annotation records with an export --format (default: OUT_STEM.records.jsonl beside --out)")
     p.add_argument("--method", choices=METHODS, default="epic_adaptive", help="annotation method (default epic_adaptive)")
-    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="a method parameter, repeatable: --param pilot=16 --param k=16")
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="a method parameter (METHOD_PARAMS), repeatable: --param pilot=16 --param min_pilot_correct=1")
     p.add_argument("--layout", choices=LAYOUTS, default="auto", help="layout of SOLUTIONS (default: from its columns)")
     p.add_argument("--answers", default=None, metavar="FILE", help="reference answers joined by id or question (ProcessBench and Math-Shepherd carry none)")
     p.add_argument("--against", default=None, metavar="LABELS", help="print ProcessBench's scores against these labels (ProcessBench layout)")
