@@ -532,6 +532,8 @@ def annotate_main(argv:list[str]|None=None) -> int:
     a = p.parse_args(argv)
     params = parse_method_params(a.param, a.method)
     if a.max_retries < 0: p.error(f"argument --max-retries: must be >= 0, got {a.max_retries}")
+    if a.workers and a.workers > 1 and a.server is None:
+        raise CommandError("--workers > 1 needs --server: a model loaded here gains nothing from threads, and its draws depend on the order of calls")
     out = output_file(a.out)
     rec = out if a.format == "records" else output_file(a.records or out.with_name(out.stem + ".records.jsonl"), "--records")
     if a.format == "records" and a.records is not None and Path(a.records).resolve() != out.resolve():

@@ -54,6 +54,8 @@ CASES = [  # (arguments after `ktae-lab annotate`, fragment of the one-line erro
     (["{pb}", "--answers", "{answers}", "-o", "{ws}"], "is a folder; give a file name"),
     (["{pb}", "--answers", "{answers}", "-o", "{ws}/t.jsonl", "--format", "trl", "--records", "{ws}/t.jsonl"], "--records must differ from --out"),
     (["{pb}", "--answers", "{answers}", "-o", "{rollouts}"], "is not an annotation record (lacks"),
+    (["{pb}", "--answers", "{answers}", "-o", "{ws}/o.jsonl", "--workers", "4"], "--workers > 1 needs --server"),
+    (["{pb}", "--answers", "{answers}", "-o", "{ws}/o.jsonl", "--workers", "0"], "argument --workers: must be >= 1, got 0"),
 ]
 CASES[0] = (CASES[0][0], "unknown layout of solutions")   # without `steps` the columns match no layout
 
