@@ -137,3 +137,20 @@ def test_trl_prm_trainer_trains_one_step_on_our_rows(tmp_path):
     got = json.loads(r.stdout.strip().splitlines()[-1])
     assert got["steps"] == 1 and 0 < got["loss"] < 10
     assert got["labels"] == [[int(s["rating"]) for s in rec["steps"]] for rec in recs]
+
+
+def test_processbench_export_reads_back(tmp_path, run_cli):
+    "`--format processbench` then `read_solutions`: the same ids, steps, first errors and answers; the file scores itself perfectly."
+    rec = tmp_path / "smol.jsonl"
+    shutil.copy(shipped_data_path("smollm2_annot_math_shepherd.jsonl"), rec)
+    labels = shipped_data_path("smollm2_processbench.jsonl")
+    rc, text, err = run_cli(["annotate", labels, "-o", tmp_path / "pb.jsonl", "--format", "processbench", "--records", rec,
+                             "--method", "math_shepherd", "--no-progress"])
+    assert rc == 0, err
+    back = read_solutions(tmp_path / "pb.jsonl")
+    recs = read_annotations(rec)
+    assert list(back.id) == [r["id"] for r in recs] and list(back.steps) == [[s["text"] for s in r["steps"]] for r in recs]
+    assert list(back.label) == [-1 if r["first_error"] is None else r["first_error"] for r in recs]
+    assert list(back.reference_answer) == [r["reference_answer"] for r in recs]
+    s = score_against(recs, back).iloc[0]
+    assert s.acc_erroneous == 1.0 and s.erroneous == 20
