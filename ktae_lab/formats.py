@@ -10,7 +10,7 @@ import numpy as np
 from .data import ROLLOUT_FIELDS, validate_rollout, read_rollouts
 
 # %% auto #0
-__all__ = ['VERL_KEYS', 'TRL_KEYS', 'FORMATS', 'load_tokenizer', 'encode_texts', 'json_lines', 'read_verl_dump',
+__all__ = ['VERL_KEYS', 'TRL_KEYS', 'FORMATS', 'load_tokenizer', 'encode_texts', 'token_strings', 'json_lines', 'read_verl_dump',
            'read_trl_completions', 'read_table', 'detect_format', 'read_source', 'is_run_folder', 'run_steps',
            'read_step', 'iter_run']
 
@@ -33,6 +33,14 @@ def encode_texts(tokenizer, # a callable Hugging Face tokenizer
     "Re-encode decoded text into token ids (no BOS/EOS added)."
     if not texts: return []
     return [list(map(int, ids)) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+
+def token_strings(tokenizer, # a Hugging Face tokenizer (or anything with `convert_ids_to_tokens`)
+                  ids, # token ids per text
+                 ) -> list: # token strings per text; None per text when the tokenizer cannot name its ids
+    "The token strings of re-encoded ids, for views and tables."
+    conv = getattr(tokenizer, "convert_ids_to_tokens", None)
+    if conv is None: return [None] * len(ids)
+    return [[str(s) for s in conv(list(t))] for t in ids]
 
 # %% ../nbs/03_formats.ipynb #c14b2bbd
 def json_lines(path, # a JSONL file
@@ -108,8 +116,9 @@ def read_verl_dump(path, # a verl `{global_step}.jsonl` dump
                              reference_answer=None if gts is None else (gts if isinstance(gts, str) else json.dumps(gts)),
                              meta={"step": step, "source": "verl", **extra})))
     if not rows: raise _no_records(path)
-    ids = encode_texts(load_tokenizer(tokenizer), [r["response"] for _, r in rows])  # after the file's own checks
-    for (_, r), t in zip(rows, ids): r["token_ids"] = t
+    tk = load_tokenizer(tokenizer)   # after the file's own checks
+    ids = encode_texts(tk, [r["response"] for _, r in rows])
+    for (_, r), t, s in zip(rows, ids, token_strings(tk, ids)): r["token_ids"], r["tokens"] = t, s
     return _frame(rows, path, "line")
 
 # %% ../nbs/03_formats.ipynb #0daf24ce
@@ -148,9 +157,10 @@ def read_trl_completions(path, # a TRL `completions_{step:05d}.parquet`
         gids = [f"g{i // num_generations}" for i in range(len(t))]
     step = t["step"].tolist() if "step" in t.columns else [None] * len(t)
     prompts, comps = [_text(p) for p in t["prompt"]], [_text(c) for c in t["completion"]]
-    ids = [list(map(int, x)) for x in t["token_ids"]] if "token_ids" in t.columns else encode_texts(load_tokenizer(tokenizer), comps)
+    if "token_ids" in t.columns: ids, toks = [list(map(int, x)) for x in t["token_ids"]], [None] * len(t)
+    else: tk = load_tokenizer(tokenizer); ids = encode_texts(tk, comps); toks = token_strings(tk, ids)
     adv = t["advantage"].tolist() if "advantage" in t.columns else [None] * len(t)
-    rows = [(i + 1, dict(group_id=f"s{step[i]}:{gids[i]}", prompt=prompts[i], response=comps[i], token_ids=ids[i], reward=float(reward[i]),
+    rows = [(i + 1, dict(group_id=f"s{step[i]}:{gids[i]}", prompt=prompts[i], response=comps[i], token_ids=ids[i], tokens=toks[i], reward=float(reward[i]),
                          meta={"step": None if step[i] is None else int(step[i]), "source": "trl", "advantage": adv[i]}))
             for i in range(len(t))]
     return _frame(rows, path, "row")
@@ -192,8 +202,8 @@ def read_table(path, # a JSONL / CSV / parquet file, or a `datasets` save_to_dis
                               + f"; columns: {cols}")
     has_ids = token_ids in t.columns
     if not has_ids and response not in t.columns: raise ValueError(f"{path}: no column `{response}` and no `{token_ids}` (columns: {cols})")
-    ids = ([json.loads(x) if isinstance(x, str) else list(map(int, x)) for x in t[token_ids]] if has_ids
-           else encode_texts(load_tokenizer(tokenizer), [str(x) for x in t[response]]))
+    if has_ids: ids, toks = [json.loads(x) if isinstance(x, str) else list(map(int, x)) for x in t[token_ids]], [None] * len(t)
+    else: tk = load_tokenizer(tokenizer); ids = encode_texts(tk, [str(x) for x in t[response]]); toks = token_strings(tk, ids)
     keys, rows = {}, []
     for i in range(len(t)):
         r = t.iloc[i]
@@ -203,7 +213,7 @@ def read_table(path, # a JSONL / CSV / parquet file, or a `datasets` save_to_dis
         gid = gk if isinstance(gk, (str, int)) and not group is None else f"g{keys.setdefault(gk, len(keys))}"
         step = r["step"] if "step" in t.columns else None
         rows.append((i + 1, dict(group_id=gid, prompt=p, response=_text(r[response]) if response in t.columns else None,
-                                 token_ids=ids[i], reward=_number(r[reward].item() if hasattr(r[reward], "item") else r[reward], path, "row", i + 1, reward),
+                                 token_ids=ids[i], tokens=toks[i], reward=_number(r[reward].item() if hasattr(r[reward], "item") else r[reward], path, "row", i + 1, reward),
                                  meta={"source": "table"} | ({} if step is None else {"step": int(step)}))))
     return _frame(rows, path, "row")
 
