@@ -272,10 +272,18 @@ def is_run_folder(path) -> bool:
     path = Path(path)
     return path.is_dir() and not (path/"dataset_info.json").is_file()
 
+def _unfinished(p) -> bool: # a step file with nothing complete in it: a JSONL with no complete line, an unreadable parquet
+    if p.suffix.lower() == ".jsonl": return _first_object(p) is None
+    if p.suffix.lower() == ".parquet":
+        import pyarrow.parquet as pq
+        try: pq.read_schema(p); return False
+        except Exception: return True   # pyarrow's errors for a torn file vary (ArrowInvalid, OSError)
+    return False
+
 def run_steps(folder, # a run folder
               format:str="auto", # one of FORMATS
              ) -> list: # [(step, path, format)] in step order
-    "List the step files of a run folder, skipping (with a warning) one with no complete line; refuse an empty folder, mixed formats, repeated steps."
+    "List the step files of a run folder, skipping (with a warning) one with nothing complete in it; refuse an empty folder, mixed formats, repeated steps."
     folder = Path(folder)
     if not folder.is_dir(): raise ValueError(f"run folder not found: {folder}")
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in (".jsonl", ".parquet", ".csv") and _STEP.search(p.stem))
@@ -285,10 +293,10 @@ def run_steps(folder, # a run folder
         s = int(_STEP.search(p.stem).group(1))
         if s in seen: raise ValueError(f"{folder}: step {s} appears twice ({seen[s].name} and {p.name}); mixed step files of two runs?")
         seen[s] = p
-        if p.suffix.lower() == ".jsonl" and _first_object(p) is None: torn.append((s, p)); continue
+        if _unfinished(p): torn.append((s, p)); continue
         out.append((s, p, detect_format(p) if format == "auto" else format))
-    if not out: raise ValueError(f"{folder}: no step file holds a complete line ({', '.join(p.name for p in files[:3])}{', ...' if len(files) > 3 else ''})")
-    for s, p in torn: warnings.warn(f"{p}: no complete line (the trainer was stopped while writing it?); step {s} skipped")
+    if not out: raise ValueError(f"{folder}: no step file holds a complete line or record ({', '.join(p.name for p in files[:3])}{', ...' if len(files) > 3 else ''})")
+    for s, p in torn: warnings.warn(f"{p}: nothing complete to read (the trainer was stopped while writing it?); step {s} skipped")
     kinds = {f for _, _, f in out}
     if len(kinds) > 1:
         ex = {f: p.name for _, p, f in out}
