@@ -4,7 +4,7 @@
 
 # %% ../nbs/49_cli.ipynb #80574072
 from __future__ import annotations
-import argparse, functools, json, os, sys, time
+import argparse, functools, json, os, sys, time, warnings
 from pathlib import Path
 from .core import check_seeds, check_text, MAX_SEED
 from .advantages import ESTIMATORS
@@ -41,12 +41,16 @@ def error_line(e:BaseException) -> str: # the message, on one line
 # %% ../nbs/49_cli.ipynb #d8ded875
 def command(name:str, # the sub-command, as typed after `ktae-lab`
            ):
-    "Decorator for a `*_main(argv)` function: every error becomes one line on stderr and exit status 2."
+    "Decorator for a `*_main(argv)` function: every error becomes one line on stderr and exit status 2; a warning, one line too."
+    def warn(message, category, *a, **k): print(f"ktae-lab {name}: warning: {' '.join(str(message).split())}", file=sys.stderr)
     def deco(f):
         @functools.wraps(f)
         def run(argv:list[str]|None=None) -> int: # exit status
             argv = list(sys.argv[1:] if argv is None else argv)
-            try: return f(argv) or 0
+            try:
+                with warnings.catch_warnings():
+                    warnings.showwarning = warn
+                    return f(argv) or 0
             except SystemExit as e: return e.code if isinstance(e.code, int) else 0  # --help, --version
             except KeyboardInterrupt:
                 print(f"ktae-lab {name}: interrupted; run the same command again to resume", file=sys.stderr); return 130

@@ -71,6 +71,13 @@ def workspace(d) -> dict:
     ws["pb"], ws["pb_answers"] = str(REPO / "data" / "layouts" / "processbench.jsonl"), str(REPO / "data" / "layouts" / "processbench_answers.jsonl")
     ws["pb_nosteps"] = jl("pb_nosteps.jsonl", [{k: v for k, v in pb.items() if k != "steps"}])
     ws["pb_range"] = jl("pb_range.jsonl", [dict(pb, label=2, reference_answer="4")])
+    ws["verl_nullscore"] = jl("verl_nullscore.jsonl", [v, dict(v, score=None)])
+    ws["verl_noinput"] = jl("verl_noinput.jsonl", [v, {k: x for k, x in v.items() if k != "input"}])
+    ws["verl_torn"] = jl("verl_torn.jsonl", [v, v]); open(ws["verl_torn"], "a").write('{"input": "q", "outp')
+    (d / "empty.jsonl").write_text(""); ws["empty"] = str(d / "empty.jsonl")
+    (d / "tornrun").mkdir(exist_ok=True); (d / "tornrun" / "1.jsonl").write_text('{"input": "q", "outp'); ws["tornrun"] = str(d / "tornrun")
+    import pandas as pd
+    pd.DataFrame(dict(step=1, completion=["1"], acc=[1.0])).to_parquet(d / "trl_noprompt.parquet"); ws["trl_noprompt"] = str(d / "trl_noprompt.parquet")
     return ws
 
 
@@ -179,6 +186,12 @@ CASES = [
     Case(["score", "{norun}"], "no step files"),
     Case(["score", "{tworuns}"], "mixed step files of two runs"),
     Case(["report", "{table_noprompt}", "--format", "table", "-o", "{ws}/r.html"], "no column `prompt`"),
+    Case(["score", "{verl_nullscore}", "--tokenizer", "{ws}"], "verl_nullscore.jsonl, line 2: field `score`: expected a finite number as the reward, got None"),
+    Case(["score", "{verl_noinput}", "--tokenizer", "{ws}"], "verl_noinput.jsonl, line 2: field `input`: missing"),
+    Case(["report", "{trl_noprompt}", "--format", "trl", "--tokenizer", "{ws}", "-o", "{ws}/r.html"], "trl_noprompt.parquet: no `prompt` column"),
+    Case(["score", "{empty}"], "empty.jsonl: no complete records"),
+    Case(["score", "{trl_noprompt}", "--tokenizer", "{ws}"], "trl_noprompt.parquet: no column `reward` (name it with reward=), no column `prompt` (name it with prompt=)"),
+    Case(["score", "{tornrun}"], "no step file holds a complete line or record (1.jsonl)"),
     Case(["--bogus"], "unknown command '--bogus'"),
 ]
 
@@ -240,6 +253,21 @@ def test_cli_bad_input(case, ws):
     outcome, rc, err = run_case(case, ws)
     want = "ok" if case.expect is None else "clear"
     assert outcome == want, f"{case.args}: {outcome} (exit {rc}); stderr: {err!r}; expected: {case.expect!r}"
+
+
+def test_half_written_last_line_is_one_warning_line_and_the_complete_lines_are_read(ws):
+    "A verl dump whose trainer was killed mid-line: one `warning:` line naming file and line, then the complete lines."
+    out, err = io.StringIO(), io.StringIO()
+    from ktae_lab.cli import main
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main(["score", ws["verl_torn"], "--tokenizer", ws["ws"] + "/no_tokenizer"])
+    assert rc == 2 and "not a local tokenizer directory" in err.getvalue()     # checks came first, then the tokenizer
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main(["score", ws["verl_torn"], "--tokenizer", str(REPO / "data" / "smollm2_tokenizer"), "-o", ws["ws"] + "/torn.csv"])
+    lines = err.getvalue().strip().splitlines()
+    assert rc == 0 and lines == [f"ktae-lab score: warning: {ws['verl_torn']}, line 3: half-written last line (the writer was stopped?); read the 2 complete lines"], lines
+    assert "2 rollouts in 1 groups" in out.getvalue()
 
 
 def test_every_command_has_at_least_five_bad_inputs():
