@@ -547,7 +547,9 @@ def annotate_main(argv:list[str]|None=None) -> int:
     sols = read_solutions(a.solutions, a.layout, a.answers)
     labels = read_solutions(a.against, "processbench", need_answer=False) if a.against else None
     if rec.exists(): _check_annotation_file(rec)            # a rollout file given as --out is refused before the model loads
-    done = {str(r["id"]) for r in latest_records(read_annotations(rec)) if r.get("status") != "failed"} if rec.exists() else set()
+    with warnings.catch_warnings():       # a torn last line is reported (and repaired) by annotate_dataset below
+        warnings.simplefilter("ignore")
+        done = {str(r["id"]) for r in latest_records(read_annotations(rec)) if r.get("status") != "failed"} if rec.exists() else set()
     todo = int((~sols.id.isin(done)).sum())
     t0 = time.perf_counter()
     comp, meta = _completer(a) if todo else (_no_completer, None)
