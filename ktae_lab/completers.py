@@ -74,7 +74,7 @@ class TransformersCompleter:
 
     def __repr__(self): return f"TransformersCompleter({type(self.model).__name__}, T={self.temperature}, max_new_tokens={self.max_new_tokens})"
 
-# %% ../nbs/22_completers.ipynb #8728e22f
+# %% ../nbs/22_completers.ipynb #88748c40
 class EngineError(CompleterProtocolError):
     "A serving engine cannot answer (down, wrong URL or model, no log-probs, malformed reply): the run stops, nothing is recorded."
 
@@ -103,7 +103,7 @@ def _reply_message(r) -> str:
     except ValueError: pass
     return " ".join(r.text.split())[:120] or r.reason or "no body"
 
-# %% ../nbs/22_completers.ipynb #2dfee405
+# %% ../nbs/22_completers.ipynb #95549995
 class OpenAICompleter:
     "A model served by an OpenAI-compatible engine (vLLM, SGLang, llama.cpp's server) behind the completer protocol."
     def __init__(self, base_url:str, # the engine, e.g. "http://127.0.0.1:8000" (a trailing /v1 is accepted)
@@ -132,14 +132,7 @@ class OpenAICompleter:
             raise ValueError(f"`temperature` must be a finite number >= 0, got {temperature!r}")
         if isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1: raise ValueError(f"`top_p` must be in (0, 1], got {top_p!r}")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0): raise ValueError(f"`seed` must be an int >= 0 or None, got {seed!r}")
-        if tokenizer is None or isinstance(tokenizer, (str, os.PathLike)):
-            from transformers import AutoTokenizer
-            src = model if tokenizer is None else str(tokenizer)
-            try: tokenizer = AutoTokenizer.from_pretrained(src)
-            except Exception as e:
-                raise ValueError(f"`tokenizer`: could not load a tokenizer from {src!r} ({type(e).__name__}); pass the served "
-                                 "model's tokenizer (an object, a folder or a cached hub name)") from None
-        self.model, self.tokenizer = model.strip(), tokenizer
+        self.model, self._tokenizer = model.strip(), tokenizer
         self.max_tokens, self.temperature, self.top_p = max_tokens, float(temperature), float(top_p)
         self.seed = seed if seed is not None else int.from_bytes(os.urandom(8), "little") >> 1
         self.system_prompt, self.step_sep, self.max_in_flight = system_prompt, step_sep, max_in_flight
@@ -148,6 +141,18 @@ class OpenAICompleter:
         self.requests = self.samples = self.tokens = 0       # counters (for benchmarks and records)
         self.in_flight = self.peak_in_flight = 0
         self._local, self._pool, self._lock = threading.local(), None, threading.Lock()
+
+    @property
+    def tokenizer(self):
+        "The served model's tokenizer, loaded on first use when given as a name (so a server that is down is reported first)."
+        if self._tokenizer is None or isinstance(self._tokenizer, (str, os.PathLike)):
+            from transformers import AutoTokenizer
+            src = self.model if self._tokenizer is None else str(self._tokenizer)
+            try: self._tokenizer = AutoTokenizer.from_pretrained(src)
+            except Exception as e:
+                raise ValueError(f"`tokenizer`: could not load a tokenizer from {src!r} ({type(e).__name__}); pass the served "
+                                 "model's tokenizer (an object, a folder or a cached hub name)") from None
+        return self._tokenizer
 
     def _session(self):
         "One requests.Session per thread (sessions are not thread-safe); keeps the connection alive."
@@ -290,13 +295,16 @@ class OpenAICompleter:
 
     def __repr__(self): return f"OpenAICompleter({self.base_url!r}, {self.model!r}, T={self.temperature}, max_tokens={self.max_tokens})"
 
-# %% ../nbs/22_completers.ipynb #e07ae1f1
+# %% ../nbs/22_completers.ipynb #aa85bf42
 ENGINE_CACHE = "~/.cache/ktae_lab/engine"   # where tools/setup_engine.sh installs vLLM and the converted SmolLM2 ($KTAE_ENGINE_CACHE)
 
 def engine_install(cache:str|None=None, # default $KTAE_ENGINE_CACHE or ENGINE_CACHE
                   ) -> tuple[str, str]|None: # (python of vLLM's venv, SmolLM2 folder), or None when not installed
     "Where `tools/setup_engine.sh` put vLLM's interpreter and the SmolLM2 folder it serves (None when it has not run)."
+    if cache is not None and (not isinstance(cache, (str, os.PathLike)) or not str(cache) or "\0" in str(cache)):
+        raise TypeError(f"`cache` must be a folder path (a non-empty str without NUL) or None, got {cache!r}")
     root = Path(os.path.expanduser(cache or os.environ.get("KTAE_ENGINE_CACHE") or ENGINE_CACHE))
+    if root.exists() and not root.is_dir(): raise ValueError(f"`cache` {str(root)!r} is a file, not the engine's cache folder")
     py = sorted(root.glob("vllm-*/bin/python"))
     model = root / "smollm2-135m-instruct"
     ok = [p for p in py if (p.parent.parent / ".ok").exists()]
@@ -323,15 +331,19 @@ class VLLMServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.args = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", model, "--served-model-name", self.served_name,
                      "--host", "127.0.0.1", "--port", str(self.port), "--dtype", "float32", "--enforce-eager",
+                     "--distributed-executor-backend", "uni",   # the model runs in the engine process: no worker process to start
+                     # vLLM 0.32's CPU build crashes ("CPU Generator does not use offset") when a seeded request's prefill is
+                     # split over two steps; whole prefills, up to 8192 tokens a step, avoid it
+                     "--no-enable-chunked-prefill", "--max-num-batched-tokens", "8192",
                      "--max-model-len", str(max_model_len), "--max-logprobs", "5", *extra_args]
         self.env = {**os.environ, "VLLM_CPU_OMP_THREADS_BIND": threads, "VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gib),
                     "VLLM_NO_USAGE_STATS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": ""}
         self.log = log or tempfile.NamedTemporaryFile(prefix="vllm-", suffix=".log", delete=False).name
         self.proc, self.startup_s = None, None
 
-    def start(self, timeout:float=300.0, # seconds to wait for /v1/models
+    def start(self, timeout:float=300.0, # seconds to wait for the first answer
              ) -> "VLLMServer":
-        "Start the server and wait until it answers (raises with the log's last lines if it dies or times out)."
+        "Start the server, wait until it answers a first completion (raises with the log's last lines if it dies or times out)."
         import requests
         t0 = time.perf_counter()
         with open(self.log, "ab") as f:
@@ -339,10 +351,17 @@ class VLLMServer:
         while time.perf_counter() - t0 < timeout:
             if self.proc.poll() is not None: raise RuntimeError(f"vLLM exited with status {self.proc.returncode}: {self.tail()}")
             try:
-                if requests.get(self.url + "/v1/models", timeout=2).ok: self.startup_s = time.perf_counter() - t0; return self
+                if requests.get(self.url + "/v1/models", timeout=2).ok: break
             except requests.exceptions.RequestException: pass
             time.sleep(0.5)
-        self.stop(); raise TimeoutError(f"vLLM did not answer within {timeout:g} s: {self.tail()}")
+        else:
+            self.stop(); raise TimeoutError(f"vLLM did not answer within {timeout:g} s: {self.tail()}")
+        # the first completion sets up the CPU kernels (10 to 40 s here): pay it now, so start-up means "answers promptly"
+        body = dict(model=self.served_name, prompt=[1, 2, 3], max_tokens=2, logprobs=1)
+        try: requests.post(self.url + "/v1/completions", json=body, timeout=max(timeout - (time.perf_counter() - t0), 1)).raise_for_status()
+        except requests.exceptions.RequestException as e: self.stop(); raise RuntimeError(f"vLLM's first completion failed ({e}): {self.tail()}") from None
+        self.startup_s = time.perf_counter() - t0
+        return self
 
     def tail(self, k:int=5) -> str:
         "The last k lines of the server's log."

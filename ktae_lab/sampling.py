@@ -121,7 +121,7 @@ def grade_rollout(response:str, # decoded response text
     return {"reward": float(ok), "correct": ok, "extracted_answer": extract_answer(response), "truncated": False}
 
 # %% ../nbs/40_sampling.ipynb #63248c62
-def generate_group_batch(model, # a transformers causal LM
+def generate_group_batch(model, # a transformers causal LM, or a serving engine's client (`OpenAICompleter`, 22_completers)
                          tokenizer, # its tokenizer
                          prompts:list[str], # k rendered prompts
                          group_ids:list[str], # k group (problem) ids: each group's generator is seeded from (seed, id)
@@ -135,6 +135,7 @@ def generate_group_batch(model, # a transformers causal LM
     if isinstance(group_ids, str) or not isinstance(group_ids, (list, tuple)) or len(group_ids) != len(prompts):
         raise ValueError(f"`group_ids` must be a list of one id per prompt ({len(prompts)}), got {group_ids!r}")
     if len(set(map(str, group_ids))) != len(group_ids): raise ValueError(f"`group_ids` has duplicates: {list(group_ids)}")
+    if hasattr(model, "generate_group_batch"): return model.generate_group_batch(tokenizer, list(prompts), list(group_ids), cfg)
     G, dev = cfg.num_rollouts, next(model.parameters()).device
     chat = uses_chat_template(tokenizer, cfg.chat_template)
     ids, am = encode_prompts(tokenizer, list(prompts), dev, add_special_tokens=not chat)
@@ -204,7 +205,7 @@ def _peak_rss_mb() -> float:
     return r / (1024 * 1024) if sys.platform == "darwin" else r / 1024
 
 def sample_rollouts(problems, # list of problem dicts, or a path for `load_problems`
-                    model, # a transformers causal LM
+                    model, # a transformers causal LM, or a serving engine's client (`OpenAICompleter`): the engine samples
                     tokenizer, # its tokenizer
                     output, # rollout JSONL to append to
                     config:SampleConfig|None=None, # sampling settings (default SampleConfig())
@@ -228,8 +229,10 @@ def sample_rollouts(problems, # list of problem dicts, or a path for `load_probl
     if output.is_dir(): raise ValueError(f"`output` {str(output)!r} is a directory; name a .jsonl file")
     problems = load_problems(problems) if isinstance(problems, (str, Path)) else check_problems(problems)
     chat = uses_chat_template(tokenizer, cfg.chat_template)
-    settings = cfg.settings(str(model.dtype).replace("torch.", ""), chat)
-    model_name = model_name or getattr(model.config, "name_or_path", None) or type(model).__name__
+    served = hasattr(model, "generate_group_batch")
+    settings = cfg.settings("served" if served else str(model.dtype).replace("torch.", ""), chat)
+    if served: settings["sampler"] = model.sampler   # the engine's samples are never mixed with ours in one file
+    model_name = model_name or (model.model if served else getattr(model.config, "name_or_path", None)) or type(model).__name__
     tok_name = str(getattr(tokenizer, "name_or_path", "") or model_name)
     tok_name = f"{Path(tok_name).name if os.path.isabs(tok_name) else tok_name} (vocab {len(tokenizer)})"  # portable
     prompts = {p["problem_id"]: render_prompt(tokenizer, p["question"], cfg.system_prompt, chat) for p in problems}
@@ -261,7 +264,7 @@ def sample_rollouts(problems, # list of problem dicts, or a path for `load_probl
                                 "model": model_name, "tokenizer": tok_name, "eos_token_id": tokenizer.eos_token_id,
                                 "pad_token_id": tokenizer.pad_token_id, "sampling": settings,
                                 "meta": {**extra, "prompt_tokens": plen[p["problem_id"]],
-                                         "finish": "length" if r["truncated"] else "eos"}})
+                                         "finish": "length" if r["truncated"] else "eos", **r.get("meta", {})}})
             write_rollouts(records, output, append=True)
             stats["groups"] += len(batch); stats["rollouts"] += len(records)
             stats["tokens"] += sum(len(r["token_ids"]) for r in records)

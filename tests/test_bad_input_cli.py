@@ -139,6 +139,10 @@ CASES = [
          old=["sample", "--output", "{ws}/o.jsonl", "--problems", "{problems}", "--temperature", "nan"]),
     Case(["sample", "-o", "{ws}/o.jsonl", "--problems", "{problems}", "--top-p", "0"], "top_p",
          old=["sample", "--output", "{ws}/o.jsonl", "--problems", "{problems}", "--top-p", "0"]),
+    # sample --server (OpenAICompleter): a URL that is not one, and an engine that is not there (nothing listens on port 9)
+    Case(["sample", "-o", "{ws}/o.jsonl", "--problems", "{problems}", "--server", "localhost:8000"], "`base_url` must be an http(s) URL"),
+    Case(["sample", "-o", "{ws}/o.jsonl", "--problems", "{problems}", "--server", "http://127.0.0.1:9", "--retries", "0"],
+         "cannot connect (is the engine running, at this host and port?)"),
     # ------------------------------------------------------------------ ablate (nothing is trained)
     Case(["ablate", "--seeds", "1,1", "-o", "{ws}/ab"], "seed(s) [1] given twice", old=["ablate", "--seeds", "1,1", "--out", "{ws}/ab"] + SMALL_LAB_OLD),
     Case(["ablate", "--seeds", "a", "-o", "{ws}/ab"], "--seeds: expected a count or a comma list", old=["ablate", "--seeds", "a", "--out", "{ws}/ab"]),
