@@ -301,7 +301,10 @@ ENGINE_CACHE = "~/.cache/ktae_lab/engine"   # where tools/setup_engine.sh instal
 def engine_install(cache:str|None=None, # default $KTAE_ENGINE_CACHE or ENGINE_CACHE
                   ) -> tuple[str, str]|None: # (python of vLLM's venv, SmolLM2 folder), or None when not installed
     "Where `tools/setup_engine.sh` put vLLM's interpreter and the SmolLM2 folder it serves (None when it has not run)."
+    if cache is not None and (not isinstance(cache, (str, os.PathLike)) or not str(cache) or "\0" in str(cache)):
+        raise TypeError(f"`cache` must be a folder path (a non-empty str without NUL) or None, got {cache!r}")
     root = Path(os.path.expanduser(cache or os.environ.get("KTAE_ENGINE_CACHE") or ENGINE_CACHE))
+    if root.exists() and not root.is_dir(): raise ValueError(f"`cache` {str(root)!r} is a file, not the engine's cache folder")
     py = sorted(root.glob("vllm-*/bin/python"))
     model = root / "smollm2-135m-instruct"
     ok = [p for p in py if (p.parent.parent / ".ok").exists()]

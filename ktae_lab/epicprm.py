@@ -4,7 +4,8 @@
 
 # %% ../nbs/21_epicprm.ipynb #1aa858c9
 from __future__ import annotations
-import json, math, os, warnings
+import json, math, os, threading, warnings
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import nullcontext
 from dataclasses import dataclass, field, asdict, replace
 import numpy as np
@@ -13,11 +14,11 @@ from .data import append_jsonl, output_lock, repair_jsonl_tail, json_line
 
 # %% auto #0
 __all__ = ['WEIGHTINGS', 'SHIFT_MIN_HI', 'EPIC_STATIC_K', 'EPIC_PILOT_K', 'EPIC_PILOT_MIN_CORRECT', 'EPIC_K_FLOOR', 'EPIC_K_STEP',
-           'METHODS', 'EPIC_ALPHA', 'EPIC_HARD_BELOW', 'EPIC_EASY_FROM', 'MS_N', 'METHOD_PARAMS', 'Completion',
-           'CompleterProtocolError', 'CompleterError', 'check_completions', 'AveragedCompleter', 'num_sources',
-           'split_steps', 'mc_estimate', 'sequential_first_error', 'binary_first_error', 'Probe', 'Baseline', 'pilot_k',
-           'epic_baseline', 'Annotation', 'annotate', 'annotation_record', 'read_annotations', 'annotate_dataset',
-           'to_epic50k']
+           'METHODS', 'EPIC_ALPHA', 'EPIC_HARD_BELOW', 'EPIC_EASY_FROM', 'MS_N', 'METHOD_PARAMS',
+           'EPIC50K_ERROR_RATING', 'Completion', 'CompleterProtocolError', 'CompleterError', 'check_completions',
+           'AveragedCompleter', 'num_sources', 'split_steps', 'mc_estimate', 'sequential_first_error',
+           'binary_first_error', 'Probe', 'Baseline', 'pilot_k', 'epic_baseline', 'Annotation', 'annotate',
+           'annotation_record', 'read_annotations', 'annotate_dataset', 'to_epic50k']
 
 # %% ../nbs/21_epicprm.ipynb #868141d8
 @dataclass(slots=True)
@@ -466,9 +467,14 @@ def annotate_dataset(df, # pandas DataFrame, one solution per row
                      verifier=None, # (text, reference) -> bool
                      max_retries:int=2, # retries per completer call before the solution is marked failed
                      progress:bool=True, # tqdm progress bar
+                     retry_failed:bool=False, # annotate again the solutions recorded as `failed` (a completer that kept raising)
+                     meta:dict|None=None, # stored as `meta` in every new record: what made it (model, engine, sampling, version)
+                     workers:int=1, # questions annotated at once (threads; a question's solutions stay in order): for a server completer
                      **params, # method parameters, as in `annotate`
                     ):
     "Annotate every solution of a DataFrame, appending records to a JSONL as it goes and resuming from it."
+    if meta is not None and not isinstance(meta, dict): raise TypeError(f"`meta` must be a dict or None, got {type(meta).__name__}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1: raise ValueError(f"`workers` must be an int >= 1, got {workers!r}")
     import pandas as pd
     from tqdm.auto import tqdm
     if not isinstance(df, pd.DataFrame): raise TypeError(f"`df` must be a pandas DataFrame, got {type(df).__name__}")
@@ -491,8 +497,11 @@ def annotate_dataset(df, # pandas DataFrame, one solution per row
                     raise ValueError(f"`path` {path} holds records of method {r.get('method')!r}, not {method!r}: use another file")
                 done[str(r["id"])] = r
                 if r.get("baseline") and r.get("method") == method: bases.setdefault(r["question"], Baseline(**r["baseline"]))
-        for rid, corr, (_, row) in tqdm(zip(ids, corrs, df.iterrows()), total=len(df), disable=not progress, desc=f"annotate[{method}]"):
-            if str(rid) in done: out.append(done[str(rid)]); continue
+        todo = [(rid, corr, row) for rid, corr, (_, row) in zip(ids, corrs, df.iterrows())
+                if str(rid) not in done or (retry_failed and done[str(rid)].get("status") == "failed")]
+        lock, stop = threading.Lock(), threading.Event()
+        bar = tqdm(total=len(df), initial=len(df) - len(todo), disable=not progress, desc=f"annotate[{method}]")
+        def one(rid, corr, row):
             q, ref = row[question_col], row[answer_col]
             steps = split_steps(row[steps_col]) if isinstance(row[steps_col], str) else list(row[steps_col])
             kw = dict(params)
@@ -505,16 +514,43 @@ def annotate_dataset(df, # pandas DataFrame, one solution per row
             except CompleterError as e:
                 rec = _record(rid, q, steps, ref, status="failed", error=str(e))
             rec["method"] = method
-            if path is not None: append_jsonl(path, json.loads(json.dumps(rec, default=_jsonable)))  # synced; disk full: clean error
-            done[str(rid)] = rec; out.append(rec)
+            if meta is not None: rec["meta"] = meta
+            with lock:
+                if path is not None: append_jsonl(path, json.loads(json.dumps(rec, default=_jsonable)))  # synced; disk full: clean error
+                done[str(rid)] = rec; bar.update(1)
+        def run(group):
+            for t in group:
+                if stop.is_set(): return
+                one(*t)
+        try:
+            if workers == 1: run(todo)
+            else:   # one task per question: its first solution computes the shared baseline, the others reuse it
+                groups = {}
+                for t in todo: groups.setdefault(t[2][question_col], []).append(t)
+                with ThreadPoolExecutor(min(workers, len(groups) or 1)) as ex:
+                    futs = [ex.submit(run, g) for g in groups.values()]
+                    try:
+                        for f in as_completed(futs): f.result()
+                    except BaseException: stop.set(); raise     # a protocol error stops the run; finished records are kept
+        finally: bar.close()
+        out = [done[str(rid)] for rid in ids]
     return pd.DataFrame(out)
 
 # %% ../nbs/21_epicprm.ipynb #d78cc93a
-def to_epic50k(record:dict) -> dict:
-    "One annotation record in Epic50k's flat `state{i}` / `step{i}` layout."
-    out = {"question": record["question"]}
-    texts = [s["text"] for s in record["steps"]]
-    for i, s in enumerate(record["steps"]):
+EPIC50K_ERROR_RATING = -1  # xiaolizh1/EpicPRM train_reward_model.py: ratings 0 and 1 both train as "correct"; others as "error"
+
+def to_epic50k(record:dict, # an annotation record (a line of `annotate_dataset`'s JSONL)
+               error_rating:int=EPIC50K_ERROR_RATING, # rating of a wrong step (not 0: the authors' trainer reads 0 as right)
+              ) -> dict|None: # None when the record has no labels (skipped or failed)
+    "One annotation record in the layout EpicPRM's trainer reads: `total_steps`, `state{i}`, `step{i}`."
+    if not isinstance(record, dict): raise TypeError(f"`record` must be an annotation record (dict), got {type(record).__name__}")
+    steps = record.get("steps")
+    if not isinstance(steps, list) or "question" not in record: raise ValueError(f"`record` lacks `question` or a `steps` list; got keys {sorted(record)}")
+    if record.get("status", "ok") != "ok" or not steps or any(s.get("rating") is None for s in steps): return None
+    if error_rating in (0, 1): raise ValueError(f"`error_rating` must not be 0 or 1 (EpicPRM's trainer reads both as a right step), got {error_rating!r}")
+    out = {"question": record["question"], "total_steps": len(steps)}
+    texts = [s["text"] for s in steps]
+    for i, s in enumerate(steps):
         out[f"state{i}"] = f"Problem:{record['question']}\nSelected steps:\n" + "\n".join(texts[:i])
-        out[f"step{i}"] = [{"text": s["text"], "rating": s["rating"]}]
+        out[f"step{i}"] = [{"text": s["text"], "rating": 1 if s["rating"] == 1 else error_rating}]
     return out

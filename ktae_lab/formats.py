@@ -10,7 +10,7 @@ import numpy as np
 from .data import ROLLOUT_FIELDS, validate_rollout, read_rollouts
 
 # %% auto #0
-__all__ = ['VERL_KEYS', 'TRL_KEYS', 'FORMATS', 'load_tokenizer', 'encode_texts', 'json_lines', 'read_verl_dump',
+__all__ = ['VERL_KEYS', 'TRL_KEYS', 'FORMATS', 'load_tokenizer', 'encode_texts', 'token_strings', 'json_lines', 'read_verl_dump',
            'read_trl_completions', 'read_table', 'detect_format', 'read_source', 'is_run_folder', 'run_steps',
            'read_step', 'iter_run']
 
@@ -34,6 +34,14 @@ def encode_texts(tokenizer, # a callable Hugging Face tokenizer
     if not texts: return []
     return [list(map(int, ids)) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
 
+def token_strings(tokenizer, # a Hugging Face tokenizer (or anything with `convert_ids_to_tokens`)
+                  ids, # token ids per text
+                 ) -> list: # token strings per text; None per text when the tokenizer cannot name its ids
+    "The token strings of re-encoded ids, for views and tables."
+    conv = getattr(tokenizer, "convert_ids_to_tokens", None)
+    if conv is None: return [None] * len(ids)
+    return [[str(s) for s in conv(list(t))] for t in ids]
+
 # %% ../nbs/03_formats.ipynb #c14b2bbd
 def json_lines(path, # a JSONL file
               ): # yields (line number, dict)
@@ -54,8 +62,12 @@ def json_lines(path, # a JSONL file
         yield n, obj
 
 # %% ../nbs/03_formats.ipynb #69da05a8
+def _no_records(path) -> ValueError:
+    return ValueError(f"{path}: no complete records (an empty file, or the writer was stopped before its first line ended)")
+
 def _frame(recs, path, where): # recs: list of (location, record dict)
     import pandas as pd
+    if not recs: raise _no_records(path)
     out, count = [], {}
     for loc, rec in recs:
         if rec.get("rollout_id") is None:   # position within its group, in file order
@@ -103,8 +115,10 @@ def read_verl_dump(path, # a verl `{global_step}.jsonl` dump
         rows.append((n, dict(group_id=gid, prompt=obj["input"], response=obj["output"], reward=reward,
                              reference_answer=None if gts is None else (gts if isinstance(gts, str) else json.dumps(gts)),
                              meta={"step": step, "source": "verl", **extra})))
-    ids = encode_texts(load_tokenizer(tokenizer), [r["response"] for _, r in rows])  # after the file's own checks
-    for (_, r), t in zip(rows, ids): r["token_ids"] = t
+    if not rows: raise _no_records(path)
+    tk = load_tokenizer(tokenizer)   # after the file's own checks
+    ids = encode_texts(tk, [r["response"] for _, r in rows])
+    for (_, r), t, s in zip(rows, ids, token_strings(tk, ids)): r["token_ids"], r["tokens"] = t, s
     return _frame(rows, path, "line")
 
 # %% ../nbs/03_formats.ipynb #0daf24ce
@@ -121,6 +135,7 @@ def read_trl_completions(path, # a TRL `completions_{step:05d}.parquet`
     path = Path(path)
     try: t = pd.read_parquet(path)
     except Exception as e: raise ValueError(f"{path}: not a readable parquet file ({type(e).__name__}: {e})") from None
+    if not len(t): raise _no_records(path)
     for c in ("prompt", "completion"):
         if c not in t.columns: raise ValueError(f"{path}: no `{c}` column (columns: {', '.join(map(str, t.columns))}); a TRL completion log has `prompt` and `completion`")
     rcols = [c for c in t.columns if c not in TRL_KEYS and c not in exclude and pd.api.types.is_numeric_dtype(t[c])]
@@ -142,9 +157,10 @@ def read_trl_completions(path, # a TRL `completions_{step:05d}.parquet`
         gids = [f"g{i // num_generations}" for i in range(len(t))]
     step = t["step"].tolist() if "step" in t.columns else [None] * len(t)
     prompts, comps = [_text(p) for p in t["prompt"]], [_text(c) for c in t["completion"]]
-    ids = [list(map(int, x)) for x in t["token_ids"]] if "token_ids" in t.columns else encode_texts(load_tokenizer(tokenizer), comps)
+    if "token_ids" in t.columns: ids, toks = [list(map(int, x)) for x in t["token_ids"]], [None] * len(t)
+    else: tk = load_tokenizer(tokenizer); ids = encode_texts(tk, comps); toks = token_strings(tk, ids)
     adv = t["advantage"].tolist() if "advantage" in t.columns else [None] * len(t)
-    rows = [(i + 1, dict(group_id=f"s{step[i]}:{gids[i]}", prompt=prompts[i], response=comps[i], token_ids=ids[i], reward=float(reward[i]),
+    rows = [(i + 1, dict(group_id=f"s{step[i]}:{gids[i]}", prompt=prompts[i], response=comps[i], token_ids=ids[i], tokens=toks[i], reward=float(reward[i]),
                          meta={"step": None if step[i] is None else int(step[i]), "source": "trl", "advantage": adv[i]}))
             for i in range(len(t))]
     return _frame(rows, path, "row")
@@ -178,15 +194,16 @@ def read_table(path, # a JSONL / CSV / parquet file, or a `datasets` save_to_dis
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"table not found: {path}")
     t = _load_table(path)
+    if not len(t): raise _no_records(path)
     cols = ", ".join(map(str, t.columns))
     if response not in t.columns and response == "completion" and "response" in t.columns: response = "response"
     need = [c for c in (reward, group if group else prompt) if c not in t.columns]
-    if need: raise ValueError(f"{path}: no column `{need[0]}` (columns: {cols}); name it with "
-                              f"{'reward' if need[0] == reward else 'group' if group else 'prompt'}=")
+    if need: raise ValueError(f"{path}: " + ", ".join(f"no column `{c}` (name it with {'reward' if c == reward else 'group' if group else 'prompt'}=)" for c in need)
+                              + f"; columns: {cols}")
     has_ids = token_ids in t.columns
     if not has_ids and response not in t.columns: raise ValueError(f"{path}: no column `{response}` and no `{token_ids}` (columns: {cols})")
-    ids = ([json.loads(x) if isinstance(x, str) else list(map(int, x)) for x in t[token_ids]] if has_ids
-           else encode_texts(load_tokenizer(tokenizer), [str(x) for x in t[response]]))
+    if has_ids: ids, toks = [json.loads(x) if isinstance(x, str) else list(map(int, x)) for x in t[token_ids]], [None] * len(t)
+    else: tk = load_tokenizer(tokenizer); ids = encode_texts(tk, [str(x) for x in t[response]]); toks = token_strings(tk, ids)
     keys, rows = {}, []
     for i in range(len(t)):
         r = t.iloc[i]
@@ -196,7 +213,7 @@ def read_table(path, # a JSONL / CSV / parquet file, or a `datasets` save_to_dis
         gid = gk if isinstance(gk, (str, int)) and not group is None else f"g{keys.setdefault(gk, len(keys))}"
         step = r["step"] if "step" in t.columns else None
         rows.append((i + 1, dict(group_id=gid, prompt=p, response=_text(r[response]) if response in t.columns else None,
-                                 token_ids=ids[i], reward=_number(r[reward].item() if hasattr(r[reward], "item") else r[reward], path, "row", i + 1, reward),
+                                 token_ids=ids[i], tokens=toks[i], reward=_number(r[reward].item() if hasattr(r[reward], "item") else r[reward], path, "row", i + 1, reward),
                                  meta={"source": "table"} | ({} if step is None else {"step": int(step)}))))
     return _frame(rows, path, "row")
 
@@ -204,9 +221,16 @@ def read_table(path, # a JSONL / CSV / parquet file, or a `datasets` save_to_dis
 FORMATS = ("auto", "ktae", "verl", "trl", "table")
 _STEP = re.compile(r"(\d+)$")
 
-def _first_object(path):
-    for _, o in json_lines(path): return o
-    return {}
+def _first_object(path): # the first JSON object of a JSONL file, read alone; None when no line is complete
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            if not raw.strip(): continue
+            try: o = json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                if not raw.endswith(b"\n"): return None   # the only line is half-written
+                raise ValueError(f"{path}, line {n}: not valid JSON ({getattr(e, 'msg', e)})") from None
+            return o if isinstance(o, dict) else {}
+    return None
 
 def detect_format(path, # a rollout file
                  ) -> str: # one of FORMATS other than "auto"
@@ -220,6 +244,7 @@ def detect_format(path, # a rollout file
         return "trl" if "completion" in names and "prompt" in names else "table"
     if path.suffix.lower() in (".jsonl", ".json"):
         o = _first_object(path)
+        if o is None: raise _no_records(path)
         if {"input", "output"} <= set(o): return "verl"
         if {"group_id", "token_ids"} <= set(o): return "ktae"
     return "table"
@@ -247,20 +272,31 @@ def is_run_folder(path) -> bool:
     path = Path(path)
     return path.is_dir() and not (path/"dataset_info.json").is_file()
 
+def _unfinished(p) -> bool: # a step file with nothing complete in it: a JSONL with no complete line, an unreadable parquet
+    if p.suffix.lower() == ".jsonl": return _first_object(p) is None
+    if p.suffix.lower() == ".parquet":
+        import pyarrow.parquet as pq
+        try: pq.read_schema(p); return False
+        except Exception: return True   # pyarrow's errors for a torn file vary (ArrowInvalid, OSError)
+    return False
+
 def run_steps(folder, # a run folder
               format:str="auto", # one of FORMATS
              ) -> list: # [(step, path, format)] in step order
-    "List the step files of a run folder; refuse an empty folder, mixed formats, repeated steps."
+    "List the step files of a run folder, skipping (with a warning) one with nothing complete in it; refuse an empty folder, mixed formats, repeated steps."
     folder = Path(folder)
     if not folder.is_dir(): raise ValueError(f"run folder not found: {folder}")
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in (".jsonl", ".parquet", ".csv") and _STEP.search(p.stem))
     if not files: raise ValueError(f"{folder}: no step files (expected files named by their step, e.g. 12.jsonl or completions_00012.parquet)")
-    out, seen = [], {}
+    out, seen, torn = [], {}, []
     for p in files:
         s = int(_STEP.search(p.stem).group(1))
         if s in seen: raise ValueError(f"{folder}: step {s} appears twice ({seen[s].name} and {p.name}); mixed step files of two runs?")
         seen[s] = p
+        if _unfinished(p): torn.append((s, p)); continue
         out.append((s, p, detect_format(p) if format == "auto" else format))
+    if not out: raise ValueError(f"{folder}: no step file holds a complete line or record ({', '.join(p.name for p in files[:3])}{', ...' if len(files) > 3 else ''})")
+    for s, p in torn: warnings.warn(f"{p}: nothing complete to read (the trainer was stopped while writing it?); step {s} skipped")
     kinds = {f for _, _, f in out}
     if len(kinds) > 1:
         ex = {f: p.name for _, p, f in out}

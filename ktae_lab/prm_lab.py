@@ -14,15 +14,15 @@ from .task import lab_tokenizer, solution_steps
 from .lab import LabConfig, lab_data, LAB_TASK
 from .credit import LabCompleter, annotate_many, policy_solutions, lab_policy
 from .epicprm import EPIC_STATIC_K, EPIC_PILOT_K, EPIC_PILOT_MIN_CORRECT, EPIC_K_FLOOR, EPIC_K_STEP, MS_N, SHIFT_MIN_HI
+from .annotate_io import processbench_scores   # ProcessBench's metric lives with its layout (26_annotate_io)
 from .prm import PRMConfig, ProcessRewardModel, train_prm, score_steps, annotation_targets, save_prm, load_prm
 from .lm import derive_seed, resolve_device
 from .data import atomic_write, append_jsonl, output_lock, repair_jsonl_tail, load_torch, load_state, json_line
 
 # %% auto #0
 __all__ = ['EPIC_PAPER_COMPLETERS', 'BUDGET_SCALE', 'THRESHOLD_GRID', 'scaled_budgets', 'PRMLabConfig', 'pd_isna', 'label_sets',
-           'shared_rows', 'annotator_table', 'predicted_first_error', 'processbench_scores', 'cv_threshold_f1',
-           'best_of_n', 'selector_scores', 'cost_table', 'pd_concat', 'markdown_table', 'plot_best_of_n',
-           'run_prm_pipeline', 'lab_prm']
+           'shared_rows', 'annotator_table', 'predicted_first_error', 'cv_threshold_f1', 'best_of_n', 'selector_scores',
+           'cost_table', 'pd_concat', 'markdown_table', 'plot_best_of_n', 'run_prm_pipeline', 'lab_prm']
 
 # %% ../nbs/44_prm_lab.ipynb #525c4031
 EPIC_PAPER_COMPLETERS = 2  # EpicPRM's completers per probe (Llama-3.1-8B-Instruct, Qwen2-7B-Instruct; arXiv 2503.02382 §4.1)
@@ -188,18 +188,6 @@ def predicted_first_error(scores, # per solution, the PRM's step scores
         if any(isinstance(v, (bool, str, bytes)) or not isinstance(v, (int, float, np.integer, np.floating)) or not math.isfinite(v) for v in a):
             raise ValueError(f"`scores[{i}]` must hold finite numbers (a NaN is never below the threshold), got {list(a)[:8]!r}")
     return [next((i for i, v in enumerate(s) if v < threshold), None) for s in scores]
-
-def processbench_scores(predicted, # predicted first errors (None: no error)
-                        truth, # exact first errors (None: the solution is right)
-                       ) -> dict: # acc_wrong, acc_right, f1, n_wrong, n_right
-    "Accuracy on wrong and on right solutions and their harmonic mean."
-    for k, v in (("predicted", predicted), ("truth", truth)):
-        if isinstance(v, (str, bytes)) or not hasattr(v, "__len__"): raise TypeError(f"`{k}` must be a list of first-error indices (None: no error), got {type(v).__name__}")
-    if len(predicted) != len(truth): raise ValueError(f"`predicted` ({len(predicted)}) and `truth` ({len(truth)}) must have the same length")
-    w = [p == t for p, t in zip(predicted, truth) if t is not None]
-    r = [p is None for p, t in zip(predicted, truth) if t is None]
-    aw, ar = (float(np.mean(w)) if w else 0.0), (float(np.mean(r)) if r else 0.0)
-    return dict(acc_wrong=aw, acc_right=ar, f1=2 * aw * ar / (aw + ar) if aw + ar > 0 else 0.0, n_wrong=len(w), n_right=len(r))
 
 # %% ../nbs/44_prm_lab.ipynb #96f75a69
 THRESHOLD_GRID = np.round(np.linspace(0.01, 0.99, 99), 2)  # candidate thresholds of the cross-validated F1

@@ -4,7 +4,7 @@
 
 # %% ../nbs/30_viz.ipynb #db5fe820
 from __future__ import annotations
-import base64, hashlib, html, io, json, math
+import base64, functools, hashlib, html, io, json, math
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
@@ -94,6 +94,11 @@ def display_token(tok:str, # a raw token string
                   show_spaces:bool=False, # draw every space as '·'
                  ) -> str: # escaped HTML for the cell's text
     "Escaped HTML for one token: `token_text`, HTML-escaped, with a line break after each '↵'."
+    if not isinstance(tok, str): token_text(tok)             # its TypeError names what was expected
+    return _display_token(tok, bool(show_spaces))
+
+@functools.lru_cache(maxsize=1 << 16)   # a page shows each distinct token many times
+def _display_token(tok:str, show_spaces:bool) -> str:
     return html.escape(token_text(tok, show_spaces), quote=True).replace("↵", "↵<br>")
 
 

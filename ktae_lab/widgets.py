@@ -249,6 +249,19 @@ class KeyTokenExplorer:
                                  + f"<div style='max-height:320px;overflow:auto'>"
                                  f"{shown.to_html(index=False, float_format=lambda v: f'{v:.4g}')}</div>")
 
+    def snapshot(self, table:bool=True, # include the per-token table
+                ) -> str: # HTML
+        "A static copy of what the explorer shows now (its controls' values, status, coloured rollout, plots, table), for pages that cannot run widgets."
+        on = [n for k, n in (("use_fisher", "F"), ("use_ig", "IG"), ("use_h", "h"), ("use_tf", "TF")) if getattr(self, k).value]
+        ctl = ([f"step {self.step.value}"] if self._steps else []) + [
+            f"group {self.group.value}", f"rollout {self.rollout.value}", f"preset {self.preset.value}", f"Â from {self.estimator.value}",
+            f"α = {self.alpha.value:g}, β = {self.beta.value:g}, γ = {self.gamma.value:g}, top = {self.top.value:g}",
+            f"components {' '.join(on) or 'none'}"] + ([f"ignored ids {self.ignore_ids.value}"] if self.ignore_ids.value.strip() else []) + [
+            f"colour by {self.color_by.value}"]
+        head = f'<p style="font-size:90%;color:#555">Explorer at: {html.escape(" · ".join(map(str, ctl)))}</p>'
+        return (f'<div class="ktae-explorer-snapshot">{head}{self.status.value}{self.token_view.value}{self.plots.value}'
+                f'{self.table_view.value if table else ""}</div>')
+
     def _repr_mimebundle_(self, **kwargs): return self.ui._repr_mimebundle_(**kwargs)
 
 

@@ -89,15 +89,16 @@ def run_cli():
 
 
 # Longest work first, so that `pytest -n 2 --dist loadgroup` (README's test command) does not end with one worker
-# still running a long test while the other idles: the docs site (one xdist group: built once, then driven in Chromium),
+# still running a long test while the other idles: the vLLM engine tests (one xdist group: one server, started once, and
+# restarted once by the kill test), the docs site (one xdist group: built once, then driven in Chromium),
 # then the notebooks (each runs whole; the tutorials, the longest, first), then the files with the end-to-end runs,
 # then everything else in its usual order. Without xdist only the order changes.
-_FIRST = ("test_docs.py", "test_notebooks.py", "test_prm.py", "test_faults.py", "test_lab.py", "test_ktae.py")
+_FIRST = ("test_engine.py", "test_docs.py", "test_notebooks.py", "test_prm.py", "test_faults.py", "test_lab.py", "test_ktae.py")
 
 
 def _rank(it) -> tuple:
     f = _FIRST.index(it.path.name) if it.path.name in _FIRST else len(_FIRST)
-    return (f, 0 if f == 1 and "[tutorials/" in it.nodeid else 1)
+    return (f, 0 if f == 2 and "[tutorials/" in it.nodeid else 1)
 
 
 @pytest.hookimpl(trylast=True)

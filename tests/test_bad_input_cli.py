@@ -34,7 +34,7 @@ class Case:
     needs_nonroot: bool = False
 
     @property
-    def cmd(self): return self.args[0] if self.args and self.args[0] in ("score", "report", "sample", "ablate", "prm") else None
+    def cmd(self): return self.args[0] if self.args and self.args[0] in ("score", "report", "sample", "ablate", "prm", "annotate") else None
 
     def id(self): return " ".join(self.args)[:70]
 
@@ -66,6 +66,18 @@ def workspace(d) -> dict:
     (d / "norun").mkdir(exist_ok=True); ws["norun"] = str(d / "norun")
     (d / "tworuns").mkdir(exist_ok=True); jl("tworuns/1.jsonl", [v]); jl("tworuns/step_1.jsonl", [v]); ws["tworuns"] = str(d / "tworuns")
     (d / "table.csv").write_text("completion,reward\n1,1.0\n"); ws["table_noprompt"] = str(d / "table.csv")
+    # solution files for `annotate` (ktae_lab.annotate_io, issue 19): ProcessBench layout without steps, a label out of range
+    pb = dict(id="a", problem="What is 2 + 2?", steps=["2 + 2 = 5.", "The answer is 5."], label=0, final_answer_correct=False)
+    ws["pb"], ws["pb_answers"] = str(REPO / "data" / "layouts" / "processbench.jsonl"), str(REPO / "data" / "layouts" / "processbench_answers.jsonl")
+    ws["pb_nosteps"] = jl("pb_nosteps.jsonl", [{k: v for k, v in pb.items() if k != "steps"}])
+    ws["pb_range"] = jl("pb_range.jsonl", [dict(pb, label=2, reference_answer="4")])
+    ws["verl_nullscore"] = jl("verl_nullscore.jsonl", [v, dict(v, score=None)])
+    ws["verl_noinput"] = jl("verl_noinput.jsonl", [v, {k: x for k, x in v.items() if k != "input"}])
+    ws["verl_torn"] = jl("verl_torn.jsonl", [v, v]); open(ws["verl_torn"], "a").write('{"input": "q", "outp')
+    (d / "empty.jsonl").write_text(""); ws["empty"] = str(d / "empty.jsonl")
+    (d / "tornrun").mkdir(exist_ok=True); (d / "tornrun" / "1.jsonl").write_text('{"input": "q", "outp'); ws["tornrun"] = str(d / "tornrun")
+    import pandas as pd
+    pd.DataFrame(dict(step=1, completion=["1"], acc=[1.0])).to_parquet(d / "trl_noprompt.parquet"); ws["trl_noprompt"] = str(d / "trl_noprompt.parquet")
     return ws
 
 
@@ -162,6 +174,15 @@ CASES = [
     Case(["prm", "-o", "{afile}/sub"], "cannot create the folder"),
     Case(["prm", "--threads", "0", "-o", "{ws}/p"], "--threads"),
     Case(["prm", "--quick"], "the following arguments are required: -o/--out"),
+    # ------------------------------------------------------------------ annotate (the model is never loaded)
+    Case(["annotate", "{pb}"], "the following arguments are required: -o/--out"),
+    Case(["annotate", "{pb_nosteps}", "--layout", "processbench", "-o", "{ws}/a.jsonl"], "the processbench layout needs column(s) steps"),
+    Case(["annotate", "{pb_range}", "-o", "{ws}/a.jsonl"], "row 1: `label` 2 is out of range for 2 steps"),
+    Case(["annotate", "{verl_ok}", "-o", "{ws}/a.jsonl"], "unknown layout of solutions (columns: gts, input, output, score, step)"),
+    Case(["annotate", "{pb}", "-o", "{ws}/a.jsonl"], "no reference answer, which grading completions needs; the processbench layout carries none"),
+    Case(["annotate", "{pb}", "--answers", "{pb_answers}", "-o", "{outdir}"], "is a folder; give a file name"),
+    Case(["annotate", "{pb}", "--answers", "{pb_answers}", "-o", "{ws}/a.jsonl", "--param", "pilot=0"], "`pilot` must be a positive int, got 0"),
+    Case(["annotate", "{pb}", "--answers", "{pb_answers}", "-o", "{ws}/a.jsonl", "--model", "{ws}/no_such_model"], "model directory not found", stub=False),
     # ------------------------------------------------------------------ the dispatcher
     Case(["scroe"], "unknown command 'scroe'; valid commands: score, report, sample, ablate"),
     Case(["score", "{verl_noscore}", "--tokenizer", "{ws}"], "verl_noscore.jsonl, line 2: field `score`: missing, no usable reward"),
@@ -169,11 +190,18 @@ CASES = [
     Case(["score", "{norun}"], "no step files"),
     Case(["score", "{tworuns}"], "mixed step files of two runs"),
     Case(["report", "{table_noprompt}", "--format", "table", "-o", "{ws}/r.html"], "no column `prompt`"),
+    Case(["score", "{verl_nullscore}", "--tokenizer", "{ws}"], "verl_nullscore.jsonl, line 2: field `score`: expected a finite number as the reward, got None"),
+    Case(["score", "{verl_noinput}", "--tokenizer", "{ws}"], "verl_noinput.jsonl, line 2: field `input`: missing"),
+    Case(["report", "{trl_noprompt}", "--format", "trl", "--tokenizer", "{ws}", "-o", "{ws}/r.html"], "trl_noprompt.parquet: no `prompt` column"),
+    Case(["score", "{empty}"], "empty.jsonl: no complete records"),
+    Case(["score", "{trl_noprompt}", "--tokenizer", "{ws}"], "trl_noprompt.parquet: no column `reward` (name it with reward=), no column `prompt` (name it with prompt=)"),
+    Case(["score", "{tornrun}"], "no step file holds a complete line or record (1.jsonl)"),
     Case(["--bogus"], "unknown command '--bogus'"),
 ]
 
 STUBS = {"sample": [("ktae_lab.lm", "load_model"), ("ktae_lab.sampling", "load_model")],
-         "ablate": [("ktae_lab.lab", "run_ablation")], "prm": [("ktae_lab.prm_lab", "run_prm_pipeline")]}
+         "ablate": [("ktae_lab.lab", "run_ablation")], "prm": [("ktae_lab.prm_lab", "run_prm_pipeline")],
+         "annotate": [("ktae_lab.lm", "load_model")]}
 
 
 def fill(args, ws): return [a.format(**ws) for a in args]
@@ -229,6 +257,21 @@ def test_cli_bad_input(case, ws):
     outcome, rc, err = run_case(case, ws)
     want = "ok" if case.expect is None else "clear"
     assert outcome == want, f"{case.args}: {outcome} (exit {rc}); stderr: {err!r}; expected: {case.expect!r}"
+
+
+def test_half_written_last_line_is_one_warning_line_and_the_complete_lines_are_read(ws):
+    "A verl dump whose trainer was killed mid-line: one `warning:` line naming file and line, then the complete lines."
+    out, err = io.StringIO(), io.StringIO()
+    from ktae_lab.cli import main
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main(["score", ws["verl_torn"], "--tokenizer", ws["ws"] + "/no_tokenizer"])
+    assert rc == 2 and "not a local tokenizer directory" in err.getvalue()     # checks came first, then the tokenizer
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main(["score", ws["verl_torn"], "--tokenizer", str(REPO / "data" / "smollm2_tokenizer"), "-o", ws["ws"] + "/torn.csv"])
+    lines = err.getvalue().strip().splitlines()
+    assert rc == 0 and lines == [f"ktae-lab score: warning: {ws['verl_torn']}, line 3: half-written last line (the writer was stopped?); read the 2 complete lines"], lines
+    assert "2 rollouts in 1 groups" in out.getvalue()
 
 
 def test_every_command_has_at_least_five_bad_inputs():

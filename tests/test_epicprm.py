@@ -336,7 +336,7 @@ def test_text_steps_and_epic50k_layout():
     rec = annotate_dataset(df, prefix_completer(1), None, "epic_sequential", progress=False).iloc[0].to_dict()
     assert [s["rating"] for s in rec["steps"]] == [1, 0, 0, 0]
     e = to_epic50k(rec)
-    assert e["state2"] == "Problem:q\nSelected steps:\nStep 1: a\nStep 2: b" and e["step3"][0]["rating"] == 0
+    assert e["state2"] == "Problem:q\nSelected steps:\nStep 1: a\nStep 2: b" and e["step3"][0]["rating"] == -1 and e["total_steps"] == 4
     json.dumps(rec, default=str)
 
 

@@ -511,9 +511,12 @@ def test_stale_lock_takeover_has_one_winner(tmp_path):
         def slow_lock_pid(*a, **k):   # descheduled right after reading the stale pid: widens the takeover race
             pid = real(*a, **k); time.sleep(0.02); return pid
         data._lock_pid = slow_lock_pid
-        folder, go = sys.argv[1], float(sys.argv[2])
+        folder = sys.argv[1]
+        open(f"{folder}/ready{os.getpid()}", "w").close()          # imported: the parent starts the race once all six are
+        while not os.path.exists(f"{folder}/go"): time.sleep(0.01)
+        go = float(open(f"{folder}/go").read())
         for trial in range(30):
-            time.sleep(max(0.0, go + 0.4 * trial - time.time()))   # sleep, not spin: six spinning processes held both cores
+            time.sleep(max(0.0, go + 0.25 * trial - time.time()))   # sleep, not spin: six spinning processes held both cores
             try:
                 with output_lock(f"{folder}/o{trial}.jsonl"):
                     with open(f"{folder}/log{trial}", "a") as f: f.write(f"in {os.getpid()}\\n")
@@ -522,8 +525,10 @@ def test_stale_lock_takeover_has_one_winner(tmp_path):
             except OutputLockedError: pass
     """)
     for trial in range(30): (tmp_path / f"o{trial}.jsonl.lock").write_text(f"{dead_pid()}\n")   # stale locks to take over
-    go = time.time() + 8.0                                                                     # after every process imported
-    ps = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path), str(go)], env=ENV) for _ in range(6)]
+    ps = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], env=ENV) for _ in range(6)]
+    t0 = time.time()
+    while len(list(tmp_path.glob("ready*"))) < 6 and time.time() - t0 < 120 and all(p.poll() is None for p in ps): time.sleep(0.05)
+    (tmp_path / "go.tmp").write_text(str(time.time() + 0.3)); (tmp_path / "go.tmp").rename(tmp_path / "go")
     for p in ps: assert p.wait(timeout=120) == 0
     overlaps = 0
     for trial in range(30):

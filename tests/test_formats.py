@@ -127,6 +127,30 @@ def test_half_written_last_line_warns_and_keeps_complete_lines(tmp_path):
     with pytest.warns(UserWarning, match=r"1.jsonl, line 3: half-written last line"):
         assert len(read_verl_dump(p, tiny_tokenizer())) == 2
 
+def test_a_cut_off_step_file_is_skipped_with_a_warning_and_the_run_is_read(tmp_path):
+    "A TRL run whose last parquet was cut off, and a verl run whose last file has no complete line: the written steps are read."
+    tok = tiny_tokenizer()
+    trl, verl = tmp_path / "trl", tmp_path / "verl"; trl.mkdir(); verl.mkdir()
+    for s in (1, 2):
+        pd.DataFrame(dict(step=s, prompt=["q"] * 2, completion=["1", "2"], acc=[1.0, 0.0])).to_parquet(trl / f"completions_{s:05d}.parquet")
+    whole = (trl / "completions_00002.parquet").read_bytes()
+    (trl / "completions_00002.parquet").write_bytes(whole[: len(whole) // 2])
+    _verl(verl, [LINE]); (verl / "2.jsonl").write_text('{"input": "q", "output": "1", "sc')
+    for folder, kw, name in ((trl, dict(num_generations=2), "completions_00002.parquet"), (verl, {}, "2.jsonl")):
+        with pytest.warns(UserWarning, match=f"{name}: nothing complete to read .*; step 2 skipped"):
+            got = [(s, len(df)) for s, df in iter_run(folder, tokenizer=tok, **kw)]
+        assert got == [(1, 2 if folder == trl else 1)]
+
+
+@needs_smollm2
+def test_shipped_tokenizer_directory_encodes_like_the_gguf(smollm2_tok):
+    "data/smollm2_tokenizer (the tutorial's, loaded offline from a folder) gives the GGUF tokenizer's ids on the shipped run."
+    from ktae_lab.formats import load_tokenizer
+    folder = load_tokenizer(shipped_data_path("smollm2_tokenizer/tokenizer.json").parent)
+    texts = [json.loads(l)["output"] for l in shipped_data_path("verl_run/1.jsonl").read_text().splitlines()]
+    assert folder(texts, add_special_tokens=False)["input_ids"] == smollm2_tok(texts, add_special_tokens=False)["input_ids"]
+
+
 @pytest.mark.parametrize("case, frag", [
     ("no_reward", "line 2: field `score`: missing, no usable reward"),
     ("bad_reward", "line 1: field `score`: expected a finite number"),

@@ -204,6 +204,7 @@ def _with_policy(out, warm_policy):
     return out
 
 
+@pytest.mark.xdist_group("warm_policy")   # one worker builds the shared warm start once
 def test_pipeline_resumes_without_redoing_finished_work(tmp_path, warm_policy, monkeypatch):
     cfg = PRMLabConfig(**TINY)
     out = _with_policy(tmp_path / "killed", warm_policy)
@@ -237,6 +238,7 @@ def test_pipeline_resumes_without_redoing_finished_work(tmp_path, warm_policy, m
     assert (fresh / "eval.csv").read_text() == (out / "eval.csv").read_text()
 
 
+@pytest.mark.xdist_group("warm_policy")   # one worker builds the shared warm start once
 def test_pipeline_refuses_another_configuration(tmp_path, warm_policy):
     out = _with_policy(tmp_path, warm_policy)
     (out / "config.json").write_text(json.dumps({"warm_steps": 1}))
@@ -244,6 +246,7 @@ def test_pipeline_refuses_another_configuration(tmp_path, warm_policy):
         run_prm_pipeline(out, cfg=PRMLabConfig(**TINY), device="cpu", progress=False)
 
 
+@pytest.mark.xdist_group("warm_policy")   # one worker builds the shared warm start once
 def test_pipeline_resumes_after_sigkill(tmp_path, warm_policy):
     out = _with_policy(tmp_path / "run", warm_policy)
     code = (f"import torch; torch.set_num_threads(1)\nfrom ktae_lab.prm_lab import PRMLabConfig, run_prm_pipeline\n"
@@ -381,14 +384,17 @@ def test_cli_ablate_trains_the_prm_of_each_seed(run_cli, tmp_path):
 SMALL_QUICK = dict(warm_steps=150, n_train_problems=12, n_eval_problems=6, draws=4, prm_steps=20)
 
 
-def test_cli_prm_quick_end_to_end(run_cli, tmp_path, monkeypatch):
-    """`ktae-lab prm --quick` as README gives it (every promised file and eval.csv row), end to end from the warm start, on a
-    smaller quick configuration: the same annotators, soft labels and N; a 150-step warm start (as the pipeline tests) and
-    fewer problems, draws and PRM steps (17 s of CPU, not 59)."""
+@pytest.mark.xdist_group("warm_policy")
+def test_cli_prm_quick_end_to_end(run_cli, tmp_path, monkeypatch, warm_policy):
+    """`ktae-lab prm --quick` as README gives it (every promised file and eval.csv row), end to end, on a smaller quick
+    configuration: the same annotators, soft labels and N; fewer problems, draws and PRM steps. Its 150-step warm start
+    is the pipeline tests' (the same lab configuration, so the same policy.pt), which `warm_policy` trains through the
+    pipeline's own `_seed_policy` once per worker."""
     from dataclasses import replace
     quick = PRMLabConfig.quick
     monkeypatch.setattr(PRMLabConfig, "quick", classmethod(lambda cls: replace(quick(), **SMALL_QUICK)))
-    out = tmp_path / "prm"
+    assert PRMLabConfig.quick().lab("cpu") == PRMLabConfig(**TINY).lab("cpu")     # what makes the shared policy valid here
+    out = _with_policy(tmp_path / "prm", warm_policy)
     rc, text, err = run_cli(["prm", "-o", out, "--quick", "--no-progress", "--device", "cpu"])
     assert rc == 0, err
     ev = pd.read_csv(out / "eval.csv")

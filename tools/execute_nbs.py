@@ -34,7 +34,9 @@ SETUP = f"""import matplotlib as _mpl
 _mpl.rcParams.update({MPL_STYLE!r})
 from matplotlib_inline.backend_inline import set_matplotlib_formats as _smf
 _smf('png')
-del _mpl, _smf
+import matplotlib.pyplot as _plt
+_plt.close("all")   # a figure left open by earlier work in this process would be shown by the notebook's first plot cell
+del _mpl, _smf, _plt
 # display options are process-wide: start every notebook from the defaults, so that its outputs do not depend on
 # which notebook ran before it in the same process (a pandas precision set by one tutorial leaked into the next)
 import warnings as _w, numpy as _np, pandas as _pd, torch as _torch
