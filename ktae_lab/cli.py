@@ -16,7 +16,8 @@ from .lm import resolve_device, resolve_dtype
 __all__ = ['COMMANDS', 'CommandError', 'ArgumentParser', 'error_line', 'command', 'add_ktae_options', 'ktae_overrides',
            'output_file', 'output_dir', 'positive_int', 'seeds_arg', 'text_arg', 'dtype_arg', 'device_arg',
            'typed_value', 'add_format_options', 'reader_options', 'rollout_steps', 'score_main', 'report_main',
-           'sample_main', 'parse_lab_fields', 'ablate_main', 'prm_main', 'parse_method_params', 'annotate_main', 'main']
+           'served_engine', 'local_model', 'sample_main', 'parse_lab_fields', 'ablate_main', 'prm_main',
+           'parse_method_params', 'annotate_main', 'main']
 
 # %% ../nbs/49_cli.ipynb #63ad0f70
 class CommandError(ValueError):
@@ -298,6 +299,31 @@ def report_main(argv:list[str]|None=None) -> int:
     print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB)")
     return 0
 
+# %% ../nbs/49_cli.ipynb #1469ee1c
+def served_engine(url:str, # --server
+                  model:str, # --model: the name the engine serves
+                  **kw, # more `OpenAICompleter` options
+                 ): # an `OpenAICompleter` that serves `model`
+    "Connect to an OpenAI-compatible engine; a server that is down, or does not serve `model`, is one line before any work."
+    from ktae_lab.completers import OpenAICompleter
+    eng = OpenAICompleter(url, model, **kw)
+    served = eng.served_models()
+    if model not in served: raise CommandError(f"engine {eng.base_url} does not serve model {model!r}; it serves {served}")
+    return eng
+
+
+# %% ../nbs/49_cli.ipynb #92c7be43
+def local_model(a:argparse.Namespace, # parsed options with model, gguf_file, device, dtype, threads, no_progress
+               ) -> tuple: # (model, tokenizer, name) as `ktae_lab.lm.load_model` returns them
+    "Load the causal LM the command-line options name, in this process."
+    import torch
+    from ktae_lab.lm import load_model
+    if a.threads is not None: torch.set_num_threads(a.threads)
+    if a.no_progress:  # also transformers' own bars (loading weights)
+        import transformers; transformers.utils.logging.disable_progress_bar()
+    return load_model(a.model, a.gguf_file, device=a.device, dtype=a.dtype)
+
+
 # %% ../nbs/49_cli.ipynb #f7f57b84
 @command("sample")
 def sample_main(argv:list[str]|None=None) -> int:
@@ -341,21 +367,13 @@ def sample_main(argv:list[str]|None=None) -> int:
     out = output_file(a.out)
     check_output_lock(out)   # refuse a second writer before spending a minute loading the model
     if a.server is not None:  # the engine samples; token ids come from the engine where it gives them (see 22_completers)
-        from ktae_lab.completers import OpenAICompleter
-        eng = OpenAICompleter(a.server, a.model, tokenizer=a.tokenizer, max_in_flight=a.max_in_flight, timeout=a.timeout,
-                              retries=a.retries, seed=a.seed)
-        served = eng.served_models()   # a server that is down, or does not serve --model: one line before anything is written
-        if a.model not in served: raise CommandError(f"engine {eng.base_url} does not serve model {a.model!r}; it serves {served}")
+        eng = served_engine(a.server, a.model, tokenizer=a.tokenizer, max_in_flight=a.max_in_flight, timeout=a.timeout,
+                            retries=a.retries, seed=a.seed)
         stats = sample_rollouts(problems, eng, eng.tokenizer, out, cfg, model_name=a.model, overwrite=a.overwrite, limit=a.limit,
                                 progress=not a.no_progress)
         print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in stats.items()}))
         return 0
-    import torch
-    from ktae_lab.lm import load_model
-    if a.threads is not None: torch.set_num_threads(a.threads)
-    if a.no_progress:  # also transformers' own bars (loading weights)
-        import transformers; transformers.utils.logging.disable_progress_bar()
-    model, tok, name = load_model(a.model, a.gguf_file, device=a.device, dtype=a.dtype)
+    model, tok, name = local_model(a)
     stats = sample_rollouts(problems, model, tok, out, cfg, model_name=name, overwrite=a.overwrite, limit=a.limit,
                             progress=not a.no_progress)   # holds output_lock(out) while it writes
     print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in stats.items()}))
@@ -488,22 +506,14 @@ def _no_completer(question, prefix_steps, n):
 
 def _completer(a): # (the completer the options of `annotate` describe, what to record about it)
     if a.server is not None:    # the engine completes; nothing is loaded here but the tokenizer (for the prompts)
-        from ktae_lab.completers import OpenAICompleter
         tok = _tokenizer_arg(a.tokenizer) if a.tokenizer else None   # 'smollm2': the GGUF's tokenizer, as for `score`
-        eng = OpenAICompleter(a.server, a.model, tokenizer=tok, max_tokens=a.max_new_tokens, temperature=a.temperature,
-                              top_p=a.top_p, seed=a.seed, system_prompt=a.system_prompt, max_in_flight=a.max_in_flight,
-                              timeout=a.timeout, retries=a.retries)
-        served = eng.served_models()   # a server that is down, or does not serve --model: one line before anything is written
-        if a.model not in served: raise CommandError(f"engine {eng.base_url} does not serve model {a.model!r}; it serves {served}")
+        eng = served_engine(a.server, a.model, tokenizer=tok, max_tokens=a.max_new_tokens, temperature=a.temperature,
+                            top_p=a.top_p, seed=a.seed, system_prompt=a.system_prompt, max_in_flight=a.max_in_flight,
+                            timeout=a.timeout, retries=a.retries)
         info = eng.info()   # the URL, the served model and the engine version where the engine says
         return eng, dict(model=a.model, engine=info.get("engine") or "an OpenAI-compatible engine", server=eng.base_url)
-    import torch
-    from ktae_lab.lm import load_model
     from ktae_lab.completers import TransformersCompleter
-    if a.threads is not None: torch.set_num_threads(a.threads)
-    if a.no_progress:
-        import transformers; transformers.utils.logging.disable_progress_bar()
-    model, tok, name = load_model(a.model, a.gguf_file, device=a.device, dtype=a.dtype)
+    model, tok, name = local_model(a)
     comp = TransformersCompleter(model, tok, max_new_tokens=a.max_new_tokens, temperature=a.temperature, top_p=a.top_p,
                                  batch_size=a.batch_size, system_prompt=a.system_prompt, seed=a.seed)
     return comp, dict(model=name, engine="transformers (in process)")
